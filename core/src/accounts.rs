@@ -1,0 +1,188 @@
+//! Accounts and their money: users, roles, status, balances, and the ledger that every
+//! balance change goes through (balance = Σ ledger entries, checked by [`verify_ledger`]).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{Db, Error, now_ms};
+
+/// A user account.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub status: String,
+    pub balance_nano: i64,
+    pub created_at: i64,
+}
+
+/// The kinds of ledger entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Topup,
+    Usage,
+    Adjustment,
+    Refund,
+    Promo,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Topup => "topup",
+            EntryKind::Usage => "usage",
+            EntryKind::Adjustment => "adjustment",
+            EntryKind::Refund => "refund",
+            EntryKind::Promo => "promo",
+        }
+    }
+}
+
+const USER_COLUMNS: &str = "id, email, display_name, role, status, balance_nano, created_at";
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, Error> {
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        role: row.try_get("role")?,
+        status: row.try_get("status")?,
+        balance_nano: row.try_get("balance_nano")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// Creates a user; email uniqueness is case-insensitive.
+pub async fn create_user(
+    db: &Db,
+    email: &str,
+    display_name: &str,
+    password_hash: Option<&str>,
+    role: &str,
+) -> Result<User, Error> {
+    let email = email.trim();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(Error::Invalid("a valid email address is required".into()));
+    }
+    if role != "user" && role != "admin" {
+        return Err(Error::Invalid("role must be user or admin".into()));
+    }
+    let now = now_ms();
+    let row = sqlx::query(&format!(
+        "INSERT INTO users (email, email_lower, display_name, password_hash, role, status, \
+         balance_nano, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', 0, $6, $6) \
+         ON CONFLICT (email_lower) DO NOTHING RETURNING {USER_COLUMNS}"
+    ))
+    .bind(email)
+    .bind(email.to_lowercase())
+    .bind(display_name)
+    .bind(password_hash)
+    .bind(role)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?;
+    match row {
+        Some(row) => user_from_row(&row),
+        None => Err(Error::Conflict("an account with this email already exists".into())),
+    }
+}
+
+/// One user by id.
+pub async fn get_user(db: &Db, id: i64) -> Result<User, Error> {
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    row.as_ref().map(user_from_row).transpose()?.ok_or(Error::NotFound)
+}
+
+/// Every user's id, status and balance, for the gateway's in-memory account table.
+pub async fn all_balances(db: &Db) -> Result<Vec<(i64, String, i64)>, Error> {
+    let rows = sqlx::query("SELECT id, status, balance_nano FROM users").fetch_all(db.pool()).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("status")?, r.try_get("balance_nano")?)))
+        .collect()
+}
+
+/// Applies one balance change and its ledger entry in one transaction; returns the new
+/// balance. `allow_negative = false` refuses a change that would leave a negative balance.
+pub async fn apply_entry(
+    db: &Db,
+    user_id: i64,
+    kind: EntryKind,
+    amount_nano: i64,
+    reference: Option<&str>,
+    note: Option<&str>,
+    created_by: Option<i64>,
+    allow_negative: bool,
+) -> Result<i64, Error> {
+    let mut tx = db.pool().begin().await?;
+    let row = sqlx::query(
+        "UPDATE users SET balance_nano = balance_nano + $1, updated_at = $3 WHERE id = $2 \
+         RETURNING balance_nano",
+    )
+    .bind(amount_nano)
+    .bind(user_id)
+    .bind(now_ms())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Err(Error::NotFound);
+    };
+    let balance: i64 = row.try_get("balance_nano")?;
+    if balance < 0 && !allow_negative && amount_nano < 0 {
+        tx.rollback().await?;
+        return Err(Error::InsufficientBalance);
+    }
+    sqlx::query(
+        "INSERT INTO ledger_entries (user_id, kind, amount_nano, balance_after, reference, note, \
+         created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(user_id)
+    .bind(kind.as_str())
+    .bind(amount_nano)
+    .bind(balance)
+    .bind(reference)
+    .bind(note)
+    .bind(created_by)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(balance)
+}
+
+/// An account whose stored balance differs from the sum of its ledger entries.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LedgerMismatch {
+    pub user_id: i64,
+    pub balance_nano: i64,
+    pub ledger_sum_nano: i64,
+}
+
+/// Checks balance = Σ ledger for one account (or all when `user_id` is `None`).
+pub async fn verify_ledger(db: &Db, user_id: Option<i64>) -> Result<Vec<LedgerMismatch>, Error> {
+    let base = "SELECT u.id AS id, u.balance_nano AS balance_nano, \
+         CAST(COALESCE((SELECT SUM(l.amount_nano) FROM ledger_entries l WHERE l.user_id = u.id), 0) \
+         AS BIGINT) AS ledger_sum FROM users u";
+    let rows = match user_id {
+        Some(id) => {
+            sqlx::query(&format!("{base} WHERE u.id = $1"))
+                .bind(id)
+                .fetch_all(db.pool())
+                .await?
+        }
+        None => sqlx::query(base).fetch_all(db.pool()).await?,
+    };
+    let mut out = Vec::new();
+    for r in rows {
+        let balance: i64 = r.try_get("balance_nano")?;
+        let sum: i64 = r.try_get("ledger_sum")?;
+        if balance != sum {
+            out.push(LedgerMismatch { user_id: r.try_get("id")?, balance_nano: balance, ledger_sum_nano: sum });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,361 @@
+//! The model catalog: upstream providers, models with their prices, and routing aliases
+//! (ordered priority tiers of weighted targets). The gateway keeps a snapshot of it in
+//! memory, rebuilt after every change, so the hot path never reads these tables.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::money::Prices;
+use crate::{Db, Error, now_ms};
+
+/// The adapter kinds a provider can be.
+pub const PROVIDER_KINDS: &[&str] = &["openai", "anthropic", "mock"];
+
+/// An upstream provider. `api_key_enc` is the provider key sealed by the server; this
+/// crate never sees it in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Provider {
+    pub id: i64,
+    pub name: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    #[serde(skip_serializing)]
+    pub api_key_enc: Option<String>,
+    /// Adapter-specific settings (JSON object), e.g. the mock provider's latency.
+    pub config: serde_json::Value,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+/// A model served by one provider. `name` is provider-qualified (`openai/gpt-4o-mini`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Model {
+    pub id: i64,
+    pub name: String,
+    pub provider_id: i64,
+    pub upstream_model: String,
+    pub input_price_nano: i64,
+    pub output_price_nano: i64,
+    pub cache_read_price_nano: Option<i64>,
+    pub cache_write_price_nano: Option<i64>,
+    pub max_output_tokens: i64,
+    pub complexity_tier: String,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+impl Model {
+    /// Prices per million tokens.
+    pub fn prices(&self) -> Prices {
+        Prices {
+            input_per_m: self.input_price_nano,
+            output_per_m: self.output_price_nano,
+            cache_read_per_m: self.cache_read_price_nano,
+            cache_write_per_m: self.cache_write_price_nano,
+        }
+    }
+}
+
+/// One target of an alias: a model, its priority tier (lower first) and weight in the tier.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AliasTarget {
+    pub model_id: i64,
+    pub priority: i64,
+    pub weight: i64,
+}
+
+/// A routing alias such as `tokengate-fast`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Alias {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub complexity_tier: String,
+    pub enabled: bool,
+    pub targets: Vec<AliasTarget>,
+    pub created_at: i64,
+}
+
+/// Everything the router needs, loaded in one go.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub providers: Vec<Provider>,
+    pub models: Vec<Model>,
+    pub aliases: Vec<Alias>,
+}
+
+/// Loads the whole catalog.
+pub async fn load(db: &Db) -> Result<Catalog, Error> {
+    let providers = sqlx::query(
+        "SELECT id, name, kind, base_url, api_key_enc, config, enabled, created_at FROM providers \
+         ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|r| {
+        let config: String = r.try_get("config")?;
+        Ok(Provider {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            kind: r.try_get("kind")?,
+            base_url: r.try_get("base_url")?,
+            api_key_enc: r.try_get("api_key_enc")?,
+            config: serde_json::from_str(&config)?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .collect::<Result<Vec<_>, Error>>()?;
+    let models = sqlx::query(
+        "SELECT id, name, provider_id, upstream_model, input_price_nano, output_price_nano, \
+         cache_read_price_nano, cache_write_price_nano, max_output_tokens, complexity_tier, \
+         enabled, created_at FROM models ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Model {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            provider_id: r.try_get("provider_id")?,
+            upstream_model: r.try_get("upstream_model")?,
+            input_price_nano: r.try_get("input_price_nano")?,
+            output_price_nano: r.try_get("output_price_nano")?,
+            cache_read_price_nano: r.try_get("cache_read_price_nano")?,
+            cache_write_price_nano: r.try_get("cache_write_price_nano")?,
+            max_output_tokens: r.try_get("max_output_tokens")?,
+            complexity_tier: r.try_get("complexity_tier")?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .collect::<Result<Vec<_>, Error>>()?;
+    let targets = sqlx::query(
+        "SELECT alias_id, model_id, priority, weight FROM alias_targets ORDER BY alias_id, priority, id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut aliases = sqlx::query(
+        "SELECT id, name, description, complexity_tier, enabled, created_at FROM aliases ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Alias {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            description: r.try_get("description")?,
+            complexity_tier: r.try_get("complexity_tier")?,
+            enabled: r.try_get::<i64, _>("enabled")? != 0,
+            targets: Vec::new(),
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .collect::<Result<Vec<_>, Error>>()?;
+    for t in &targets {
+        let alias_id: i64 = t.try_get("alias_id")?;
+        if let Some(a) = aliases.iter_mut().find(|a| a.id == alias_id) {
+            a.targets.push(AliasTarget {
+                model_id: t.try_get("model_id")?,
+                priority: t.try_get("priority")?,
+                weight: t.try_get("weight")?,
+            });
+        }
+    }
+    Ok(Catalog { providers, models, aliases })
+}
+
+/// Provider fields a caller sets.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSpec {
+    pub name: String,
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// Sealed provider key; `None` keeps the stored one.
+    pub api_key_enc: Option<String>,
+    pub config: serde_json::Value,
+    pub enabled: bool,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b))
+}
+
+/// Creates or updates a provider by name; returns its id.
+pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error> {
+    if !valid_name(&spec.name) || spec.name.contains('/') {
+        return Err(Error::Invalid(format!("invalid provider name {:?}", spec.name)));
+    }
+    if !PROVIDER_KINDS.contains(&spec.kind.as_str()) {
+        return Err(Error::Invalid(format!(
+            "provider kind must be one of {}",
+            PROVIDER_KINDS.join(", ")
+        )));
+    }
+    if spec.kind != "mock" && spec.base_url.as_deref().is_none_or(str::is_empty) {
+        return Err(Error::Invalid(format!("provider {} needs a base_url", spec.name)));
+    }
+    let config = if spec.config.is_null() { serde_json::json!({}) } else { spec.config.clone() };
+    if !config.is_object() {
+        return Err(Error::Invalid("provider config must be a JSON object".into()));
+    }
+    let now = now_ms();
+    let row = sqlx::query(
+        "INSERT INTO providers (name, kind, base_url, api_key_enc, config, enabled, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (name) DO UPDATE SET \
+         kind = excluded.kind, base_url = excluded.base_url, \
+         api_key_enc = COALESCE(excluded.api_key_enc, providers.api_key_enc), \
+         config = excluded.config, enabled = excluded.enabled, updated_at = excluded.updated_at \
+         RETURNING id",
+    )
+    .bind(&spec.name)
+    .bind(&spec.kind)
+    .bind(&spec.base_url)
+    .bind(&spec.api_key_enc)
+    .bind(config.to_string())
+    .bind(i64::from(spec.enabled))
+    .bind(now)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(row.try_get("id")?)
+}
+
+/// Model fields a caller sets.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSpec {
+    pub name: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub input_price_nano: i64,
+    pub output_price_nano: i64,
+    pub cache_read_price_nano: Option<i64>,
+    pub cache_write_price_nano: Option<i64>,
+    pub max_output_tokens: i64,
+    pub complexity_tier: String,
+    pub enabled: bool,
+}
+
+/// Creates or updates a model by name; returns its id.
+pub async fn upsert_model(db: &Db, spec: &ModelSpec) -> Result<i64, Error> {
+    if !valid_name(&spec.name) {
+        return Err(Error::Invalid(format!("invalid model name {:?}", spec.name)));
+    }
+    if spec.upstream_model.is_empty() {
+        return Err(Error::Invalid(format!("model {} needs an upstream_model", spec.name)));
+    }
+    let prices = [
+        Some(spec.input_price_nano),
+        Some(spec.output_price_nano),
+        spec.cache_read_price_nano,
+        spec.cache_write_price_nano,
+    ];
+    if prices.iter().flatten().any(|p| *p < 0) {
+        return Err(Error::Invalid("prices cannot be negative".into()));
+    }
+    if spec.max_output_tokens <= 0 {
+        return Err(Error::Invalid("max_output_tokens must be positive".into()));
+    }
+    let provider = sqlx::query("SELECT id FROM providers WHERE name = $1")
+        .bind(&spec.provider)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("unknown provider {:?}", spec.provider)))?;
+    let provider_id: i64 = provider.try_get("id")?;
+    let now = now_ms();
+    let row = sqlx::query(
+        "INSERT INTO models (name, provider_id, upstream_model, input_price_nano, \
+         output_price_nano, cache_read_price_nano, cache_write_price_nano, max_output_tokens, \
+         complexity_tier, enabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) ON CONFLICT (name) DO UPDATE SET \
+         provider_id = excluded.provider_id, upstream_model = excluded.upstream_model, \
+         input_price_nano = excluded.input_price_nano, output_price_nano = excluded.output_price_nano, \
+         cache_read_price_nano = excluded.cache_read_price_nano, \
+         cache_write_price_nano = excluded.cache_write_price_nano, \
+         max_output_tokens = excluded.max_output_tokens, complexity_tier = excluded.complexity_tier, \
+         enabled = excluded.enabled, updated_at = excluded.updated_at RETURNING id",
+    )
+    .bind(&spec.name)
+    .bind(provider_id)
+    .bind(&spec.upstream_model)
+    .bind(spec.input_price_nano)
+    .bind(spec.output_price_nano)
+    .bind(spec.cache_read_price_nano)
+    .bind(spec.cache_write_price_nano)
+    .bind(spec.max_output_tokens)
+    .bind(&spec.complexity_tier)
+    .bind(i64::from(spec.enabled))
+    .bind(now)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(row.try_get("id")?)
+}
+
+/// One alias target named by model.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    pub model: String,
+    pub priority: i64,
+    pub weight: i64,
+}
+
+/// Creates or replaces an alias and its targets in one transaction; returns its id.
+pub async fn upsert_alias(
+    db: &Db,
+    name: &str,
+    description: &str,
+    complexity_tier: &str,
+    targets: &[TargetSpec],
+) -> Result<i64, Error> {
+    if !valid_name(name) || name.contains('/') {
+        return Err(Error::Invalid(format!("invalid alias name {name:?} (aliases have no '/')")));
+    }
+    if targets.is_empty() {
+        return Err(Error::Invalid(format!("alias {name} needs at least one target")));
+    }
+    if targets.iter().any(|t| t.weight <= 0 || t.priority < 0) {
+        return Err(Error::Invalid("target weights must be positive, priorities ≥ 0".into()));
+    }
+    let now = now_ms();
+    let mut tx = db.pool().begin().await?;
+    let row = sqlx::query(
+        "INSERT INTO aliases (name, description, complexity_tier, enabled, created_at, updated_at) \
+         VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (name) DO UPDATE SET \
+         description = excluded.description, complexity_tier = excluded.complexity_tier, \
+         updated_at = excluded.updated_at RETURNING id",
+    )
+    .bind(name)
+    .bind(description)
+    .bind(complexity_tier)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let alias_id: i64 = row.try_get("id")?;
+    sqlx::query("DELETE FROM alias_targets WHERE alias_id = $1")
+        .bind(alias_id)
+        .execute(&mut *tx)
+        .await?;
+    for t in targets {
+        let model = sqlx::query("SELECT id FROM models WHERE name = $1")
+            .bind(&t.model)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("alias {name}: unknown model {:?}", t.model)))?;
+        let model_id: i64 = model.try_get("id")?;
+        sqlx::query(
+            "INSERT INTO alias_targets (alias_id, model_id, priority, weight) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(alias_id)
+        .bind(model_id)
+        .bind(t.priority)
+        .bind(t.weight)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(alias_id)
+}

@@ -1,0 +1,236 @@
+//! API keys: generation (`sk-tg-` + 256 random bits, base62), the keyed hash they are
+//! stored and looked up by, and their persistence. The raw secret leaves this module once,
+//! in the value returned by [`create`].
+
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::{Db, Error, now_ms};
+
+/// Every key starts with this.
+pub const KEY_PREFIX: &str = "sk-tg-";
+const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Characters of base62 after the prefix: 43 × log2(62) ≈ 256 bits.
+const SECRET_CHARS: usize = 43;
+/// How much of the key the UI shows: `sk-tg-` + 6 characters.
+const DISPLAY_CHARS: usize = KEY_PREFIX.len() + 6;
+
+/// A keyed hash of a raw key; the only form in which keys are stored.
+pub type KeyHash = [u8; 32];
+
+/// Generates a new raw key.
+pub fn generate() -> String {
+    let mut rng = rand::rngs::OsRng;
+    let mut s = String::with_capacity(KEY_PREFIX.len() + SECRET_CHARS);
+    s.push_str(KEY_PREFIX);
+    for _ in 0..SECRET_CHARS {
+        s.push(char::from(BASE62[rng.gen_range(0..BASE62.len())]));
+    }
+    s
+}
+
+/// Whether `raw` has the shape of a tokengate key (cheap check before hashing).
+pub fn well_formed(raw: &str) -> bool {
+    raw.len() == KEY_PREFIX.len() + SECRET_CHARS
+        && raw.starts_with(KEY_PREFIX)
+        && raw[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// HMAC-SHA-256 of the raw key under the server secret.
+pub fn hash(secret: &[u8], raw: &str) -> KeyHash {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(raw.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// The displayable prefix of a raw key.
+pub fn display_prefix(raw: &str) -> String {
+    raw.chars().take(DISPLAY_CHARS).collect()
+}
+
+/// A stored key as the hot path and the account API see it (never the secret).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub key_prefix: String,
+    #[serde(skip)]
+    pub key_hash: String,
+    pub status: String,
+    pub group_id: Option<i64>,
+    /// Model and alias names this key may use; `None` = all.
+    pub allowed_models: Option<Vec<String>>,
+    pub spend_limit_nano: Option<i64>,
+    pub spent_nano: i64,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl ApiKey {
+    /// Whether the key may authenticate a request at `now` (ms).
+    pub fn usable_at(&self, now: i64) -> bool {
+        self.status == "active" && self.expires_at.is_none_or(|t| t > now)
+    }
+}
+
+/// What a caller may set when creating a key.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub name: String,
+    pub expires_at: Option<i64>,
+    pub spend_limit_nano: Option<i64>,
+    pub allowed_models: Option<Vec<String>>,
+    pub rpm: Option<i64>,
+    pub tpm: Option<i64>,
+    pub group_id: Option<i64>,
+}
+
+const COLUMNS: &str = "id, user_id, name, key_prefix, key_hash, status, group_id, allowed_models, \
+     spend_limit_nano, spent_nano, rpm, tpm, expires_at, last_used_at, created_at, updated_at";
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey, Error> {
+    use sqlx::Row;
+    let models: Option<String> = row.try_get("allowed_models")?;
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        name: row.try_get("name")?,
+        key_prefix: row.try_get("key_prefix")?,
+        key_hash: row.try_get("key_hash")?,
+        status: row.try_get("status")?,
+        group_id: row.try_get("group_id")?,
+        allowed_models: models.map(|m| serde_json::from_str(&m)).transpose()?,
+        spend_limit_nano: row.try_get("spend_limit_nano")?,
+        spent_nano: row.try_get("spent_nano")?,
+        rpm: row.try_get("rpm")?,
+        tpm: row.try_get("tpm")?,
+        expires_at: row.try_get("expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// Validates and stores a new key for `user_id`; returns the record and the raw secret,
+/// which exists nowhere else afterwards.
+pub async fn create(
+    db: &Db,
+    secret: &[u8],
+    user_id: i64,
+    new: &NewKey,
+) -> Result<(ApiKey, String), Error> {
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::Invalid("name must be 1 to 100 characters".into()));
+    }
+    if new.spend_limit_nano.is_some_and(|v| v <= 0) {
+        return Err(Error::Invalid("spend_limit_usd must be positive".into()));
+    }
+    if new.rpm.is_some_and(|v| v <= 0) || new.tpm.is_some_and(|v| v <= 0) {
+        return Err(Error::Invalid("rpm and tpm must be positive".into()));
+    }
+    let now = now_ms();
+    if new.expires_at.is_some_and(|t| t <= now) {
+        return Err(Error::Invalid("expires_at must be in the future".into()));
+    }
+    let raw = generate();
+    let key_hash = hex::encode(hash(secret, &raw));
+    let models = new.allowed_models.as_ref().map(serde_json::to_string).transpose()?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO api_keys (user_id, name, key_prefix, key_hash, status, group_id, allowed_models, \
+         spend_limit_nano, rpm, tpm, expires_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
+    ))
+    .bind(user_id)
+    .bind(name)
+    .bind(display_prefix(&raw))
+    .bind(key_hash)
+    .bind(new.group_id)
+    .bind(models)
+    .bind(new.spend_limit_nano)
+    .bind(new.rpm)
+    .bind(new.tpm)
+    .bind(new.expires_at)
+    .bind(now)
+    .fetch_one(db.pool())
+    .await?;
+    Ok((from_row(&row)?, raw))
+}
+
+/// A user's keys, newest first.
+pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<ApiKey>, Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY id DESC"
+    ))
+    .bind(user_id)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Keys changed at or after `since` (ms), for refreshing the in-memory cache; all keys when 0.
+pub async fn changed_since(db: &Db, since: i64) -> Result<Vec<ApiKey>, Error> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE updated_at >= $1"))
+        .bind(since)
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Revokes one of the user's keys. Not found (or someone else's key) is `NotFound`.
+pub async fn revoke(db: &Db, user_id: i64, key_id: i64) -> Result<ApiKey, Error> {
+    let row = sqlx::query(&format!(
+        "UPDATE api_keys SET status = 'revoked', updated_at = $3 \
+         WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
+    ))
+    .bind(key_id)
+    .bind(user_id)
+    .bind(now_ms())
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(from_row).transpose()?.ok_or(Error::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_are_well_formed_and_distinct() {
+        let a = generate();
+        let b = generate();
+        assert!(well_formed(&a), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 49);
+        assert!(a.starts_with("sk-tg-"));
+        assert!(!well_formed("sk-tg-short"));
+        assert!(!well_formed(&a.replace("sk-tg-", "sk-xx-")));
+        let mut bad = a.clone();
+        bad.pop();
+        bad.push('!');
+        assert!(!well_formed(&bad));
+    }
+
+    #[test]
+    fn hash_is_keyed() {
+        let raw = generate();
+        assert_eq!(hash(b"one", &raw), hash(b"one", &raw));
+        assert_ne!(hash(b"one", &raw), hash(b"two", &raw));
+        assert_ne!(hash(b"one", &raw), hash(b"one", &generate()));
+        // Known HMAC-SHA-256 vector (RFC 4231 test case 2).
+        assert_eq!(
+            hex::encode(hash(b"Jefe", "what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(display_prefix(&raw).len(), 12);
+    }
+}

@@ -1,0 +1,222 @@
+//! Metered usage: request-log rows, written in batches together with the balance debits
+//! and ledger entries they cause (one transaction per batch, so a row and its charge are
+//! never written apart), and the summaries built from them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::accounts::EntryKind;
+use crate::{Db, Error, now_ms};
+
+/// One finished `/v1` request as the gateway reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub user_id: i64,
+    pub key_id: i64,
+    pub endpoint: String,
+    /// The model or alias the client asked for.
+    pub model: String,
+    /// The provider-qualified model that served it, if any did.
+    pub served_model: Option<String>,
+    pub provider: Option<String>,
+    pub stream: bool,
+    pub status: i64,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cached_tokens: i64,
+    pub cost_nano: i64,
+    pub latency_ms: i64,
+    pub ttfb_ms: Option<i64>,
+    pub attempts: i64,
+    pub attempts_json: Option<String>,
+    pub created_at: i64,
+}
+
+/// The new balance of each user a batch charged.
+pub type BalanceUpdates = Vec<(i64, i64)>;
+
+const LOG_COLUMNS: &str = "request_id, user_id, key_id, endpoint, model, served_model, provider, \
+     stream, status, error_type, error_message, tokens_in, tokens_out, cached_tokens, cost_nano, \
+     latency_ms, ttfb_ms, attempts, attempts_json, created_at";
+const LOG_COLUMN_COUNT: usize = 20;
+/// Rows per INSERT statement (keeps SQLite under its bound-parameter limit).
+const ROWS_PER_INSERT: usize = 500;
+
+/// Writes a batch of request logs, their ledger entries (one usage entry per account per
+/// batch) and balance/key-spend updates in a single transaction.
+pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUpdates, Error> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let mut tx = db.pool().begin().await?;
+    for chunk in records.chunks(ROWS_PER_INSERT) {
+        let mut sql = format!("INSERT INTO request_logs ({LOG_COLUMNS}) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            for c in 0..LOG_COLUMN_COUNT {
+                if c > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("${}", i * LOG_COLUMN_COUNT + c + 1));
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(&r.request_id)
+                .bind(r.user_id)
+                .bind(r.key_id)
+                .bind(&r.endpoint)
+                .bind(&r.model)
+                .bind(&r.served_model)
+                .bind(&r.provider)
+                .bind(i64::from(r.stream))
+                .bind(r.status)
+                .bind(&r.error_type)
+                .bind(&r.error_message)
+                .bind(r.tokens_in)
+                .bind(r.tokens_out)
+                .bind(r.cached_tokens)
+                .bind(r.cost_nano)
+                .bind(r.latency_ms)
+                .bind(r.ttfb_ms)
+                .bind(r.attempts)
+                .bind(&r.attempts_json)
+                .bind(r.created_at);
+        }
+        q.execute(&mut *tx).await?;
+    }
+
+    // Per-account and per-key sums of what this batch charged.
+    let mut per_user: BTreeMap<i64, (i64, i64)> = BTreeMap::new(); // cost, requests
+    let mut per_key: BTreeMap<i64, (i64, i64)> = BTreeMap::new(); // cost, last used
+    for r in records {
+        let u = per_user.entry(r.user_id).or_default();
+        u.0 += r.cost_nano;
+        u.1 += 1;
+        let k = per_key.entry(r.key_id).or_default();
+        k.0 += r.cost_nano;
+        k.1 = k.1.max(r.created_at);
+    }
+    let mut balances = Vec::with_capacity(per_user.len());
+    for (user_id, (cost, requests)) in per_user {
+        if cost == 0 {
+            continue;
+        }
+        let row = sqlx::query(
+            "UPDATE users SET balance_nano = balance_nano - $1, updated_at = $3 WHERE id = $2 \
+             RETURNING balance_nano",
+        )
+        .bind(cost)
+        .bind(user_id)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { continue };
+        let balance: i64 = row.try_get("balance_nano")?;
+        sqlx::query(
+            "INSERT INTO ledger_entries (user_id, kind, amount_nano, balance_after, reference, \
+             note, created_by, created_at) VALUES ($1, $2, $3, $4, NULL, $5, NULL, $6)",
+        )
+        .bind(user_id)
+        .bind(EntryKind::Usage.as_str())
+        .bind(-cost)
+        .bind(balance)
+        .bind(format!("{requests} requests"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        balances.push((user_id, balance));
+    }
+    for (key_id, (cost, last_used)) in per_key {
+        // last_used_at is not part of updated_at: the key cache does not need to reload for it.
+        sqlx::query(
+            "UPDATE api_keys SET spent_nano = spent_nano + $1, \
+             last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $2 THEN $2 \
+             ELSE last_used_at END WHERE id = $3",
+        )
+        .bind(cost)
+        .bind(last_used)
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(balances)
+}
+
+/// Totals of a user's successful requests over a period.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct UsageTotals {
+    pub total_requests: i64,
+    pub total_tokens_in: i64,
+    pub total_tokens_out: i64,
+    pub total_cost_nano: i64,
+}
+
+/// Sums the user's successful (2xx) requests created at or after `since` (ms).
+pub async fn totals_since(db: &Db, user_id: i64, since: i64) -> Result<UsageTotals, Error> {
+    let row = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS tin, \
+         CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS tout, \
+         CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost FROM request_logs \
+         WHERE user_id = $1 AND created_at >= $2 AND status >= 200 AND status < 300",
+    )
+    .bind(user_id)
+    .bind(since)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(UsageTotals {
+        total_requests: row.try_get("n")?,
+        total_tokens_in: row.try_get("tin")?,
+        total_tokens_out: row.try_get("tout")?,
+        total_cost_nano: row.try_get("cost")?,
+    })
+}
+
+/// A user's most recent request logs, newest first.
+pub async fn recent_logs(db: &Db, user_id: i64, limit: i64) -> Result<Vec<RequestRecord>, Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LOG_COLUMNS} FROM request_logs WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
+    ))
+    .bind(user_id)
+    .bind(limit.clamp(1, 1000))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(RequestRecord {
+                request_id: r.try_get("request_id")?,
+                user_id: r.try_get("user_id")?,
+                key_id: r.try_get("key_id")?,
+                endpoint: r.try_get("endpoint")?,
+                model: r.try_get("model")?,
+                served_model: r.try_get("served_model")?,
+                provider: r.try_get("provider")?,
+                stream: r.try_get::<i64, _>("stream")? != 0,
+                status: r.try_get("status")?,
+                error_type: r.try_get("error_type")?,
+                error_message: r.try_get("error_message")?,
+                tokens_in: r.try_get("tokens_in")?,
+                tokens_out: r.try_get("tokens_out")?,
+                cached_tokens: r.try_get("cached_tokens")?,
+                cost_nano: r.try_get("cost_nano")?,
+                latency_ms: r.try_get("latency_ms")?,
+                ttfb_ms: r.try_get("ttfb_ms")?,
+                attempts: r.try_get("attempts")?,
+                attempts_json: r.try_get("attempts_json")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,377 @@
+//! The server's one typed configuration: an optional TOML file (`--config`) overridden by
+//! `TOKENGATE_*` environment variables. Unknown file keys are rejected; secrets are wrapped
+//! so that no Debug or log line can print them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A secret string: Debug and Display print `***`.
+#[derive(Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A provider declared in the config file, upserted into the catalog at start.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub name: String,
+    /// `openai` (any OpenAI-compatible server), `anthropic` or `mock`.
+    pub kind: String,
+    pub base_url: Option<String>,
+    /// The provider key itself (prefer `api_key_env`).
+    pub api_key: Option<Secret>,
+    /// Name of an environment variable holding the provider key.
+    pub api_key_env: Option<String>,
+    /// Adapter settings, e.g. `{ latency_ms = 50 }` for the mock provider.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// A model declared in the config file. Prices are USD per million tokens, as strings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Provider-qualified id, e.g. `openai/gpt-4o-mini`.
+    pub name: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub input_usd_per_m: String,
+    pub output_usd_per_m: String,
+    pub cache_read_usd_per_m: Option<String>,
+    pub cache_write_usd_per_m: Option<String>,
+    #[serde(default = "default_max_output")]
+    pub max_output_tokens: i64,
+    #[serde(default = "default_tier")]
+    pub complexity_tier: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// An alias target in the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AliasTargetConfig {
+    pub model: String,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default = "one")]
+    pub weight: i64,
+}
+
+/// An alias declared in the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AliasConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_tier")]
+    pub complexity_tier: String,
+    pub targets: Vec<AliasTargetConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> i64 {
+    1
+}
+fn default_max_output() -> i64 {
+    4096
+}
+fn default_tier() -> String {
+    "standard".into()
+}
+
+/// The file format: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    public_url: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    secret_key: Option<Secret>,
+    demo: Option<bool>,
+    log: Option<String>,
+    log_format: Option<String>,
+    max_body_bytes: Option<usize>,
+    flush_interval_ms: Option<u64>,
+    upstream_timeout_ms: Option<u64>,
+    site_root: Option<PathBuf>,
+    #[serde(default)]
+    providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    models: Vec<ModelConfig>,
+    #[serde(default)]
+    aliases: Vec<AliasConfig>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    /// `None` until [`Config::load_or_create_secret`] fills it from the data dir.
+    pub secret_key: Option<Secret>,
+    pub demo: bool,
+    pub log: String,
+    /// `text` (default) or `json`.
+    pub log_format: String,
+    pub max_body_bytes: usize,
+    pub flush_interval_ms: u64,
+    pub upstream_timeout_ms: u64,
+    /// Where cargo-leptos put the site (`pkg/`, CSS, public assets).
+    pub site_root: PathBuf,
+    pub providers: Vec<ProviderConfig>,
+    pub models: Vec<ModelConfig>,
+    pub aliases: Vec<AliasConfig>,
+}
+
+/// A configuration error, with a message meant for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Reads the optional file, then applies `TOKENGATE_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let parsed: FileConfig = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError(format!("{}: {}", path.display(), e.message())))?
+            }
+            None => FileConfig::default(),
+        };
+        let listen_s = env("TOKENGATE_LISTEN")
+            .or(parsed.listen)
+            .unwrap_or_else(|| "127.0.0.1:3000".into());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .map_err(|_| ConfigError(format!("listen address {listen_s:?} is not host:port")))?;
+        let data_dir = env("TOKENGATE_DATA_DIR")
+            .map(PathBuf::from)
+            .or(parsed.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let database_url = env("TOKENGATE_DATABASE_URL").or(parsed.database_url).unwrap_or_else(
+            || format!("sqlite://{}", data_dir.join("tokengate.db").display()),
+        );
+        let public_url = env("TOKENGATE_PUBLIC_URL")
+            .or(parsed.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = public_url.trim_end_matches('/').to_string();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(ConfigError("public_url must start with http:// or https://".into()));
+        }
+        let demo = match env("TOKENGATE_DEMO") {
+            Some(v) => parse_bool(&v)
+                .ok_or_else(|| ConfigError(format!("TOKENGATE_DEMO={v:?} is not a boolean")))?,
+            None => parsed.demo.unwrap_or(false),
+        };
+        let parse_num = |name: &str, file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+            match env(name) {
+                Some(v) => v.parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a number"))),
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        let max_body_bytes = parse_num(
+            "TOKENGATE_MAX_BODY_BYTES",
+            parsed.max_body_bytes.map(|v| v as u64),
+            10 * 1024 * 1024,
+        )? as usize;
+        let flush_interval_ms =
+            parse_num("TOKENGATE_FLUSH_INTERVAL_MS", parsed.flush_interval_ms, 250)?;
+        if !(1..=250).contains(&flush_interval_ms) {
+            return Err(ConfigError("flush_interval_ms must be between 1 and 250".into()));
+        }
+        let upstream_timeout_ms =
+            parse_num("TOKENGATE_UPSTREAM_TIMEOUT_MS", parsed.upstream_timeout_ms, 600_000)?;
+        let secret_key = env("TOKENGATE_SECRET_KEY").map(Secret::new).or(parsed.secret_key);
+        if secret_key.as_ref().is_some_and(|s| s.expose().len() < 32) {
+            return Err(ConfigError("secret_key must be at least 32 characters".into()));
+        }
+        let log_format = env("TOKENGATE_LOG_FORMAT").or(parsed.log_format).unwrap_or("text".into());
+        if log_format != "text" && log_format != "json" {
+            return Err(ConfigError("log_format must be text or json".into()));
+        }
+        Ok(Config {
+            listen,
+            public_url,
+            database_url,
+            secret_key,
+            demo,
+            log: env("TOKENGATE_LOG").or(parsed.log).unwrap_or_else(|| "info".into()),
+            log_format,
+            max_body_bytes,
+            flush_interval_ms,
+            upstream_timeout_ms,
+            site_root: env("TOKENGATE_SITE_ROOT")
+                .map(PathBuf::from)
+                .or(parsed.site_root)
+                .unwrap_or_else(|| PathBuf::from("target/site")),
+            data_dir,
+            providers: parsed.providers,
+            models: parsed.models,
+            aliases: parsed.aliases,
+        })
+    }
+
+    /// Fills `secret_key` from `<data_dir>/secret.key`, generating that file (mode 0600)
+    /// on first start.
+    pub fn load_or_create_secret(&mut self) -> Result<(), ConfigError> {
+        if self.secret_key.is_some() {
+            return Ok(());
+        }
+        let path = self.data_dir.join("secret.key");
+        let io = |e: std::io::Error| ConfigError(format!("{}: {e}", path.display()));
+        match std::fs::read_to_string(&path) {
+            Ok(s) if s.trim().len() >= 32 => {
+                self.secret_key = Some(Secret::new(s.trim()));
+                return Ok(());
+            }
+            Ok(_) => return Err(ConfigError(format!("{} is too short", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(io)?;
+        let bytes: [u8; 32] = rand::random();
+        let key = hex::encode(bytes);
+        write_private(&path, &key).map_err(io)?;
+        self.secret_key = Some(Secret::new(key));
+        Ok(())
+    }
+
+    /// The server secret's bytes (after [`Config::load_or_create_secret`]).
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        self.secret_key.as_ref().map(|s| s.expose().as_bytes().to_vec()).unwrap_or_default()
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Writes a file readable by its owner only.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = Config::load(None, env_of(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.database_url, "sqlite://./data/tokengate.db");
+        assert_eq!(c.public_url, "http://127.0.0.1:3000");
+        assert!(!c.demo);
+        let c = Config::load(
+            None,
+            env_of(&[("TOKENGATE_LISTEN", "0.0.0.0:8080"), ("TOKENGATE_DEMO", "1")]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.demo);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = std::env::temp_dir().join(format!("tg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
+        let err = Config::load(Some(&f), env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("unknown field `listen_port`"), "{err}");
+        std::fs::write(&f, "[[providers]]\nname = \"x\"\nkind = \"openai\"\napi_kee = \"s\"\n")
+            .unwrap();
+        assert!(Config::load(Some(&f), env_of(&[])).is_err());
+        assert!(Config::load(None, env_of(&[("TOKENGATE_LISTEN", "nope")])).is_err());
+        assert!(Config::load(None, env_of(&[("TOKENGATE_DEMO", "maybe")])).is_err());
+        assert!(Config::load(None, env_of(&[("TOKENGATE_SECRET_KEY", "short")])).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::load(
+            None,
+            env_of(&[("TOKENGATE_SECRET_KEY", "0123456789abcdef0123456789abcdef-very-secret")]),
+        )
+        .unwrap();
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(printed.contains("***"));
+    }
+
+    #[test]
+    fn secret_is_generated_once_with_private_mode() {
+        let dir = std::env::temp_dir().join(format!("tg-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = Config::load(None, |k| {
+            (k == "TOKENGATE_DATA_DIR").then(|| dir.display().to_string())
+        })
+        .unwrap();
+        c.load_or_create_secret().unwrap();
+        let first = c.secret_bytes();
+        assert_eq!(first.len(), 64);
+        let mut again = Config::load(None, |k| {
+            (k == "TOKENGATE_DATA_DIR").then(|| dir.display().to_string())
+        })
+        .unwrap();
+        again.load_or_create_secret().unwrap();
+        assert_eq!(first, again.secret_bytes());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("secret.key")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

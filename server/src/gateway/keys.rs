@@ -1,0 +1,62 @@
+//! The in-memory API-key table: keyed hash → key record. Authentication on `/v1` is one
+//! hash and one map lookup, no SQL. Local changes (create, revoke) apply at once; a
+//! background poll picks up changes made by other instances.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokengate_core::keys::{self, ApiKey, KeyHash};
+use tokengate_core::{Db, Error, now_ms};
+
+/// Active and inactive keys by hash (inactive ones are kept out: absence means 401).
+#[derive(Default)]
+pub struct KeyCache {
+    by_hash: RwLock<HashMap<KeyHash, Arc<ApiKey>>>,
+    /// Newest `updated_at` seen, for incremental refresh.
+    high_water: RwLock<i64>,
+}
+
+fn parse_hash(hex_hash: &str) -> Option<KeyHash> {
+    let bytes = hex::decode(hex_hash).ok()?;
+    bytes.try_into().ok()
+}
+
+impl KeyCache {
+    /// Replaces or removes one key according to its current record.
+    pub fn apply(&self, key: ApiKey) {
+        let Some(h) = parse_hash(&key.key_hash) else { return };
+        {
+            let mut hw = self.high_water.write();
+            *hw = (*hw).max(key.updated_at);
+        }
+        let mut map = self.by_hash.write();
+        if key.status == "active" {
+            map.insert(h, Arc::new(key));
+        } else {
+            map.remove(&h);
+        }
+    }
+
+    /// Loads keys changed since the last refresh (all on the first call). Re-reads a
+    /// small overlap so that writes committed out of order are not missed.
+    pub async fn refresh(&self, db: &Db) -> Result<usize, Error> {
+        let since = (*self.high_water.read() - 5_000).max(0);
+        let changed = keys::changed_since(db, since).await?;
+        let n = changed.len();
+        for k in changed {
+            self.apply(k);
+        }
+        Ok(n)
+    }
+
+    /// The usable key for a raw secret, if any.
+    pub fn authenticate(&self, secret: &[u8], raw: &str) -> Option<Arc<ApiKey>> {
+        if !keys::well_formed(raw) {
+            return None;
+        }
+        let h = keys::hash(secret, raw);
+        let key = self.by_hash.read().get(&h).cloned()?;
+        key.usable_at(now_ms()).then_some(key)
+    }
+}

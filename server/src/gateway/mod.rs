@@ -1,0 +1,168 @@
+//! The `/v1` gateway: authenticates API keys from memory, resolves models and aliases,
+//! holds the worst-case cost, forwards to the upstream adapter (with fallback before the
+//! first byte), meters the answer and queues the charge.
+
+pub mod chat;
+pub mod error;
+pub mod keys;
+pub mod meter;
+pub mod models;
+pub mod money;
+pub mod providers;
+pub mod routes;
+pub mod sse;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+use tokengate_core::keys::ApiKey;
+use tokengate_core::{Db, Error, accounts, catalog};
+
+use self::error::GatewayError;
+use self::keys::KeyCache;
+use self::meter::Meter;
+use self::money::Money;
+use self::routes::{AdapterEnv, Routes};
+use crate::config::Secret;
+
+/// Everything the hot path needs, shared by all requests.
+pub struct Gateway {
+    pub db: Db,
+    secret: Vec<u8>,
+    pub keys: KeyCache,
+    pub money: Arc<Money>,
+    pub routes: ArcSwap<Routes>,
+    pub meter: Meter,
+    client: reqwest::Client,
+    provider_keys: HashMap<String, Secret>,
+    pub max_body_bytes: usize,
+    upstream_timeout: Duration,
+}
+
+impl Gateway {
+    /// Builds the gateway and loads keys, balances and routes from the database.
+    pub async fn new(
+        db: Db,
+        secret: Vec<u8>,
+        meter: Meter,
+        money: Arc<Money>,
+        provider_keys: HashMap<String, Secret>,
+        max_body_bytes: usize,
+        upstream_timeout: Duration,
+    ) -> Result<Gateway, Error> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Invalid(format!("HTTP client: {e}")))?;
+        let gw = Gateway {
+            db,
+            secret,
+            keys: KeyCache::default(),
+            money,
+            routes: ArcSwap::from_pointee(Routes::default()),
+            meter,
+            client,
+            provider_keys,
+            max_body_bytes,
+            upstream_timeout,
+        };
+        gw.refresh().await?;
+        Ok(gw)
+    }
+
+    /// Reloads keys (incrementally), balances and the routing table from the database.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        self.keys.refresh(&self.db).await?;
+        let epoch = self.money.epoch();
+        let balances = accounts::all_balances(&self.db).await?;
+        self.money.refresh_accounts(epoch, &balances);
+        self.reload_routes().await
+    }
+
+    /// Rebuilds the routing snapshot from the catalog.
+    pub async fn reload_routes(&self) -> Result<(), Error> {
+        let catalog = catalog::load(&self.db).await?;
+        let env = AdapterEnv {
+            client: &self.client,
+            provider_keys: &self.provider_keys,
+            timeout: self.upstream_timeout,
+        };
+        self.routes.store(Arc::new(Routes::build(&catalog, &env)));
+        Ok(())
+    }
+
+    /// Makes a key change visible to the hot path at once.
+    pub fn key_changed(&self, key: ApiKey) {
+        self.money.set_key_spent(key.id, key.spent_nano);
+        self.keys.apply(key);
+    }
+
+    /// The usable key presented in `Authorization: Bearer` or `x-api-key`, whose account is
+    /// active.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<ApiKey>, GatewayError> {
+        let raw = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim)
+            .ok_or(GatewayError::InvalidKey)?;
+        let key = self.keys.authenticate(&self.secret, raw).ok_or(GatewayError::InvalidKey)?;
+        if !self.money.is_active(key.user_id) {
+            return Err(GatewayError::InvalidKey);
+        }
+        Ok(key)
+    }
+
+    /// Reads a request body up to the configured limit.
+    pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, GatewayError> {
+        let limit = self.max_body_bytes;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(GatewayError::PayloadTooLarge(limit));
+        }
+        axum::body::to_bytes(body, limit).await.map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                GatewayError::PayloadTooLarge(limit)
+            } else {
+                GatewayError::bad_request("Could not read the request body.")
+            }
+        })
+    }
+}
+
+/// The `/v1` router; unknown paths and methods answer in the OpenAI error shape.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/chat/completions", post(chat::chat_completions))
+        .route("/models", get(models::list_models))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gw)
+}
+
+async fn not_found() -> GatewayError {
+    GatewayError::Route { status: 404, message: "Unknown API route.".into(), code: "unknown_route" }
+}
+
+async fn method_not_allowed() -> GatewayError {
+    GatewayError::Route {
+        status: 405,
+        message: "Method not allowed for this route.".into(),
+        code: "method_not_allowed",
+    }
+}

@@ -1,0 +1,227 @@
+//! The mock provider: a real provider type that answers OpenAI chat completions
+//! deterministically, in the exact wire format (JSON or SSE), with configurable latency.
+//! It serves the demo, the tests and the benchmark upstream (`tokengate-server
+//! mock-upstream`). A user message containing `[mock:status:NNN]` makes it fail with NNN.
+//!
+//! Tokens are counted as whitespace-separated words (+3 per message), so tests can predict
+//! usage exactly.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use super::{UpstreamError, UpstreamReply};
+
+/// Settings from the provider's `config` object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MockAdapter {
+    /// Delay before the response (or the first chunk).
+    pub latency_ms: u64,
+    /// Delay between streamed chunks.
+    pub chunk_delay_ms: u64,
+}
+
+impl MockAdapter {
+    pub fn from_config(config: &Value) -> Self {
+        let get = |k: &str| config.get(k).and_then(Value::as_u64).unwrap_or(0);
+        MockAdapter { latency_ms: get("latency_ms"), chunk_delay_ms: get("chunk_delay_ms") }
+    }
+
+    /// Answers a chat request (`body` already carries the upstream model name).
+    pub async fn chat(&self, body: &Value, stream: bool) -> Result<UpstreamReply, UpstreamError> {
+        if self.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.latency_ms)).await;
+        }
+        let answer = answer(body);
+        if let Some(status) = answer.fail_status {
+            return Ok(UpstreamReply::Json {
+                status,
+                body: Bytes::from(
+                    json!({"error": {"message": format!("mock failure {status}"),
+                        "type": "server_error", "param": null, "code": null}})
+                    .to_string(),
+                ),
+            });
+        }
+        if !stream {
+            return Ok(UpstreamReply::Json { status: 200, body: Bytes::from(answer.json().to_string()) });
+        }
+        let delay = self.chunk_delay_ms;
+        let chunks = answer.sse_chunks(include_usage(body));
+        let s = futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| async move {
+            if delay > 0 && i > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            Ok::<Bytes, UpstreamError>(c)
+        });
+        Ok(UpstreamReply::Stream { status: 200, body: Box::pin(s) })
+    }
+}
+
+fn include_usage(body: &Value) -> bool {
+    body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// Whitespace-word token count of a message's content (string or content parts).
+fn content_tokens(content: &Value) -> i64 {
+    match content {
+        Value::String(s) => s.split_whitespace().count() as i64,
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| p.get("text").and_then(Value::as_str).map_or(1, |t| t.split_whitespace().count()) as i64)
+            .sum(),
+        _ => 0,
+    }
+}
+
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+/// A computed mock answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub model: String,
+    pub id: String,
+    pub words: Vec<String>,
+    pub prompt_tokens: i64,
+    pub finish_reason: &'static str,
+    pub fail_status: Option<u16>,
+}
+
+/// The deterministic answer to a chat body.
+pub fn answer(body: &Value) -> Answer {
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("mock").to_string();
+    let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
+    let prompt_tokens: i64 =
+        messages.iter().map(|m| 3 + m.get("content").map_or(0, content_tokens)).sum();
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .and_then(|m| m.get("content"))
+        .map(content_text)
+        .unwrap_or_default();
+    let fail_status = last_user
+        .split("[mock:status:")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|c| (400..600).contains(c));
+    let echoed: Vec<&str> = last_user.split_whitespace().take(24).collect();
+    let mut words: Vec<String> = "Hello from the tokengate mock provider. You said:"
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    words.extend(echoed.iter().map(|w| (*w).to_string()));
+    let limit = body
+        .get("max_completion_tokens")
+        .or_else(|| body.get("max_tokens"))
+        .and_then(Value::as_u64)
+        .map(|v| v as usize);
+    let mut finish_reason = "stop";
+    if let Some(limit) = limit {
+        if words.len() > limit {
+            words.truncate(limit);
+            finish_reason = "length";
+        }
+    }
+    // Stable id from the content so identical requests give identical answers.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in last_user.bytes().chain(model.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    Answer { model, id: format!("chatcmpl-mock{h:016x}"), words, prompt_tokens, finish_reason, fail_status }
+}
+
+impl Answer {
+    fn usage(&self) -> Value {
+        let completion = self.words.len() as i64;
+        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": completion,
+               "total_tokens": self.prompt_tokens + completion})
+    }
+
+    /// The non-streaming `chat.completion` object.
+    pub fn json(&self) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion", "created": 1_700_000_000,
+            "model": self.model, "system_fingerprint": "fp_mock",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.words.join(" ")},
+                         "logprobs": null, "finish_reason": self.finish_reason}],
+            "usage": self.usage(),
+        })
+    }
+
+    /// The `chat.completion.chunk` events of a stream, one word per chunk, ending in
+    /// `[DONE]`; with `include_usage` a final chunk with empty choices carries the usage.
+    pub fn sse_chunks(&self, include_usage: bool) -> Vec<Bytes> {
+        let chunk = |delta: Value, finish: Value| {
+            let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": self.model, "system_fingerprint": "fp_mock",
+                "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+            Bytes::from(format!("data: {v}\n\n"))
+        };
+        let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        for (i, w) in self.words.iter().enumerate() {
+            let text = if i == 0 { w.clone() } else { format!(" {w}") };
+            out.push(chunk(json!({"content": text}), Value::Null));
+        }
+        out.push(chunk(json!({}), json!(self.finish_reason)));
+        if include_usage {
+            let v = json!({"id": self.id, "object": "chat.completion.chunk", "created": 1_700_000_000,
+                "model": self.model, "system_fingerprint": "fp_mock", "choices": [], "usage": self.usage()});
+            out.push(Bytes::from(format!("data: {v}\n\n")));
+        }
+        out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_deterministic_and_counted() {
+        let body = json!({"model": "fast-1", "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi there"}]});
+        let a = answer(&body);
+        assert_eq!(a, answer(&body));
+        assert_eq!(a.prompt_tokens, 3 + 2 + 3 + 2);
+        assert_eq!(a.words.len(), 8 + 2);
+        assert_eq!(a.json()["usage"]["completion_tokens"], 10);
+        assert_eq!(a.json()["choices"][0]["message"]["content"],
+            "Hello from the tokengate mock provider. You said: hi there");
+    }
+
+    #[test]
+    fn max_tokens_truncates_and_status_marker_fails() {
+        let a = answer(&json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 3}));
+        assert_eq!(a.words.len(), 3);
+        assert_eq!(a.finish_reason, "length");
+        let f = answer(&json!({"messages": [{"role": "user", "content": "boom [mock:status:503]"}]}));
+        assert_eq!(f.fail_status, Some(503));
+    }
+
+    #[test]
+    fn stream_has_usage_only_when_asked() {
+        let a = answer(&json!({"messages": [{"role": "user", "content": "a b"}]}));
+        let plain = a.sse_chunks(false);
+        let with = a.sse_chunks(true);
+        assert_eq!(with.len(), plain.len() + 1);
+        assert_eq!(plain.last().unwrap(), &Bytes::from_static(b"data: [DONE]\n\n"));
+        let usage_chunk = String::from_utf8(with[with.len() - 2].to_vec()).unwrap();
+        assert!(usage_chunk.contains("\"choices\":[]") && usage_chunk.contains("\"usage\""));
+    }
+}

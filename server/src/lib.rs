@@ -1,0 +1,265 @@
+//! The `tokengate-server` library: configuration, startup (database, demo seed, catalog from
+//! config), the one axum router (portal, `/v1` gateway, health), request logging and
+//! graceful shutdown. `main.rs` is only the command line around it.
+
+pub mod config;
+pub mod gateway;
+pub mod mock_upstream;
+pub mod portal;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokengate_core::catalog::{self, ModelSpec, ProviderSpec, TargetSpec};
+use tokengate_core::money::parse_usd;
+use tokengate_core::{Db, demo, password};
+
+use crate::config::{Config, Secret};
+use crate::gateway::Gateway;
+use crate::gateway::meter::{Meter, MeterShutdown};
+use crate::gateway::money::Money;
+
+/// Shared state of the whole server.
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub db: Db,
+    pub config: Arc<Config>,
+}
+
+/// A started server's parts, for `main` and for tests that run it in-process.
+pub struct Server {
+    pub state: AppState,
+    pub router: Router,
+    meter_shutdown: MeterShutdown,
+    refresher: tokio::task::JoinHandle<()>,
+}
+
+/// Startup failure, printed by `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("database: {0}")]
+    Db(#[from] tokengate_core::Error),
+}
+
+/// Provider keys from the config (inline or via `api_key_env`), by provider name.
+fn provider_keys(config: &Config) -> Result<HashMap<String, Secret>, config::ConfigError> {
+    let mut keys = HashMap::new();
+    for p in &config.providers {
+        let key = match (&p.api_key, &p.api_key_env) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(var)) => Some(Secret::new(std::env::var(var).map_err(|_| {
+                config::ConfigError(format!("provider {}: environment variable {var} is not set", p.name))
+            })?)),
+            (None, None) => None,
+        };
+        if let Some(k) = key {
+            keys.insert(p.name.clone(), k);
+        }
+    }
+    Ok(keys)
+}
+
+fn usd_per_m(field: &str, model: &str, value: &str) -> Result<i64, config::ConfigError> {
+    parse_usd(value).map_err(|_| config::ConfigError(format!("model {model}: {field} {value:?} is not a USD amount")))
+}
+
+/// Upserts the providers, models and aliases declared in the config file.
+async fn apply_config_catalog(db: &Db, config: &Config) -> Result<(), StartError> {
+    for p in &config.providers {
+        catalog::upsert_provider(
+            db,
+            &ProviderSpec {
+                name: p.name.clone(),
+                kind: p.kind.clone(),
+                base_url: p.base_url.clone(),
+                api_key_enc: None,
+                config: p
+                    .config
+                    .as_ref()
+                    .map(|t| serde_json::to_value(t).unwrap_or_default())
+                    .unwrap_or_else(|| json!({})),
+                enabled: p.enabled,
+            },
+        )
+        .await?;
+    }
+    for m in &config.models {
+        let opt = |field: &str, v: &Option<String>| v.as_deref().map(|s| usd_per_m(field, &m.name, s)).transpose();
+        catalog::upsert_model(
+            db,
+            &ModelSpec {
+                name: m.name.clone(),
+                provider: m.provider.clone(),
+                upstream_model: m.upstream_model.clone(),
+                input_price_nano: usd_per_m("input_usd_per_m", &m.name, &m.input_usd_per_m)?,
+                output_price_nano: usd_per_m("output_usd_per_m", &m.name, &m.output_usd_per_m)?,
+                cache_read_price_nano: opt("cache_read_usd_per_m", &m.cache_read_usd_per_m)?,
+                cache_write_price_nano: opt("cache_write_usd_per_m", &m.cache_write_usd_per_m)?,
+                max_output_tokens: m.max_output_tokens,
+                complexity_tier: m.complexity_tier.clone(),
+                enabled: m.enabled,
+            },
+        )
+        .await?;
+    }
+    for a in &config.aliases {
+        let targets: Vec<TargetSpec> = a
+            .targets
+            .iter()
+            .map(|t| TargetSpec { model: t.model.clone(), priority: t.priority, weight: t.weight })
+            .collect();
+        catalog::upsert_alias(db, &a.name, &a.description, &a.complexity_tier, &targets).await?;
+    }
+    Ok(())
+}
+
+/// Prints the demo credentials once, on the console only (never to the log).
+fn announce_demo(config: &Config, seed: &demo::DemoSeed) {
+    println!(
+        "\n=== tokengate demo ===\nPortal:        {url}\nAdmin email:   {email}\nAdmin password: {pw}\nAPI key:       {key}\nCredit:        $5.00\n\nTry it:\n  curl {url}/v1/chat/completions -H \"Authorization: Bearer {key}\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"model\":\"tokengate-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\nThese credentials are shown only once.\n======================\n",
+        url = config.public_url,
+        email = seed.admin.email,
+        pw = seed.password,
+        key = seed.raw_key,
+    );
+}
+
+impl Server {
+    /// Connects the database, applies migrations and seeds, and builds the router.
+    pub async fn start(mut config: Config) -> Result<Server, StartError> {
+        config.load_or_create_secret()?;
+        if config.database_url.starts_with("sqlite:") {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| config::ConfigError(format!("{}: {e}", config.data_dir.display())))?;
+        }
+        let keys = provider_keys(&config)?;
+        let db = Db::connect(&config.database_url).await?;
+        let secret = config.secret_bytes();
+        apply_config_catalog(&db, &config).await?;
+        if config.demo {
+            let pw = password::generate();
+            let pw_for_hash = pw.clone();
+            let hashed = tokio::task::spawn_blocking(move || password::hash(&pw_for_hash))
+                .await
+                .map_err(|e| tokengate_core::Error::Invalid(e.to_string()))??;
+            if let Some(seed) = demo::seed_if_new(&db, &secret, pw, &hashed).await? {
+                announce_demo(&config, &seed);
+            }
+        }
+        let money = Arc::new(Money::default());
+        let (meter, meter_shutdown) =
+            Meter::start(db.clone(), money.clone(), Duration::from_millis(config.flush_interval_ms));
+        let gateway = Arc::new(
+            Gateway::new(
+                db.clone(),
+                secret,
+                meter,
+                money,
+                keys,
+                config.max_body_bytes,
+                Duration::from_millis(config.upstream_timeout_ms),
+            )
+            .await?,
+        );
+        let refresher = {
+            let gw = gateway.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = gw.refresh().await {
+                        tracing::warn!(error = %e, "refresh from database failed");
+                    }
+                }
+            })
+        };
+        let state = AppState { gateway: gateway.clone(), db: db.clone(), config: Arc::new(config) };
+        let router = router(state.clone());
+        Ok(Server { state, router, meter_shutdown, refresher })
+    }
+
+    /// Serves until `shutdown` resolves, drains in-flight requests, then flushes usage.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let result = axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.refresher.abort();
+        self.meter_shutdown.flush_and_stop().await;
+        self.state.db.close().await;
+        result
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let portal = portal::router(&state);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state.clone())
+        .nest("/v1", gateway::router(state.gateway.clone()))
+        .fallback_service(portal)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(log_request))
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => axum::Json(json!({"status": "ready", "database": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "database": "unreachable"})))
+                .into_response()
+        }
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(json!({"error": {"message": "The server had an error processing your request.",
+            "type": "api_error", "param": null, "code": "internal_error"}})),
+    )
+        .into_response()
+}
+
+/// One log line per request: method, path (never the query, which may hold secrets),
+/// status and latency.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    tracing::info!(
+        target: "tokengate::http",
+        %method,
+        path,
+        status = resp.status().as_u16(),
+        latency_us = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
