@@ -165,7 +165,11 @@ pub async fn load(db: &Db) -> Result<Catalog, Error> {
             });
         }
     }
-    Ok(Catalog { providers, models, aliases })
+    Ok(Catalog {
+        providers,
+        models,
+        aliases,
+    })
 }
 
 /// Provider fields a caller sets.
@@ -183,13 +187,18 @@ pub struct ProviderSpec {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b))
 }
 
 /// Creates or updates a provider by name; returns its id.
 pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error> {
     if !valid_name(&spec.name) || spec.name.contains('/') {
-        return Err(Error::Invalid(format!("invalid provider name {:?}", spec.name)));
+        return Err(Error::Invalid(format!(
+            "invalid provider name {:?}",
+            spec.name
+        )));
     }
     if !PROVIDER_KINDS.contains(&spec.kind.as_str()) {
         return Err(Error::Invalid(format!(
@@ -198,11 +207,20 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
         )));
     }
     if spec.kind != "mock" && spec.base_url.as_deref().is_none_or(str::is_empty) {
-        return Err(Error::Invalid(format!("provider {} needs a base_url", spec.name)));
+        return Err(Error::Invalid(format!(
+            "provider {} needs a base_url",
+            spec.name
+        )));
     }
-    let config = if spec.config.is_null() { serde_json::json!({}) } else { spec.config.clone() };
+    let config = if spec.config.is_null() {
+        serde_json::json!({})
+    } else {
+        spec.config.clone()
+    };
     if !config.is_object() {
-        return Err(Error::Invalid("provider config must be a JSON object".into()));
+        return Err(Error::Invalid(
+            "provider config must be a JSON object".into(),
+        ));
     }
     let now = now_ms();
     let row = sqlx::query(
@@ -243,10 +261,16 @@ pub struct ModelSpec {
 /// Creates or updates a model by name; returns its id.
 pub async fn upsert_model(db: &Db, spec: &ModelSpec) -> Result<i64, Error> {
     if !valid_name(&spec.name) {
-        return Err(Error::Invalid(format!("invalid model name {:?}", spec.name)));
+        return Err(Error::Invalid(format!(
+            "invalid model name {:?}",
+            spec.name
+        )));
     }
     if spec.upstream_model.is_empty() {
-        return Err(Error::Invalid(format!("model {} needs an upstream_model", spec.name)));
+        return Err(Error::Invalid(format!(
+            "model {} needs an upstream_model",
+            spec.name
+        )));
     }
     let prices = [
         Some(spec.input_price_nano),
@@ -312,13 +336,19 @@ pub async fn upsert_alias(
     targets: &[TargetSpec],
 ) -> Result<i64, Error> {
     if !valid_name(name) || name.contains('/') {
-        return Err(Error::Invalid(format!("invalid alias name {name:?} (aliases have no '/')")));
+        return Err(Error::Invalid(format!(
+            "invalid alias name {name:?} (aliases have no '/')"
+        )));
     }
     if targets.is_empty() {
-        return Err(Error::Invalid(format!("alias {name} needs at least one target")));
+        return Err(Error::Invalid(format!(
+            "alias {name} needs at least one target"
+        )));
     }
     if targets.iter().any(|t| t.weight <= 0 || t.priority < 0) {
-        return Err(Error::Invalid("target weights must be positive, priorities ≥ 0".into()));
+        return Err(Error::Invalid(
+            "target weights must be positive, priorities ≥ 0".into(),
+        ));
     }
     let now = now_ms();
     let mut tx = db.pool().begin().await?;

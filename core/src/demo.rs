@@ -21,8 +21,20 @@ pub struct DemoSeed {
 /// The mock provider and its models: (name, upstream, input $/M, output $/M, tier).
 const MOCK_MODELS: &[(&str, &str, i64, i64, &str)] = &[
     ("mock/fast-1", "fast-1", 150_000_000, 600_000_000, "fast"),
-    ("mock/smart-1", "smart-1", 2_500_000_000, 10_000_000_000, "premium"),
-    ("mock/coder-1", "coder-1", 1_000_000_000, 4_000_000_000, "coding"),
+    (
+        "mock/smart-1",
+        "smart-1",
+        2_500_000_000,
+        10_000_000_000,
+        "premium",
+    ),
+    (
+        "mock/coder-1",
+        "coder-1",
+        1_000_000_000,
+        4_000_000_000,
+        "coding",
+    ),
 ];
 
 /// Seeds the mock catalog (idempotent; safe on every start).
@@ -62,7 +74,11 @@ pub async fn seed_mock_catalog(db: &Db) -> Result<(), Error> {
         "tokengate-fast",
         "Fast, cheap answers",
         "fast",
-        &[TargetSpec { model: "mock/fast-1".into(), priority: 0, weight: 1 }],
+        &[TargetSpec {
+            model: "mock/fast-1".into(),
+            priority: 0,
+            weight: 1,
+        }],
     )
     .await?;
     Ok(())
@@ -77,13 +93,14 @@ pub async fn seed_if_new(
     password_hash: &str,
 ) -> Result<Option<DemoSeed>, Error> {
     seed_mock_catalog(db).await?;
-    let admin = match accounts::create_user(db, DEMO_EMAIL, "Demo Admin", Some(password_hash), "admin")
-        .await
-    {
-        Ok(u) => u,
-        Err(Error::Conflict(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    let admin =
+        match accounts::create_user(db, DEMO_EMAIL, "Demo Admin", Some(password_hash), "admin")
+            .await
+        {
+            Ok(u) => u,
+            Err(Error::Conflict(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
     accounts::apply_entry(
         db,
         admin.id,
@@ -95,9 +112,20 @@ pub async fn seed_if_new(
         false,
     )
     .await?;
-    let (_, raw_key) =
-        keys::create(db, key_secret, admin.id, &NewKey { name: "demo".into(), ..NewKey::default() })
-            .await?;
+    let (_, raw_key) = keys::create(
+        db,
+        key_secret,
+        admin.id,
+        &NewKey {
+            name: "demo".into(),
+            ..NewKey::default()
+        },
+    )
+    .await?;
     let admin = accounts::get_user(db, admin.id).await?;
-    Ok(Some(DemoSeed { admin, password, raw_key }))
+    Ok(Some(DemoSeed {
+        admin,
+        password,
+        raw_key,
+    }))
 }

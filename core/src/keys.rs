@@ -35,7 +35,9 @@ pub fn generate() -> String {
 pub fn well_formed(raw: &str) -> bool {
     raw.len() == KEY_PREFIX.len() + SECRET_CHARS
         && raw.starts_with(KEY_PREFIX)
-        && raw[KEY_PREFIX.len()..].bytes().all(|b| b.is_ascii_alphanumeric())
+        && raw[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
 }
 
 /// HMAC-SHA-256 of the raw key under the server secret.
@@ -144,7 +146,11 @@ pub async fn create(
     }
     let raw = generate();
     let key_hash = hex::encode(hash(secret, &raw));
-    let models = new.allowed_models.as_ref().map(serde_json::to_string).transpose()?;
+    let models = new
+        .allowed_models
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()?;
     let row = sqlx::query(&format!(
         "INSERT INTO api_keys (user_id, name, key_prefix, key_hash, status, group_id, allowed_models, \
          spend_limit_nano, rpm, tpm, expires_at, created_at, updated_at) \
@@ -179,10 +185,12 @@ pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<ApiKey>, Error> 
 
 /// Keys changed at or after `since` (ms), for refreshing the in-memory cache; all keys when 0.
 pub async fn changed_since(db: &Db, since: i64) -> Result<Vec<ApiKey>, Error> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM api_keys WHERE updated_at >= $1"))
-        .bind(since)
-        .fetch_all(db.pool())
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE updated_at >= $1"
+    ))
+    .bind(since)
+    .fetch_all(db.pool())
+    .await?;
     rows.iter().map(from_row).collect()
 }
 
@@ -197,7 +205,10 @@ pub async fn revoke(db: &Db, user_id: i64, key_id: i64) -> Result<ApiKey, Error>
     .bind(now_ms())
     .fetch_optional(db.pool())
     .await?;
-    row.as_ref().map(from_row).transpose()?.ok_or(Error::NotFound)
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or(Error::NotFound)
 }
 
 #[cfg(test)]

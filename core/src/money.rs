@@ -25,7 +25,11 @@ pub fn parse_usd(input: &str) -> Result<i64, Error> {
     if frac.len() > 9 || whole.len() > 10 {
         return Err(bad());
     }
-    let whole: i64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
     let mut frac_nanos: i64 = 0;
     for (i, b) in frac.bytes().enumerate() {
         frac_nanos += i64::from(b - b'0') * 10_i64.pow(8 - i as u32);
@@ -52,7 +56,11 @@ pub fn format_usd(nanos: i64, decimals: u32) -> String {
     let decimals = decimals.min(9);
     let unit = 10_i128.pow(9 - decimals);
     let v = i128::from(nanos);
-    let rounded = if v >= 0 { (v + unit / 2) / unit } else { (v - unit / 2) / unit };
+    let rounded = if v >= 0 {
+        (v + unit / 2) / unit
+    } else {
+        (v - unit / 2) / unit
+    };
     let neg = rounded < 0;
     let abs = rounded.unsigned_abs();
     let scale = 10_u128.pow(decimals);
@@ -80,7 +88,11 @@ pub fn format_exact(nanos: i64) -> String {
     let full = format_usd(nanos, 9);
     let (whole, frac) = full.split_once('.').unwrap_or((&full, ""));
     let trimmed = frac.trim_end_matches('0');
-    let frac = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
+    let frac = if trimmed.len() < 2 {
+        &frac[..2]
+    } else {
+        trimmed
+    };
     format!("{whole}.{frac}")
 }
 
@@ -119,8 +131,14 @@ impl Prices {
         let per_m = |tokens: i64, price: i64| i128::from(tokens.max(0)) * i128::from(price.max(0));
         let total = per_m(usage.input, self.input_per_m)
             + per_m(usage.output, self.output_per_m)
-            + per_m(usage.cache_read, self.cache_read_per_m.unwrap_or(self.input_per_m))
-            + per_m(usage.cache_write, self.cache_write_per_m.unwrap_or(self.input_per_m));
+            + per_m(
+                usage.cache_read,
+                self.cache_read_per_m.unwrap_or(self.input_per_m),
+            )
+            + per_m(
+                usage.cache_write,
+                self.cache_write_per_m.unwrap_or(self.input_per_m),
+            );
         let rounded = (total + 500_000) / 1_000_000;
         i64::try_from(rounded).unwrap_or(i64::MAX)
     }
@@ -155,11 +173,26 @@ mod tests {
         assert_eq!(parse_usd("0.000000001").unwrap(), 1);
         assert_eq!(parse_usd("-1.5").unwrap(), -1_500_000_000);
         assert_eq!(parse_usd(".5").unwrap(), 500_000_000);
-        for bad in ["", ".", "1e3", "abc", "1.0000000001", "1,5", "99999999999", "--1"] {
+        for bad in [
+            "",
+            ".",
+            "1e3",
+            "abc",
+            "1.0000000001",
+            "1,5",
+            "99999999999",
+            "--1",
+        ] {
             assert!(parse_usd(bad).is_err(), "{bad} should be rejected");
         }
-        assert_eq!(parse_usd_json(&serde_json::json!(5.5)).unwrap(), 5_500_000_000);
-        assert_eq!(parse_usd_json(&serde_json::json!("2")).unwrap(), 2 * NANOS_PER_USD);
+        assert_eq!(
+            parse_usd_json(&serde_json::json!(5.5)).unwrap(),
+            5_500_000_000
+        );
+        assert_eq!(
+            parse_usd_json(&serde_json::json!("2")).unwrap(),
+            2 * NANOS_PER_USD
+        );
         assert!(parse_usd_json(&serde_json::json!(true)).is_err());
     }
 
@@ -197,14 +230,44 @@ mod tests {
             cache_write_per_m: None,
         };
         // 10 in + 20 out = 1500 + 12000 nano.
-        let u = Usage { input: 10, output: 20, ..Usage::default() };
+        let u = Usage {
+            input: 10,
+            output: 20,
+            ..Usage::default()
+        };
         assert_eq!(p.cost(&u), 13_500);
         // A price that yields fractional nanos per token: 1 token at $0.0375/M = 37.5 nano.
-        let q = Prices { input_per_m: 37_500_000, ..Prices::default() };
-        assert_eq!(q.cost(&Usage { input: 1, ..Usage::default() }), 38); // rounded once, half up
-        assert_eq!(q.cost(&Usage { input: 2, ..Usage::default() }), 75); // not 2 × 38
-        let c = Usage { input: 0, output: 0, cache_read: 1000, cache_write: 0 };
+        let q = Prices {
+            input_per_m: 37_500_000,
+            ..Prices::default()
+        };
+        assert_eq!(
+            q.cost(&Usage {
+                input: 1,
+                ..Usage::default()
+            }),
+            38
+        ); // rounded once, half up
+        assert_eq!(
+            q.cost(&Usage {
+                input: 2,
+                ..Usage::default()
+            }),
+            75
+        ); // not 2 × 38
+        let c = Usage {
+            input: 0,
+            output: 0,
+            cache_read: 1000,
+            cache_write: 0,
+        };
         assert_eq!(p.cost(&c), 75_000);
-        assert_eq!(p.cost(&Usage { input: -5, ..Usage::default() }), 0);
+        assert_eq!(
+            p.cost(&Usage {
+                input: -5,
+                ..Usage::default()
+            }),
+            0
+        );
     }
 }

@@ -180,15 +180,17 @@ impl Config {
             .map(PathBuf::from)
             .or(parsed.data_dir)
             .unwrap_or_else(|| PathBuf::from("./data"));
-        let database_url = env("TOKENGATE_DATABASE_URL").or(parsed.database_url).unwrap_or_else(
-            || format!("sqlite://{}", data_dir.join("tokengate.db").display()),
-        );
+        let database_url = env("TOKENGATE_DATABASE_URL")
+            .or(parsed.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tokengate.db").display()));
         let public_url = env("TOKENGATE_PUBLIC_URL")
             .or(parsed.public_url)
             .unwrap_or_else(|| format!("http://{listen}"));
         let public_url = public_url.trim_end_matches('/').to_string();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
-            return Err(ConfigError("public_url must start with http:// or https://".into()));
+            return Err(ConfigError(
+                "public_url must start with http:// or https://".into(),
+            ));
         }
         let demo = match env("TOKENGATE_DEMO") {
             Some(v) => parse_bool(&v)
@@ -197,7 +199,9 @@ impl Config {
         };
         let parse_num = |name: &str, file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
             match env(name) {
-                Some(v) => v.parse().map_err(|_| ConfigError(format!("{name}={v:?} is not a number"))),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| ConfigError(format!("{name}={v:?} is not a number"))),
                 None => Ok(file.unwrap_or(default)),
             }
         };
@@ -209,15 +213,26 @@ impl Config {
         let flush_interval_ms =
             parse_num("TOKENGATE_FLUSH_INTERVAL_MS", parsed.flush_interval_ms, 250)?;
         if !(1..=250).contains(&flush_interval_ms) {
-            return Err(ConfigError("flush_interval_ms must be between 1 and 250".into()));
+            return Err(ConfigError(
+                "flush_interval_ms must be between 1 and 250".into(),
+            ));
         }
-        let upstream_timeout_ms =
-            parse_num("TOKENGATE_UPSTREAM_TIMEOUT_MS", parsed.upstream_timeout_ms, 600_000)?;
-        let secret_key = env("TOKENGATE_SECRET_KEY").map(Secret::new).or(parsed.secret_key);
+        let upstream_timeout_ms = parse_num(
+            "TOKENGATE_UPSTREAM_TIMEOUT_MS",
+            parsed.upstream_timeout_ms,
+            600_000,
+        )?;
+        let secret_key = env("TOKENGATE_SECRET_KEY")
+            .map(Secret::new)
+            .or(parsed.secret_key);
         if secret_key.as_ref().is_some_and(|s| s.expose().len() < 32) {
-            return Err(ConfigError("secret_key must be at least 32 characters".into()));
+            return Err(ConfigError(
+                "secret_key must be at least 32 characters".into(),
+            ));
         }
-        let log_format = env("TOKENGATE_LOG_FORMAT").or(parsed.log_format).unwrap_or("text".into());
+        let log_format = env("TOKENGATE_LOG_FORMAT")
+            .or(parsed.log_format)
+            .unwrap_or("text".into());
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError("log_format must be text or json".into()));
         }
@@ -227,7 +242,9 @@ impl Config {
             database_url,
             secret_key,
             demo,
-            log: env("TOKENGATE_LOG").or(parsed.log).unwrap_or_else(|| "info".into()),
+            log: env("TOKENGATE_LOG")
+                .or(parsed.log)
+                .unwrap_or_else(|| "info".into()),
             log_format,
             max_body_bytes,
             flush_interval_ms,
@@ -270,7 +287,10 @@ impl Config {
 
     /// The server secret's bytes (after [`Config::load_or_create_secret`]).
     pub fn secret_bytes(&self) -> Vec<u8> {
-        self.secret_key.as_ref().map(|s| s.expose().as_bytes().to_vec()).unwrap_or_default()
+        self.secret_key
+            .as_ref()
+            .map(|s| s.expose().as_bytes().to_vec())
+            .unwrap_or_default()
     }
 }
 
@@ -301,7 +321,12 @@ mod tests {
     use super::*;
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -313,7 +338,10 @@ mod tests {
         assert!(!c.demo);
         let c = Config::load(
             None,
-            env_of(&[("TOKENGATE_LISTEN", "0.0.0.0:8080"), ("TOKENGATE_DEMO", "1")]),
+            env_of(&[
+                ("TOKENGATE_LISTEN", "0.0.0.0:8080"),
+                ("TOKENGATE_DEMO", "1"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.listen.port(), 8080);
@@ -328,8 +356,11 @@ mod tests {
         std::fs::write(&f, "listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap();
         let err = Config::load(Some(&f), env_of(&[])).unwrap_err().to_string();
         assert!(err.contains("unknown field `listen_port`"), "{err}");
-        std::fs::write(&f, "[[providers]]\nname = \"x\"\nkind = \"openai\"\napi_kee = \"s\"\n")
-            .unwrap();
+        std::fs::write(
+            &f,
+            "[[providers]]\nname = \"x\"\nkind = \"openai\"\napi_kee = \"s\"\n",
+        )
+        .unwrap();
         assert!(Config::load(Some(&f), env_of(&[])).is_err());
         assert!(Config::load(None, env_of(&[("TOKENGATE_LISTEN", "nope")])).is_err());
         assert!(Config::load(None, env_of(&[("TOKENGATE_DEMO", "maybe")])).is_err());
@@ -341,7 +372,10 @@ mod tests {
     fn secrets_never_print() {
         let c = Config::load(
             None,
-            env_of(&[("TOKENGATE_SECRET_KEY", "0123456789abcdef0123456789abcdef-very-secret")]),
+            env_of(&[(
+                "TOKENGATE_SECRET_KEY",
+                "0123456789abcdef0123456789abcdef-very-secret",
+            )]),
         )
         .unwrap();
         let printed = format!("{c:?}");
@@ -369,7 +403,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("secret.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("secret.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();

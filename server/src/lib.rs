@@ -59,7 +59,10 @@ fn provider_keys(config: &Config) -> Result<HashMap<String, Secret>, config::Con
         let key = match (&p.api_key, &p.api_key_env) {
             (Some(k), _) => Some(k.clone()),
             (None, Some(var)) => Some(Secret::new(std::env::var(var).map_err(|_| {
-                config::ConfigError(format!("provider {}: environment variable {var} is not set", p.name))
+                config::ConfigError(format!(
+                    "provider {}: environment variable {var} is not set",
+                    p.name
+                ))
             })?)),
             (None, None) => None,
         };
@@ -71,7 +74,11 @@ fn provider_keys(config: &Config) -> Result<HashMap<String, Secret>, config::Con
 }
 
 fn usd_per_m(field: &str, model: &str, value: &str) -> Result<i64, config::ConfigError> {
-    parse_usd(value).map_err(|_| config::ConfigError(format!("model {model}: {field} {value:?} is not a USD amount")))
+    parse_usd(value).map_err(|_| {
+        config::ConfigError(format!(
+            "model {model}: {field} {value:?} is not a USD amount"
+        ))
+    })
 }
 
 /// Upserts the providers, models and aliases declared in the config file.
@@ -95,7 +102,11 @@ async fn apply_config_catalog(db: &Db, config: &Config) -> Result<(), StartError
         .await?;
     }
     for m in &config.models {
-        let opt = |field: &str, v: &Option<String>| v.as_deref().map(|s| usd_per_m(field, &m.name, s)).transpose();
+        let opt = |field: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| usd_per_m(field, &m.name, s))
+                .transpose()
+        };
         catalog::upsert_model(
             db,
             &ModelSpec {
@@ -117,7 +128,11 @@ async fn apply_config_catalog(db: &Db, config: &Config) -> Result<(), StartError
         let targets: Vec<TargetSpec> = a
             .targets
             .iter()
-            .map(|t| TargetSpec { model: t.model.clone(), priority: t.priority, weight: t.weight })
+            .map(|t| TargetSpec {
+                model: t.model.clone(),
+                priority: t.priority,
+                weight: t.weight,
+            })
             .collect();
         catalog::upsert_alias(db, &a.name, &a.description, &a.complexity_tier, &targets).await?;
     }
@@ -158,8 +173,11 @@ impl Server {
             }
         }
         let money = Arc::new(Money::default());
-        let (meter, meter_shutdown) =
-            Meter::start(db.clone(), money.clone(), Duration::from_millis(config.flush_interval_ms));
+        let (meter, meter_shutdown) = Meter::start(
+            db.clone(),
+            money.clone(),
+            Duration::from_millis(config.flush_interval_ms),
+        );
         let gateway = Arc::new(
             Gateway::new(
                 db.clone(),
@@ -185,9 +203,18 @@ impl Server {
                 }
             })
         };
-        let state = AppState { gateway: gateway.clone(), db: db.clone(), config: Arc::new(config) };
+        let state = AppState {
+            gateway: gateway.clone(),
+            db: db.clone(),
+            config: Arc::new(config),
+        };
         let router = router(state.clone());
-        Ok(Server { state, router, meter_shutdown, refresher })
+        Ok(Server {
+            state,
+            router,
+            meter_shutdown,
+            refresher,
+        })
     }
 
     /// Serves until `shutdown` resolves, drains in-flight requests, then flushes usage.
@@ -196,9 +223,13 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let result = axum::serve(listener, self.router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = axum::serve(
+            listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         self.refresher.abort();
         self.meter_shutdown.flush_and_stop().await;
         self.state.db.close().await;
@@ -217,7 +248,9 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", gateway::router(state.gateway.clone()))
         .fallback_service(portal)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(middleware::from_fn(log_request))
 }
 
@@ -230,7 +263,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => axum::Json(json!({"status": "ready", "database": "ok"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "database": "unreachable"})))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "unavailable", "database": "unreachable"})),
+            )
                 .into_response()
         }
     }
@@ -240,8 +276,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     (
         StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(json!({"error": {"message": "The server had an error processing your request.",
-            "type": "api_error", "param": null, "code": "internal_error"}})),
+        axum::Json(
+            json!({"error": {"message": "The server had an error processing your request.",
+            "type": "api_error", "param": null, "code": "internal_error"}}),
+        ),
     )
         .into_response()
 }

@@ -10,7 +10,11 @@ use tokengate_server::Server;
 use tokengate_server::config::Config;
 
 #[derive(Parser)]
-#[command(name = "tokengate-server", version, about = "tokengate: LLM API gateway and customer portal")]
+#[command(
+    name = "tokengate-server",
+    version,
+    about = "tokengate: LLM API gateway and customer portal"
+)]
 struct Cli {
     /// Optional TOML config file; TOKENGATE_* environment variables override it.
     #[arg(long, global = true)]
@@ -49,7 +53,9 @@ enum AdminCommand {
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log_format == "json" {
         builder.json().init();
     } else {
@@ -80,7 +86,8 @@ async fn shutdown_signal() {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+    let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
     init_logging(&config);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -90,7 +97,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             tracing::info!(%listen, "tokengate listening");
-            server.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+            server
+                .serve(listener, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!("stopped");
             Ok(())
         }
@@ -104,8 +114,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())
         }
-        Command::Admin { command: AdminCommand::Create { email, name } } => {
-            let db = Db::connect(&config.database_url).await.map_err(|e| e.to_string())?;
+        Command::Admin {
+            command: AdminCommand::Create { email, name },
+        } => {
+            let db = Db::connect(&config.database_url)
+                .await
+                .map_err(|e| e.to_string())?;
             let pw = password::generate();
             let pw2 = pw.clone();
             let hash = tokio::task::spawn_blocking(move || password::hash(&pw2))
@@ -115,7 +129,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             let user = accounts::create_user(&db, &email, &name, Some(&hash), "admin")
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("Created administrator {} (id {}).\nPassword (shown once): {pw}", user.email, user.id);
+            println!(
+                "Created administrator {} (id {}).\nPassword (shown once): {pw}",
+                user.email, user.id
+            );
             db.close().await;
             Ok(())
         }
@@ -124,7 +141,10 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tokengate-server: cannot start the runtime: {e}");

@@ -13,20 +13,37 @@ use crate::gateway::providers::mock;
 
 async fn chat(body: axum::body::Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": {"message": "invalid JSON",
-            "type": "invalid_request_error", "param": null, "code": null}}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"message": "invalid JSON",
+            "type": "invalid_request_error", "param": null, "code": null}})),
+        )
+            .into_response();
     };
     let answer = mock::answer(&req);
     if let Some(status) = answer.fail_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (status, axum::Json(json!({"error": {"message": "mock failure", "type": "server_error",
-            "param": null, "code": null}}))).into_response();
+        return (
+            status,
+            axum::Json(
+                json!({"error": {"message": "mock failure", "type": "server_error",
+            "param": null, "code": null}}),
+            ),
+        )
+            .into_response();
     }
     if req.get("stream").and_then(Value::as_bool).unwrap_or(false) {
-        let include_usage = req.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+        let include_usage = req
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let chunks = answer.sse_chunks(include_usage);
         let stream = futures::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
-        return ([(header::CONTENT_TYPE, "text/event-stream")], Body::from_stream(stream)).into_response();
+        return (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(stream),
+        )
+            .into_response();
     }
     axum::Json(answer.json()).into_response()
 }
@@ -38,5 +55,7 @@ async fn models() -> axum::Json<Value> {
 
 /// The mock upstream's router.
 pub fn router() -> Router {
-    Router::new().route("/v1/chat/completions", post(chat)).route("/v1/models", get(models))
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
 }

@@ -2,6 +2,8 @@
 //! the contract's shapes, metering (balance moves by exactly the logged costs), streaming,
 //! revocation taking effect on the next request, and the ledger invariant.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -28,7 +30,11 @@ impl Drop for TempDir {
 }
 
 async fn start(database_url: Option<String>, extra: &[(&str, &str)]) -> Running {
-    let dir = std::env::temp_dir().join(format!("tg-it-{}-{}", std::process::id(), rand::random::<u32>()));
+    let dir = std::env::temp_dir().join(format!(
+        "tg-it-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut env: Vec<(String, String)> = vec![
         ("TOKENGATE_DATA_DIR".into(), dir.display().to_string()),
@@ -41,29 +47,56 @@ async fn start(database_url: Option<String>, extra: &[(&str, &str)]) -> Running 
     for (k, v) in extra {
         env.push(((*k).into(), (*v).into()));
     }
-    let config = Config::load(None, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())).unwrap();
+    let config = Config::load(None, |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
     let server = Server::start(config).await.unwrap();
-    tokengate_core::demo::seed_mock_catalog(&server.state.db).await.unwrap();
+    tokengate_core::demo::seed_mock_catalog(&server.state.db)
+        .await
+        .unwrap();
     server.state.gateway.reload_routes().await.unwrap();
     let state = server.state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
-        server.serve(listener, async { let _ = rx.await; }).await.unwrap();
+        server
+            .serve(listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
     });
-    Running { base, server_state: state, stop: Some(tx), done, _dir: TempDir(dir) }
+    Running {
+        base,
+        server_state: state,
+        stop: Some(tx),
+        done,
+        _dir: TempDir(dir),
+    }
 }
 
 impl Running {
     /// A user with `usd` of credit and one key.
     async fn customer(&self, email: &str, nanos: i64, new: NewKey) -> (i64, String) {
         let db = &self.server_state.db;
-        let user = accounts::create_user(db, email, "Test", None, "user").await.unwrap();
+        let user = accounts::create_user(db, email, "Test", None, "user")
+            .await
+            .unwrap();
         if nanos > 0 {
-            accounts::apply_entry(db, user.id, EntryKind::Promo, nanos, None, Some("test"), None, false)
-                .await
-                .unwrap();
+            accounts::apply_entry(
+                db,
+                user.id,
+                EntryKind::Promo,
+                nanos,
+                None,
+                Some("test"),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
         }
         let secret = self.server_state.config.secret_bytes();
         let (key, raw) = keys::create(db, &secret, user.id, &new).await.unwrap();
@@ -107,7 +140,9 @@ fn assert_error(v: &Value, typ: &str, code: &str) {
 
 async fn wait_for_logs(r: &Running, user_id: i64, n: usize) -> Vec<usage::RequestRecord> {
     for _ in 0..100 {
-        let logs = usage::recent_logs(&r.server_state.db, user_id, 1000).await.unwrap();
+        let logs = usage::recent_logs(&r.server_state.db, user_id, 1000)
+            .await
+            .unwrap();
         if logs.len() >= n {
             return logs;
         }
@@ -121,43 +156,108 @@ async fn suite(database_url: Option<String>) {
     let base = r.base.clone();
 
     // Health and readiness.
-    let h = client().get(format!("{base}/healthz")).send().await.unwrap();
+    let h = client()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status(), 200);
     let h = client().get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(h.status(), 200);
 
     // 401: missing, malformed, unknown key — exact contract body.
-    for key in ["", "sk-tg-short", "sk-tg-0000000000000000000000000000000000000000000"] {
-        let (s, _, v) = chat(&base, key, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]})).await;
+    for key in [
+        "",
+        "sk-tg-short",
+        "sk-tg-0000000000000000000000000000000000000000000",
+    ] {
+        let (s, _, v) = chat(
+            &base,
+            key,
+            json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
         assert_eq!(s, 401);
         assert_error(&v, "authentication_error", "invalid_api_key");
         assert_eq!(v["error"]["message"], "Invalid API key provided.");
     }
-    let no_auth = client().get(format!("{base}/v1/models")).send().await.unwrap();
+    let no_auth = client()
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_auth.status(), 401);
 
-    let (user_id, key) = r.customer("alice@example.com", NANOS_PER_USD, NewKey { name: "k".into(), ..NewKey::default() }).await;
+    let (user_id, key) = r
+        .customer(
+            "alice@example.com",
+            NANOS_PER_USD,
+            NewKey {
+                name: "k".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
 
     // Models list with prices.
-    let models: Value = client().get(format!("{base}/v1/models")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let models: Value = client()
+        .get(format!("{base}/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(models["object"], "list");
-    let fast = models["data"].as_array().unwrap().iter().find(|m| m["id"] == "mock/fast-1").unwrap();
+    let fast = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "mock/fast-1")
+        .unwrap();
     assert_eq!(fast["input_usd_per_1k"], "0.00015");
     assert_eq!(fast["output_usd_per_1k"], "0.0006");
     assert_eq!(fast["owned_by"], "mock");
-    assert!(models["data"].as_array().unwrap().iter().any(|m| m["id"] == "tokengate-fast"));
+    assert!(
+        models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "tokengate-fast")
+    );
 
     // 400 malformed JSON, missing fields; 404 unknown model.
-    let bad = client().post(format!("{base}/v1/chat/completions")).bearer_auth(&key)
-        .header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let bad = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
-    assert_error(&bad.json::<Value>().await.unwrap(), "invalid_request_error", "invalid_request");
-    let (s, _, v) = chat(&base, &key, json!({"messages": [{"role": "user", "content": "x"}]})).await;
+    assert_error(
+        &bad.json::<Value>().await.unwrap(),
+        "invalid_request_error",
+        "invalid_request",
+    );
+    let (s, _, v) = chat(
+        &base,
+        &key,
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, 400);
     assert_eq!(v["error"]["param"], "model");
     let (s, _, v) = chat(&base, &key, json!({"model": "mock/fast-1", "messages": []})).await;
     assert_eq!(s, 400, "{v}");
-    let (s, _, v) = chat(&base, &key, json!({"model": "nope/none", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (s, _, v) = chat(
+        &base,
+        &key,
+        json!({"model": "nope/none", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, 404);
     assert_error(&v, "invalid_request_error", "model_not_found");
 
@@ -184,7 +284,10 @@ async fn suite(database_url: Option<String>) {
         .json(&json!({"model": "mock/fast-1", "stream": true, "stream_options": {"include_usage": true},
             "messages": [{"role": "user", "content": "a b c"}]}))
         .send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("\"usage\":{\"completion_tokens\":11,\"prompt_tokens\":6"), "{text}");
+    assert!(
+        text.contains("\"usage\":{\"completion_tokens\":11,\"prompt_tokens\":6"),
+        "{text}"
+    );
 
     // An upstream failure costs nothing and is logged as failed.
     let (s, _, v) = chat(&base, &key, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "fail [mock:status:503]"}]})).await;
@@ -199,37 +302,91 @@ async fn suite(database_url: Option<String>) {
     assert_eq!(ok.len(), 3);
     // 5 in × $0.15/M + 10 out × $0.60/M = 750 + 6000 nano.
     let first = logs.iter().find(|l| l.model == "tokengate-fast").unwrap();
-    assert_eq!((first.tokens_in, first.tokens_out, first.cost_nano), (5, 10, 6750));
+    assert_eq!(
+        (first.tokens_in, first.tokens_out, first.cost_nano),
+        (5, 10, 6750)
+    );
     assert_eq!(first.served_model.as_deref(), Some("mock/fast-1"));
     let total: i64 = logs.iter().map(|l| l.cost_nano).sum();
-    let user = accounts::get_user(&r.server_state.db, user_id).await.unwrap();
+    let user = accounts::get_user(&r.server_state.db, user_id)
+        .await
+        .unwrap();
     assert_eq!(user.balance_nano, NANOS_PER_USD - total);
-    assert!(accounts::verify_ledger(&r.server_state.db, None).await.unwrap().is_empty());
+    assert!(
+        accounts::verify_ledger(&r.server_state.db, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // 402: an account with no money.
-    let (_, broke) = r.customer("bob@example.com", 0, NewKey { name: "b".into(), ..NewKey::default() }).await;
-    let (s, _, v) = chat(&base, &broke, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (_, broke) = r
+        .customer(
+            "bob@example.com",
+            0,
+            NewKey {
+                name: "b".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    let (s, _, v) = chat(
+        &base,
+        &broke,
+        json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, 402);
     assert_error(&v, "insufficient_quota", "insufficient_balance");
 
     // 403: key restricted to other models.
-    let (_, narrow) = r.customer("carol@example.com", NANOS_PER_USD,
-        NewKey { name: "n".into(), allowed_models: Some(vec!["mock/smart-1".into()]), ..NewKey::default() }).await;
-    let (s, _, v) = chat(&base, &narrow, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (_, narrow) = r
+        .customer(
+            "carol@example.com",
+            NANOS_PER_USD,
+            NewKey {
+                name: "n".into(),
+                allowed_models: Some(vec!["mock/smart-1".into()]),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    let (s, _, v) = chat(
+        &base,
+        &narrow,
+        json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, 403);
     assert_error(&v, "permission_error", "model_not_allowed");
 
     // Revocation works on the very next request.
-    let keys_of_user = keys::list_for_user(&r.server_state.db, user_id).await.unwrap();
-    let revoked = keys::revoke(&r.server_state.db, user_id, keys_of_user[0].id).await.unwrap();
+    let keys_of_user = keys::list_for_user(&r.server_state.db, user_id)
+        .await
+        .unwrap();
+    let revoked = keys::revoke(&r.server_state.db, user_id, keys_of_user[0].id)
+        .await
+        .unwrap();
     r.server_state.gateway.key_changed(revoked);
-    let (s, _, _) = chat(&base, &key, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (s, _, _) = chat(
+        &base,
+        &key,
+        json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
     assert_eq!(s, 401);
 
     // Unknown /v1 route: JSON 404, never plain text.
-    let nf = client().get(format!("{base}/v1/nope")).send().await.unwrap();
+    let nf = client()
+        .get(format!("{base}/v1/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(nf.status(), 404);
-    assert_eq!(nf.json::<Value>().await.unwrap()["error"]["type"], "invalid_request_error");
+    assert_eq!(
+        nf.json::<Value>().await.unwrap()["error"]["type"],
+        "invalid_request_error"
+    );
 
     r.stop().await;
 }
@@ -241,27 +398,58 @@ async fn gateway_on_sqlite() {
 
 #[tokio::test]
 async fn gateway_on_postgres() {
-    let admin_url = std::env::var("TOKENGATE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let admin_url = std::env::var("TOKENGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let name = format!("tg_it_{}_{}", std::process::id(), rand::random::<u32>());
-    let admin = sqlx::PgPool::connect(&admin_url).await.expect("PostgreSQL at 127.0.0.1:5432 (set TOKENGATE_TEST_PG)");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    let admin = sqlx::PgPool::connect(&admin_url)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432 (set TOKENGATE_TEST_PG)");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     let base = admin_url.rsplit_once('/').unwrap().0;
     suite(Some(format!("{base}/{name}"))).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn body_limit_gives_413_in_contract_shape() {
     let r = start(None, &[("TOKENGATE_MAX_BODY_BYTES", "1000")]).await;
-    let (_, key) = r.customer("dave@example.com", NANOS_PER_USD, NewKey { name: "d".into(), ..NewKey::default() }).await;
+    let (_, key) = r
+        .customer(
+            "dave@example.com",
+            NANOS_PER_USD,
+            NewKey {
+                name: "d".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
     let big = "x".repeat(5000);
-    let (s, _, v) = chat(&r.base, &key, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": big}]})).await;
+    let (s, _, v) = chat(
+        &r.base,
+        &key,
+        json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": big}]}),
+    )
+    .await;
     assert_eq!(s, 413);
     assert_eq!(v["error"]["type"], "invalid_request_error");
     // Chunked (no Content-Length) bodies are limited too.
-    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 4000]))]);
-    let resp = client().post(format!("{}/v1/chat/completions", r.base)).bearer_auth(&key)
-        .body(reqwest::Body::wrap_stream(stream)).send().await.unwrap();
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(bytes::Bytes::from(vec![
+        b' ';
+        4000
+    ]))]);
+    let resp = client()
+        .post(format!("{}/v1/chat/completions", r.base))
+        .bearer_auth(&key)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     r.stop().await;
 }

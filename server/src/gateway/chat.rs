@@ -30,13 +30,21 @@ const ENDPOINT: &str = "/v1/chat/completions";
 /// Token usage from an OpenAI `usage` object; cached prompt tokens are split out.
 pub fn parse_usage(usage: &Value) -> Option<Usage> {
     let prompt = usage.get("prompt_tokens")?.as_i64()?;
-    let output = usage.get("completion_tokens").and_then(Value::as_i64).unwrap_or(0);
+    let output = usage
+        .get("completion_tokens")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let cached = usage
         .pointer("/prompt_tokens_details/cached_tokens")
         .and_then(Value::as_i64)
         .unwrap_or(0)
         .clamp(0, prompt.max(0));
-    Some(Usage { input: prompt - cached, output, cache_read: cached, cache_write: 0 })
+    Some(Usage {
+        input: prompt - cached,
+        output,
+        cache_read: cached,
+        cache_write: 0,
+    })
 }
 
 /// Rough token count for text when the upstream reported none (4 characters per token,
@@ -61,7 +69,15 @@ struct Ticket {
 
 impl Ticket {
     /// Settles the hold at `cost` and queues the log row.
-    fn finish(&mut self, target: Option<&Target>, status: u16, usage: Usage, cost: i64, err: Option<(&str, String)>, ttfb_ms: Option<i64>) {
+    fn finish(
+        &mut self,
+        target: Option<&Target>,
+        status: u16,
+        usage: Usage,
+        cost: i64,
+        err: Option<(&str, String)>,
+        ttfb_ms: Option<i64>,
+    ) {
         if let Some(hold) = self.hold.take() {
             self.gw.money.settle(hold, cost);
         }
@@ -88,7 +104,8 @@ impl Ticket {
             latency_ms: self.started.elapsed().as_millis() as i64,
             ttfb_ms,
             attempts: self.attempts.len().max(1) as i64,
-            attempts_json: (!self.attempts.is_empty()).then(|| Value::Array(self.attempts.clone()).to_string()),
+            attempts_json: (!self.attempts.is_empty())
+                .then(|| Value::Array(self.attempts.clone()).to_string()),
             created_at: self.created_at,
         });
     }
@@ -99,7 +116,14 @@ impl Drop for Ticket {
         // A ticket dropped without `finish` (a panic, or a client that vanished while we
         // waited for the upstream) still releases its hold and is logged, uncharged.
         if self.hold.is_some() {
-            self.finish(None, 499, Usage::default(), 0, Some(("client_closed", "request cancelled".into())), None);
+            self.finish(
+                None,
+                499,
+                Usage::default(),
+                0,
+                Some(("client_closed", "request cancelled".into())),
+                None,
+            );
         }
     }
 }
@@ -109,7 +133,10 @@ fn request_id() -> String {
     format!("req_{}", hex::encode(bytes))
 }
 
-fn positive_int(obj: &serde_json::Map<String, Value>, name: &str) -> Result<Option<i64>, GatewayError> {
+fn positive_int(
+    obj: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<i64>, GatewayError> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
@@ -133,19 +160,30 @@ pub async fn chat_completions(
     }
 }
 
-async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Response, GatewayError> {
+async fn handle(
+    gw: Arc<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let key = gw.authenticate(&headers)?;
     let bytes = gw.read_body(&headers, body).await?;
     let mut req: Value = serde_json::from_slice(&bytes).map_err(|_| {
-        GatewayError::bad_request("We could not parse the JSON body of your request. The body must be a JSON object.")
+        GatewayError::bad_request(
+            "We could not parse the JSON body of your request. The body must be a JSON object.",
+        )
     })?;
-    let obj = req.as_object_mut().ok_or_else(|| GatewayError::bad_request("The request body must be a JSON object."))?;
+    let obj = req
+        .as_object_mut()
+        .ok_or_else(|| GatewayError::bad_request("The request body must be a JSON object."))?;
     let model = obj
         .get("model")
         .and_then(Value::as_str)
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| GatewayError::BadRequest { message: "You must provide a model parameter.".into(), param: Some("model".into()) })?
+        .ok_or_else(|| GatewayError::BadRequest {
+            message: "You must provide a model parameter.".into(),
+            param: Some("model".into()),
+        })?
         .to_string();
     match obj.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => {}
@@ -160,7 +198,10 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Resp
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
-            return Err(GatewayError::BadRequest { message: "'stream' must be a boolean.".into(), param: Some("stream".into()) });
+            return Err(GatewayError::BadRequest {
+                message: "'stream' must be a boolean.".into(),
+                param: Some("stream".into()),
+            });
         }
     };
     let max_out = match positive_int(obj, "max_completion_tokens")? {
@@ -170,13 +211,20 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Resp
 
     let routes = gw.routes.load();
     let candidates = routes.candidates(&model).ok_or_else(|| {
-        GatewayError::ModelNotFound(format!("The model `{model}` does not exist or you do not have access to it."))
+        GatewayError::ModelNotFound(format!(
+            "The model `{model}` does not exist or you do not have access to it."
+        ))
     })?;
     if !allowed(key.allowed_models.as_deref(), &model) {
-        return Err(GatewayError::ModelNotAllowed(format!("This API key is not allowed to use the model `{model}`.")));
+        return Err(GatewayError::ModelNotAllowed(format!(
+            "This API key is not allowed to use the model `{model}`."
+        )));
     }
     if candidates.is_empty() {
-        return Err(GatewayError::Upstream { status: 503, message: "No provider is available for this model.".into() });
+        return Err(GatewayError::Upstream {
+            status: 503,
+            message: "No provider is available for this model.".into(),
+        });
     }
 
     // Worst case over the candidates: every body byte a prompt token, the full output.
@@ -185,17 +233,26 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Resp
         .iter()
         .map(|t| {
             let out = max_out.unwrap_or(t.model.max_output_tokens);
-            t.model.prices().cost(&Usage { input: prompt_bound, output: out, ..Usage::default() })
+            t.model.prices().cost(&Usage {
+                input: prompt_bound,
+                output: out,
+                ..Usage::default()
+            })
         })
         .max()
         .unwrap_or(0);
-    let hold = gw.money.hold(key.user_id, key.id, key.spend_limit_nano, hold_amount).map_err(|r| match r {
-        Refusal::AccountInactive => GatewayError::InvalidKey,
-        Refusal::Balance => GatewayError::InsufficientBalance(
-            "Your balance is too low for this request. Top up your account to continue.".into(),
-        ),
-        Refusal::KeyLimit => GatewayError::InsufficientBalance("This API key has reached its spend limit.".into()),
-    })?;
+    let hold = gw
+        .money
+        .hold(key.user_id, key.id, key.spend_limit_nano, hold_amount)
+        .map_err(|r| match r {
+            Refusal::AccountInactive => GatewayError::InvalidKey,
+            Refusal::Balance => GatewayError::InsufficientBalance(
+                "Your balance is too low for this request. Top up your account to continue.".into(),
+            ),
+            Refusal::KeyLimit => GatewayError::InsufficientBalance(
+                "This API key has reached its spend limit.".into(),
+            ),
+        })?;
 
     let client_wants_usage = obj
         .get("stream_options")
@@ -227,7 +284,10 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Resp
     let mut last_error: Option<GatewayError> = None;
     for target in &candidates {
         if let Some(o) = req.as_object_mut() {
-            o.insert("model".into(), Value::String(target.model.upstream_model.clone()));
+            o.insert(
+                "model".into(),
+                Value::String(target.model.upstream_model.clone()),
+            );
         }
         let attempt_start = Instant::now();
         let result = target.adapter.chat(&req, stream).await;
@@ -240,7 +300,12 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Resp
             }
             Ok(UpstreamReply::Stream { status, body }) if (200..300).contains(&status) => {
                 ticket.attempts.push(note(json!(status)));
-                return Ok(stream_response(ticket, target.clone(), body, client_wants_usage));
+                return Ok(stream_response(
+                    ticket,
+                    target.clone(),
+                    body,
+                    client_wants_usage,
+                ));
             }
             Ok(reply) => {
                 let (status, body) = match reply {
@@ -248,36 +313,65 @@ async fn handle(gw: Arc<Gateway>, headers: HeaderMap, body: Body) -> Result<Resp
                     UpstreamReply::Stream { status, .. } => (status, Bytes::new()),
                 };
                 ticket.attempts.push(note(json!(status)));
-                let message = upstream_message(&body).unwrap_or_else(|| format!("The upstream provider answered {status}."));
+                let message = upstream_message(&body)
+                    .unwrap_or_else(|| format!("The upstream provider answered {status}."));
                 if status == 429 || status >= 500 || status == 401 || status == 403 {
                     // Worth another target: overload, outage, or our provider credentials.
                     tracing::warn!(provider = %target.provider, status, "upstream failed; trying next target");
-                    last_error = Some(GatewayError::Upstream { status: 502, message: format!("The upstream provider failed ({status}).") });
+                    last_error = Some(GatewayError::Upstream {
+                        status: 502,
+                        message: format!("The upstream provider failed ({status})."),
+                    });
                     continue;
                 }
                 let err = GatewayError::UpstreamClient { status, message };
-                ticket.finish(Some(target), status, Usage::default(), 0, Some(("upstream_rejected", err.message())), None);
+                ticket.finish(
+                    Some(target),
+                    status,
+                    Usage::default(),
+                    0,
+                    Some(("upstream_rejected", err.message())),
+                    None,
+                );
                 return Err(err);
             }
             Err(e) => {
                 ticket.attempts.push(note(json!(e.to_string())));
                 tracing::warn!(provider = %target.provider, error = %e, "upstream unreachable; trying next target");
                 last_error = Some(match e {
-                    UpstreamError::Timeout => GatewayError::Upstream { status: 504, message: "The upstream provider timed out.".into() },
-                    _ => GatewayError::Upstream { status: 502, message: "The upstream provider could not be reached.".into() },
+                    UpstreamError::Timeout => GatewayError::Upstream {
+                        status: 504,
+                        message: "The upstream provider timed out.".into(),
+                    },
+                    _ => GatewayError::Upstream {
+                        status: 502,
+                        message: "The upstream provider could not be reached.".into(),
+                    },
                 });
             }
         }
     }
-    let err = last_error.unwrap_or(GatewayError::Upstream { status: 502, message: "No upstream could answer.".into() });
-    ticket.finish(candidates.last().map(|t| t.as_ref()), err.status().as_u16(), Usage::default(), 0, Some(("upstream_error", err.message())), None);
+    let err = last_error.unwrap_or(GatewayError::Upstream {
+        status: 502,
+        message: "No upstream could answer.".into(),
+    });
+    ticket.finish(
+        candidates.last().map(|t| t.as_ref()),
+        err.status().as_u16(),
+        Usage::default(),
+        0,
+        Some(("upstream_error", err.message())),
+        None,
+    );
     Err(err)
 }
 
 /// The `error.message` of an OpenAI-style error body.
 fn upstream_message(body: &[u8]) -> Option<String> {
     let v: Value = serde_json::from_slice(body).ok()?;
-    v.pointer("/error/message").and_then(Value::as_str).map(str::to_string)
+    v.pointer("/error/message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 fn gateway_headers(resp: &mut Response, target: &Target, attempts: usize, request_id: &str) {
@@ -295,15 +389,28 @@ fn gateway_headers(resp: &mut Response, target: &Target, attempts: usize, reques
 
 fn finish_json(mut ticket: Ticket, target: &Target, status: u16, body: Bytes) -> Response {
     let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-    let usage = parsed.as_ref().and_then(|v| v.get("usage")).and_then(parse_usage).unwrap_or_else(|| {
-        let content_chars = parsed
-            .as_ref()
-            .and_then(|v| v.get("choices"))
-            .and_then(Value::as_array)
-            .map(|cs| cs.iter().filter_map(|c| c.pointer("/message/content").and_then(Value::as_str)).map(str::len).sum())
-            .unwrap_or(0);
-        Usage { input: estimate_tokens(ticket.prompt_chars), output: estimate_tokens(content_chars), ..Usage::default() }
-    });
+    let usage = parsed
+        .as_ref()
+        .and_then(|v| v.get("usage"))
+        .and_then(parse_usage)
+        .unwrap_or_else(|| {
+            let content_chars = parsed
+                .as_ref()
+                .and_then(|v| v.get("choices"))
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c.pointer("/message/content").and_then(Value::as_str))
+                        .map(str::len)
+                        .sum()
+                })
+                .unwrap_or(0);
+            Usage {
+                input: estimate_tokens(ticket.prompt_chars),
+                output: estimate_tokens(content_chars),
+                ..Usage::default()
+            }
+        });
     let cost = target.model.prices().cost(&usage);
     let ttfb = ticket.started.elapsed().as_millis() as i64;
     let attempts = ticket.attempts.len();
@@ -311,7 +418,10 @@ fn finish_json(mut ticket: Ticket, target: &Target, status: u16, body: Bytes) ->
     ticket.finish(Some(target), status, usage, cost, None, Some(ttfb));
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     gateway_headers(&mut resp, target, attempts, &request_id);
     resp
 }
@@ -337,7 +447,9 @@ impl Relay {
         if ev.data.is_empty() || ev.data == "[DONE]" || !ev.data.starts_with('{') {
             return Some(ev.raw);
         }
-        let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else { return Some(ev.raw) };
+        let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else {
+            return Some(ev.raw);
+        };
         if let Some(choices) = v.get("choices").and_then(Value::as_array) {
             for c in choices {
                 if let Some(t) = c.pointer("/delta/content").and_then(Value::as_str) {
@@ -353,7 +465,10 @@ impl Relay {
         if self.client_wants_usage {
             return Some(ev.raw);
         }
-        let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        let no_choices = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
         if no_choices {
             return None;
         }
@@ -364,8 +479,13 @@ impl Relay {
     }
 
     fn settle(&mut self) {
-        let Some(mut ticket) = self.ticket.take() else { return };
-        let (status, err) = self.outcome.take().unwrap_or((499, Some(("client_closed", "client disconnected mid-stream".into()))));
+        let Some(mut ticket) = self.ticket.take() else {
+            return;
+        };
+        let (status, err) = self.outcome.take().unwrap_or((
+            499,
+            Some(("client_closed", "client disconnected mid-stream".into())),
+        ));
         let usage = match self.usage {
             Some(u) => u,
             None if self.delivered_chars > 0 || status == 200 => Usage {
@@ -375,7 +495,11 @@ impl Relay {
             },
             None => Usage::default(),
         };
-        let cost = if self.ttfb_ms.is_some() { self.target.model.prices().cost(&usage) } else { 0 };
+        let cost = if self.ttfb_ms.is_some() {
+            self.target.model.prices().cost(&usage)
+        } else {
+            0
+        };
         ticket.finish(Some(&self.target), status, usage, cost, err, self.ttfb_ms);
     }
 }
@@ -386,7 +510,12 @@ impl Drop for Relay {
     }
 }
 
-fn stream_response(ticket: Ticket, target: Arc<Target>, upstream: ByteStream, client_wants_usage: bool) -> Response {
+fn stream_response(
+    ticket: Ticket,
+    target: Arc<Target>,
+    upstream: ByteStream,
+    client_wants_usage: bool,
+) -> Response {
     let attempts = ticket.attempts.len();
     let request_id = ticket.request_id.clone();
     let relay = Relay {
@@ -418,13 +547,19 @@ fn stream_response(ticket: Ticket, target: Arc<Target>, upstream: ByteStream, cl
                         continue;
                     }
                     if relay.ttfb_ms.is_none() {
-                        relay.ttfb_ms = relay.ticket.as_ref().map(|t| t.started.elapsed().as_millis() as i64);
+                        relay.ttfb_ms = relay
+                            .ticket
+                            .as_ref()
+                            .map(|t| t.started.elapsed().as_millis() as i64);
                     }
                     return Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), relay));
                 }
                 Some(Err(e)) => {
                     tracing::warn!(provider = %relay.target.provider, error = %e, "upstream stream failed midway");
-                    relay.outcome = Some((502, Some(("upstream_error", format!("stream interrupted: {e}")))));
+                    relay.outcome = Some((
+                        502,
+                        Some(("upstream_error", format!("stream interrupted: {e}"))),
+                    ));
                     let err = json!({"error": {"message": "The upstream provider stream was interrupted.",
                         "type": "api_error", "param": null, "code": "upstream_error"}});
                     relay.settle();
@@ -441,7 +576,10 @@ fn stream_response(ticket: Ticket, target: Arc<Target>, upstream: ByteStream, cl
     });
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     gateway_headers(&mut resp, &target, attempts, &request_id);
@@ -455,8 +593,17 @@ mod tests {
     #[test]
     fn usage_splits_cached_tokens() {
         let u = parse_usage(&json!({"prompt_tokens": 100, "completion_tokens": 7,
-            "prompt_tokens_details": {"cached_tokens": 40}})).unwrap();
-        assert_eq!(u, Usage { input: 60, output: 7, cache_read: 40, cache_write: 0 });
+            "prompt_tokens_details": {"cached_tokens": 40}}))
+        .unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                input: 60,
+                output: 7,
+                cache_read: 40,
+                cache_write: 0
+            }
+        );
         assert_eq!(u.total_input(), 100);
         assert!(parse_usage(&json!({"completion_tokens": 1})).is_none());
     }

@@ -16,16 +16,32 @@ pub enum GatewayError {
     InsufficientBalance(String),
     ModelNotAllowed(String),
     ModelNotFound(String),
-    RateLimited { message: String, retry_after_secs: u64 },
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     /// Malformed request body or parameters.
-    BadRequest { message: String, param: Option<String> },
+    BadRequest {
+        message: String,
+        param: Option<String>,
+    },
     PayloadTooLarge(usize),
     /// The upstream answered with a client error that is the caller's to fix.
-    UpstreamClient { status: u16, message: String },
+    UpstreamClient {
+        status: u16,
+        message: String,
+    },
     /// No upstream could answer: 502 (bad gateway), 503 (none available) or 504 (timeout).
-    Upstream { status: u16, message: String },
+    Upstream {
+        status: u16,
+        message: String,
+    },
     /// An unknown route or method.
-    Route { status: u16, message: String, code: &'static str },
+    Route {
+        status: u16,
+        message: String,
+        code: &'static str,
+    },
     /// A bug or infrastructure failure; the detail is logged, not returned.
     Internal(String),
 }
@@ -99,7 +115,10 @@ impl GatewayError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        GatewayError::BadRequest { message: message.into(), param: None }
+        GatewayError::BadRequest {
+            message: message.into(),
+            param: None,
+        }
     }
 }
 
@@ -109,10 +128,12 @@ impl IntoResponse for GatewayError {
             tracing::error!(error = %detail, "internal error on /v1");
         }
         let mut resp = (self.status(), Json(self.body())).into_response();
-        if let GatewayError::RateLimited { retry_after_secs, .. } = &self {
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let GatewayError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
     }

@@ -25,7 +25,9 @@ fn parse_hash(hex_hash: &str) -> Option<KeyHash> {
 impl KeyCache {
     /// Replaces or removes one key according to its current record.
     pub fn apply(&self, key: ApiKey) {
-        let Some(h) = parse_hash(&key.key_hash) else { return };
+        let Some(h) = parse_hash(&key.key_hash) else {
+            return;
+        };
         {
             let mut hw = self.high_water.write();
             *hw = (*hw).max(key.updated_at);

@@ -112,11 +112,17 @@ impl Gateway {
         let raw = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim)
             .ok_or(GatewayError::InvalidKey)?;
-        let key = self.keys.authenticate(&self.secret, raw).ok_or(GatewayError::InvalidKey)?;
+        let key = self
+            .keys
+            .authenticate(&self.secret, raw)
+            .ok_or(GatewayError::InvalidKey)?;
         if !self.money.is_active(key.user_id) {
             return Err(GatewayError::InvalidKey);
         }
@@ -124,7 +130,11 @@ impl Gateway {
     }
 
     /// Reads a request body up to the configured limit.
-    pub async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, GatewayError> {
+    pub async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<bytes::Bytes, GatewayError> {
         let limit = self.max_body_bytes;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -156,7 +166,11 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 }
 
 async fn not_found() -> GatewayError {
-    GatewayError::Route { status: 404, message: "Unknown API route.".into(), code: "unknown_route" }
+    GatewayError::Route {
+        status: 404,
+        message: "Unknown API route.".into(),
+        code: "unknown_route",
+    }
 }
 
 async fn method_not_allowed() -> GatewayError {

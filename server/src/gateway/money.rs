@@ -100,7 +100,10 @@ impl Money {
 
     /// Whether the account exists and is active.
     pub fn is_active(&self, user_id: i64) -> bool {
-        self.accounts.read().get(&user_id).is_some_and(|a| a.lock().active)
+        self.accounts
+            .read()
+            .get(&user_id)
+            .is_some_and(|a| a.lock().active)
     }
 
     /// Sets a key's persisted spend (load and refresh).
@@ -135,13 +138,19 @@ impl Money {
         if let Some(limit) = key_limit {
             let key = self.key(key_id);
             let mut k = key.lock();
-            if k.persisted + k.pending + k.held + amount > limit || k.persisted + k.pending >= limit {
+            if k.persisted + k.pending + k.held + amount > limit || k.persisted + k.pending >= limit
+            {
                 return Err(Refusal::KeyLimit);
             }
             k.held += amount;
         }
         a.funds.held += amount;
-        Ok(Hold { user_id, key_id, amount, key_limited: key_limit.is_some() })
+        Ok(Hold {
+            user_id,
+            key_id,
+            amount,
+            key_limited: key_limit.is_some(),
+        })
     }
 
     /// Releases a hold and records the actual cost as pending until flushed.
@@ -201,12 +210,26 @@ mod tests {
         let h1 = m.hold(1, 10, None, 60).unwrap();
         assert_eq!(m.hold(1, 10, None, 60).unwrap_err(), Refusal::Balance);
         m.settle(h1, 25);
-        assert_eq!(m.account_funds(1), Funds { persisted: 100, pending: 25, held: 0 });
+        assert_eq!(
+            m.account_funds(1),
+            Funds {
+                persisted: 100,
+                pending: 25,
+                held: 0
+            }
+        );
         let h2 = m.hold(1, 10, None, 75).unwrap();
         m.settle(h2, 0);
         let users = HashMap::from([(1, 25)]);
         m.flushed(&[(1, 75)], &users, &HashMap::from([(10, 25)]));
-        assert_eq!(m.account_funds(1), Funds { persisted: 75, pending: 0, held: 0 });
+        assert_eq!(
+            m.account_funds(1),
+            Funds {
+                persisted: 75,
+                pending: 0,
+                held: 0
+            }
+        );
     }
 
     #[test]

@@ -20,9 +20,12 @@ pub struct Target {
     pub adapter: Arc<Adapter>,
 }
 
+/// Targets of one priority tier, with their weights.
+type Tier = Vec<(Arc<Target>, i64)>;
+
 /// An alias's targets by priority tier (lowest first), each with its weight.
 pub struct AliasRoute {
-    pub tiers: Vec<Vec<(Arc<Target>, i64)>>,
+    pub tiers: Vec<Tier>,
 }
 
 /// What `GET /v1/models` lists.
@@ -75,8 +78,14 @@ impl Routes {
         let mut routes = Routes::default();
         let mut by_id: HashMap<i64, Arc<Target>> = HashMap::new();
         for m in catalog.models.iter().filter(|m| m.enabled) {
-            let Some((provider, adapter)) = adapters.get(&m.provider_id) else { continue };
-            let t = Arc::new(Target { model: m.clone(), provider: provider.clone(), adapter: adapter.clone() });
+            let Some((provider, adapter)) = adapters.get(&m.provider_id) else {
+                continue;
+            };
+            let t = Arc::new(Target {
+                model: m.clone(),
+                provider: provider.clone(),
+                adapter: adapter.clone(),
+            });
             by_id.insert(m.id, t.clone());
             routes.models.insert(m.name.clone(), t);
             routes.listing.push(Listing {
@@ -89,9 +98,11 @@ impl Routes {
             });
         }
         for a in catalog.aliases.iter().filter(|a| a.enabled) {
-            let mut tiers: Vec<(i64, Vec<(Arc<Target>, i64)>)> = Vec::new();
+            let mut tiers: Vec<(i64, Tier)> = Vec::new();
             for t in &a.targets {
-                let Some(target) = by_id.get(&t.model_id) else { continue };
+                let Some(target) = by_id.get(&t.model_id) else {
+                    continue;
+                };
                 match tiers.iter_mut().find(|(p, _)| *p == t.priority) {
                     Some((_, v)) => v.push((target.clone(), t.weight)),
                     None => tiers.push((t.priority, vec![(target.clone(), t.weight)])),
@@ -110,9 +121,12 @@ impl Routes {
                 input_per_m: first.input_price_nano,
                 output_per_m: first.output_price_nano,
             });
-            routes
-                .aliases
-                .insert(a.name.clone(), AliasRoute { tiers: tiers.into_iter().map(|(_, v)| v).collect() });
+            routes.aliases.insert(
+                a.name.clone(),
+                AliasRoute {
+                    tiers: tiers.into_iter().map(|(_, v)| v).collect(),
+                },
+            );
         }
         routes
     }
@@ -157,7 +171,9 @@ impl Routes {
 pub fn allowed(allowed: Option<&[String]>, name: &str) -> bool {
     let Some(list) = allowed else { return true };
     list.iter().any(|a| {
-        a == name || a.strip_suffix("/*").is_some_and(|p| name.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+        a == name
+            || a.strip_suffix("/*")
+                .is_some_and(|p| name.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
     })
 }
 

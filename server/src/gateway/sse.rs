@@ -49,7 +49,11 @@ fn parse_event(raw: Bytes) -> Event {
             event = Some(v.trim().to_string());
         }
     }
-    Event { event, data: data.join("\n"), raw }
+    Event {
+        event,
+        data: data.join("\n"),
+        raw,
+    }
 }
 
 impl Parser {

@@ -26,7 +26,10 @@ pub struct MockAdapter {
 impl MockAdapter {
     pub fn from_config(config: &Value) -> Self {
         let get = |k: &str| config.get(k).and_then(Value::as_u64).unwrap_or(0);
-        MockAdapter { latency_ms: get("latency_ms"), chunk_delay_ms: get("chunk_delay_ms") }
+        MockAdapter {
+            latency_ms: get("latency_ms"),
+            chunk_delay_ms: get("chunk_delay_ms"),
+        }
     }
 
     /// Answers a chat request (`body` already carries the upstream model name).
@@ -46,22 +49,31 @@ impl MockAdapter {
             });
         }
         if !stream {
-            return Ok(UpstreamReply::Json { status: 200, body: Bytes::from(answer.json().to_string()) });
+            return Ok(UpstreamReply::Json {
+                status: 200,
+                body: Bytes::from(answer.json().to_string()),
+            });
         }
         let delay = self.chunk_delay_ms;
         let chunks = answer.sse_chunks(include_usage(body));
-        let s = futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| async move {
-            if delay > 0 && i > 0 {
-                tokio::time::sleep(Duration::from_millis(delay)).await;
-            }
-            Ok::<Bytes, UpstreamError>(c)
-        });
-        Ok(UpstreamReply::Stream { status: 200, body: Box::pin(s) })
+        let s =
+            futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| async move {
+                if delay > 0 && i > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                Ok::<Bytes, UpstreamError>(c)
+            });
+        Ok(UpstreamReply::Stream {
+            status: 200,
+            body: Box::pin(s),
+        })
     }
 }
 
 fn include_usage(body: &Value) -> bool {
-    body.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false)
+    body.pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// Whitespace-word token count of a message's content (string or content parts).
@@ -70,7 +82,11 @@ fn content_tokens(content: &Value) -> i64 {
         Value::String(s) => s.split_whitespace().count() as i64,
         Value::Array(parts) => parts
             .iter()
-            .map(|p| p.get("text").and_then(Value::as_str).map_or(1, |t| t.split_whitespace().count()) as i64)
+            .map(|p| {
+                p.get("text")
+                    .and_then(Value::as_str)
+                    .map_or(1, |t| t.split_whitespace().count()) as i64
+            })
             .sum(),
         _ => 0,
     }
@@ -101,10 +117,20 @@ pub struct Answer {
 
 /// The deterministic answer to a chat body.
 pub fn answer(body: &Value) -> Answer {
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("mock").to_string();
-    let messages = body.get("messages").and_then(Value::as_array).cloned().unwrap_or_default();
-    let prompt_tokens: i64 =
-        messages.iter().map(|m| 3 + m.get("content").map_or(0, content_tokens)).sum();
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock")
+        .to_string();
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let prompt_tokens: i64 = messages
+        .iter()
+        .map(|m| 3 + m.get("content").map_or(0, content_tokens))
+        .sum();
     let last_user = messages
         .iter()
         .rev()
@@ -130,18 +156,25 @@ pub fn answer(body: &Value) -> Answer {
         .and_then(Value::as_u64)
         .map(|v| v as usize);
     let mut finish_reason = "stop";
-    if let Some(limit) = limit {
-        if words.len() > limit {
-            words.truncate(limit);
-            finish_reason = "length";
-        }
+    if let Some(limit) = limit
+        && words.len() > limit
+    {
+        words.truncate(limit);
+        finish_reason = "length";
     }
     // Stable id from the content so identical requests give identical answers.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in last_user.bytes().chain(model.bytes()) {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    Answer { model, id: format!("chatcmpl-mock{h:016x}"), words, prompt_tokens, finish_reason, fail_status }
+    Answer {
+        model,
+        id: format!("chatcmpl-mock{h:016x}"),
+        words,
+        prompt_tokens,
+        finish_reason,
+        fail_status,
+    }
 }
 
 impl Answer {
@@ -171,7 +204,10 @@ impl Answer {
                 "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
             Bytes::from(format!("data: {v}\n\n"))
         };
-        let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        let mut out = vec![chunk(
+            json!({"role": "assistant", "content": ""}),
+            Value::Null,
+        )];
         for (i, w) in self.words.iter().enumerate() {
             let text = if i == 0 { w.clone() } else { format!(" {w}") };
             out.push(chunk(json!({"content": text}), Value::Null));
@@ -201,8 +237,10 @@ mod tests {
         assert_eq!(a.prompt_tokens, 3 + 2 + 3 + 2);
         assert_eq!(a.words.len(), 8 + 2);
         assert_eq!(a.json()["usage"]["completion_tokens"], 10);
-        assert_eq!(a.json()["choices"][0]["message"]["content"],
-            "Hello from the tokengate mock provider. You said: hi there");
+        assert_eq!(
+            a.json()["choices"][0]["message"]["content"],
+            "Hello from the tokengate mock provider. You said: hi there"
+        );
     }
 
     #[test]
@@ -210,7 +248,8 @@ mod tests {
         let a = answer(&json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 3}));
         assert_eq!(a.words.len(), 3);
         assert_eq!(a.finish_reason, "length");
-        let f = answer(&json!({"messages": [{"role": "user", "content": "boom [mock:status:503]"}]}));
+        let f =
+            answer(&json!({"messages": [{"role": "user", "content": "boom [mock:status:503]"}]}));
         assert_eq!(f.fail_status, Some(503));
     }
 
@@ -220,7 +259,10 @@ mod tests {
         let plain = a.sse_chunks(false);
         let with = a.sse_chunks(true);
         assert_eq!(with.len(), plain.len() + 1);
-        assert_eq!(plain.last().unwrap(), &Bytes::from_static(b"data: [DONE]\n\n"));
+        assert_eq!(
+            plain.last().unwrap(),
+            &Bytes::from_static(b"data: [DONE]\n\n")
+        );
         let usage_chunk = String::from_utf8(with[with.len() - 2].to_vec()).unwrap();
         assert!(usage_chunk.contains("\"choices\":[]") && usage_chunk.contains("\"usage\""));
     }

@@ -27,7 +27,14 @@ fn classify(e: &reqwest::Error) -> UpstreamError {
         UpstreamError::Connect
     } else {
         // reqwest's Display can include the URL, never headers; keep only the kind.
-        UpstreamError::Transport(if e.is_body() || e.is_decode() { "body" } else { "request" }.into())
+        UpstreamError::Transport(
+            if e.is_body() || e.is_decode() {
+                "body"
+            } else {
+                "request"
+            }
+            .into(),
+        )
     }
 }
 
@@ -54,7 +61,10 @@ impl OpenAiAdapter {
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if stream && is_sse && (200..300).contains(&status) {
             let body = resp.bytes_stream().map(|r| r.map_err(|e| classify(&e)));
-            return Ok(UpstreamReply::Stream { status, body: Box::pin(body) });
+            return Ok(UpstreamReply::Stream {
+                status,
+                body: Box::pin(body),
+            });
         }
         let body = tokio::time::timeout(self.timeout, resp.bytes())
             .await

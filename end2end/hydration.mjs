@@ -1,0 +1,232 @@
+// End-to-end hydration check for the tokengate portal.
+//
+// Starts tokengate-server (demo mode, temp data dir, random port), loads `/`
+// in Chromium via playwright-core and verifies that:
+//   1. the server-rendered HTML already contains the hero text;
+//   2. after wasm hydration, clicking #quickstart-toggle reveals #quickstart;
+//   3. with JavaScript disabled the same click does NOT reveal #quickstart
+//      (proving step 2 really depends on hydration).
+// Screenshots go to end2end/artifacts/. Exits non-zero on failure.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = path.resolve(HERE, '..');
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const HERO_TEXT = 'One endpoint for every model.';
+
+const BIN =
+  process.env.TOKENGATE_BIN ||
+  path.join(
+    process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache', 'tokengate-target'),
+    'debug',
+    'tokengate-server',
+  );
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function log(...args) {
+  console.log('[hydration]', ...args);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function startServer() {
+  if (!fs.existsSync(BIN)) throw new Error(`tokengate-server binary not found at ${BIN}`);
+  const port = await freePort();
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tokengate-hydration-'));
+  const stdoutPath = path.join(dataDir, 'stdout.log');
+  const stderrPath = path.join(dataDir, 'stderr.log');
+  const out = fs.openSync(stdoutPath, 'w');
+  const err = fs.openSync(stderrPath, 'w');
+  const env = {
+    ...process.env,
+    TOKENGATE_LISTEN: `127.0.0.1:${port}`,
+    TOKENGATE_DATA_DIR: dataDir,
+    TOKENGATE_DEMO: '1',
+    TOKENGATE_LOG: 'info',
+  };
+  delete env.TOKENGATE_DATABASE_URL;
+  const proc = spawn(BIN, [], { cwd: REPO_ROOT, env, stdio: ['ignore', out, err] });
+  fs.closeSync(out);
+  fs.closeSync(err);
+  let exited = null;
+  proc.on('exit', (code, signal) => {
+    exited = { code, signal };
+  });
+
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (exited) {
+      throw new Error(
+        `tokengate-server exited early (${JSON.stringify(exited)}):\n` +
+          fs.readFileSync(stderrPath, 'utf8').slice(-4000),
+      );
+    }
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.status === 200) {
+        return { proc, url, dataDir, stderrPath, isExited: () => exited };
+      }
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  proc.kill('SIGTERM');
+  throw new Error('tokengate-server did not become healthy:\n' + fs.readFileSync(stderrPath, 'utf8').slice(-4000));
+}
+
+async function stopServer(server) {
+  if (!server || server.isExited()) return;
+  server.proc.kill('SIGTERM');
+  const deadline = Date.now() + 15_000;
+  while (!server.isExited() && Date.now() < deadline) await sleep(50);
+  if (!server.isExited()) server.proc.kill('SIGKILL');
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error(`assertion failed: ${msg}`);
+}
+
+async function checkSsrHtml(url) {
+  const res = await fetch(`${url}/`);
+  assert(res.status === 200, `GET / returned ${res.status}`);
+  const html = await res.text();
+  assert(html.includes(HERO_TEXT), `SSR HTML lacks "${HERO_TEXT}"`);
+  assert(html.includes('id="quickstart-toggle"'), 'SSR HTML lacks #quickstart-toggle');
+  assert(!html.includes('id="quickstart"'), 'SSR HTML should not render #quickstart before the toggle');
+  log('SSR HTML contains the hero text and the toggle button');
+}
+
+async function checkHydrated(browser, url) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  page.on('console', (m) => {
+    if (m.type() === 'error') pageErrors.push(`console.error: ${m.text()}`);
+  });
+  let wasmLoaded = false;
+  page.on('response', (r) => {
+    if (r.url().endsWith('.wasm') && r.status() === 200) wasmLoaded = true;
+  });
+
+  const resp = await page.goto(`${url}/`, { waitUntil: 'domcontentloaded' });
+  assert(resp && resp.status() === 200, `page.goto status ${resp && resp.status()}`);
+  const ssrBody = await resp.text();
+  assert(ssrBody.includes(HERO_TEXT), 'document response lacks hero text');
+  await page.getByText(HERO_TEXT).first().waitFor({ state: 'visible', timeout: 10_000 });
+
+  // Wait for the wasm bundle to be fetched and the network to go quiet.
+  await page.waitForLoadState('networkidle', { timeout: 30_000 });
+  assert(wasmLoaded, 'the .wasm bundle was never loaded');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'hydration-before-click.png'), fullPage: true });
+
+  const toggle = page.locator('#quickstart-toggle');
+  const quickstart = page.locator('#quickstart');
+  assert(!(await quickstart.isVisible()), '#quickstart visible before click');
+
+  // Hydration finishes asynchronously after the wasm is instantiated; a click
+  // that lands before it is a no-op, so retry a few times.
+  let shown = false;
+  for (let attempt = 1; attempt <= 10 && !shown; attempt++) {
+    await toggle.click();
+    try {
+      await quickstart.waitFor({ state: 'visible', timeout: 1_500 });
+      shown = true;
+      log(`#quickstart visible after click attempt ${attempt}`);
+    } catch {
+      log(`click attempt ${attempt}: #quickstart not visible yet`);
+    }
+  }
+  await page.screenshot({ path: path.join(ARTIFACTS, 'hydration-after-click.png'), fullPage: true });
+  assert(shown, '#quickstart never became visible after clicking #quickstart-toggle (not hydrated?)');
+  assert((await toggle.getAttribute('aria-expanded')) === 'true', 'aria-expanded did not become "true"');
+  assert((await toggle.innerText()).includes('Hide quickstart'), 'toggle label did not change');
+  assert((await quickstart.innerText()).includes('/v1/chat/completions'), 'quickstart snippet missing');
+
+  // Clicking again hides it (reactivity works both ways).
+  await toggle.click();
+  await quickstart.waitFor({ state: 'detached', timeout: 5_000 });
+  assert((await toggle.getAttribute('aria-expanded')) === 'false', 'aria-expanded did not return to "false"');
+
+  const fatal = pageErrors.filter((e) => !/favicon/i.test(e));
+  assert(fatal.length === 0, `page errors: ${fatal.join('\n')}`);
+  log('hydrated page: toggle shows and hides #quickstart');
+  await context.close();
+}
+
+async function checkNoJs(browser, url) {
+  const context = await browser.newContext({ javaScriptEnabled: false, viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  const resp = await page.goto(`${url}/`, { waitUntil: 'load' });
+  assert(resp && resp.status() === 200, `no-JS page.goto status ${resp && resp.status()}`);
+  await page.getByText(HERO_TEXT).first().waitFor({ state: 'visible', timeout: 10_000 });
+  await page.locator('#quickstart-toggle').click();
+  await sleep(2_000);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'nojs-after-click.png'), fullPage: true });
+  const visible = await page.locator('#quickstart').isVisible();
+  assert(!visible, 'with JavaScript disabled, #quickstart became visible — the hydration check proves nothing');
+  log('no-JS page: SSR text present, click does not reveal #quickstart (as expected)');
+  await context.close();
+}
+
+async function main() {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  let server;
+  let browser;
+  try {
+    server = await startServer();
+    log(`server up at ${server.url}`);
+    await checkSsrHtml(server.url);
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    await checkHydrated(browser, server.url);
+    await checkNoJs(browser, server.url);
+    log('PASS');
+    return 0;
+  } catch (e) {
+    console.error('[hydration] FAIL:', e && e.stack ? e.stack : e);
+    if (server) {
+      try {
+        console.error(fs.readFileSync(server.stderrPath, 'utf8').slice(-3000));
+      } catch {}
+    }
+    return 1;
+  } finally {
+    if (browser) await browser.close().catch(() => {});
+    await stopServer(server);
+    if (server) fs.rmSync(server.dataDir, { recursive: true, force: true });
+  }
+}
+
+process.exitCode = await main();

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Idempotent installer for everything tokengate's run and test commands need.
+# Usage: scripts/setup.sh [run|test]. Skips whatever is already present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE="${1:-run}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tokengate-target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+say() { printf '\033[1;32m==>\033[0m %s\n' "$*"; }
+
+rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || {
+  say "adding the wasm32 target"; rustup target add wasm32-unknown-unknown; }
+
+if ! cargo leptos --version 2>/dev/null | grep -q '0.3.10'; then
+  say "installing cargo-leptos 0.3.10"
+  cargo install cargo-leptos --version 0.3.10 --locked --features no_downloads
+fi
+
+WB_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " $WB_VERSION\$"; then
+  say "installing wasm-bindgen-cli $WB_VERSION"
+  cargo install wasm-bindgen-cli --version "$WB_VERSION" --force
+fi
+
+# Release wasm builds need wasm-opt; Debian's binaryen breaks hydration, npm's 132 does not.
+if [ ! -x node_modules/.bin/wasm-opt ]; then
+  say "installing binaryen (wasm-opt) from npm"
+  npm install --no-audit --no-fund --silent
+fi
+
+if [ "$MODE" = "test" ]; then
+  if [ ! -x /usr/bin/chromium ]; then
+    say "installing Debian chromium"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium sqlite3 >/dev/null
+  fi
+  command -v sqlite3 >/dev/null || {
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sqlite3 >/dev/null; }
+  if [ ! -x end2end/.venv/bin/python ]; then
+    say "creating the Python venv for the SDK tests"
+    python3 -m venv end2end/.venv
+  fi
+  if ! end2end/.venv/bin/python -c "import openai, pytest" 2>/dev/null || \
+     [ end2end/requirements.txt -nt end2end/.venv/.installed ]; then
+    end2end/.venv/bin/pip install -q -r end2end/requirements.txt
+    touch end2end/.venv/.installed
+  fi
+  if [ ! -d end2end/node_modules/playwright-core ] || [ end2end/package.json -nt end2end/node_modules/.package-lock.json ]; then
+    say "installing end2end npm packages"
+    (cd end2end && npm install --no-audit --no-fund --silent)
+  fi
+fi
