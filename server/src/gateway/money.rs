@@ -257,8 +257,11 @@ mod tests {
     fn stale_refresh_is_discarded_after_a_flush() {
         let m = Money::default();
         m.set_account(1, true, 100);
+        let h = m.hold(1, 1, None, 10).unwrap();
+        m.settle(h, 10);
         let e = m.epoch();
-        m.flushed(&[(1, 90)], &HashMap::new(), &HashMap::new());
+        m.flushed(&[(1, 90)], &HashMap::from([(1, 10)]), &HashMap::from([(1, 10)]));
+        assert_eq!(m.account_funds(1), Funds { persisted: 90, pending: 0, held: 0 });
         assert!(!m.refresh_accounts(e, &[(1, "active".into(), 100)]));
         assert_eq!(m.account_funds(1).persisted, 90);
         assert!(m.refresh_accounts(m.epoch(), &[(1, "active".into(), 120)]));
