@@ -126,9 +126,14 @@ async function checkHydrated(browser, url) {
     if (m.type() === 'error') pageErrors.push(`console.error: ${m.text()}`);
   });
   let wasmLoaded = false;
+  const pkgFailures = [];
   page.on('response', (r) => {
     if (r.url().endsWith('.wasm') && r.status() === 200) wasmLoaded = true;
+    if (r.url().includes('/pkg/') && r.status() >= 400) pkgFailures.push(`${r.status()} ${r.url()}`);
   });
+  const diag = () =>
+    (pkgFailures.length ? `\n  failed /pkg/ responses: ${pkgFailures.join(', ')}` : '') +
+    (pageErrors.length ? `\n  page errors:\n    ${pageErrors.map((e) => e.slice(0, 600)).join('\n    ')}` : '');
 
   const resp = await page.goto(`${url}/`, { waitUntil: 'domcontentloaded' });
   assert(resp && resp.status() === 200, `page.goto status ${resp && resp.status()}`);
@@ -138,7 +143,10 @@ async function checkHydrated(browser, url) {
 
   // Wait for the wasm bundle to be fetched and the network to go quiet.
   await page.waitForLoadState('networkidle', { timeout: 30_000 });
-  assert(wasmLoaded, 'the .wasm bundle was never loaded');
+  if (!wasmLoaded) {
+    await page.screenshot({ path: path.join(ARTIFACTS, 'hydration-before-click.png'), fullPage: true });
+  }
+  assert(wasmLoaded, `the .wasm bundle was never loaded (hydration cannot happen)${diag()}`);
   await page.screenshot({ path: path.join(ARTIFACTS, 'hydration-before-click.png'), fullPage: true });
 
   const toggle = page.locator('#quickstart-toggle');
@@ -159,7 +167,7 @@ async function checkHydrated(browser, url) {
     }
   }
   await page.screenshot({ path: path.join(ARTIFACTS, 'hydration-after-click.png'), fullPage: true });
-  assert(shown, '#quickstart never became visible after clicking #quickstart-toggle (not hydrated?)');
+  assert(shown, `#quickstart never became visible after clicking #quickstart-toggle (not hydrated?)${diag()}`);
   assert((await toggle.getAttribute('aria-expanded')) === 'true', 'aria-expanded did not become "true"');
   assert((await toggle.innerText()).includes('Hide quickstart'), 'toggle label did not change');
   assert((await quickstart.innerText()).includes('/v1/chat/completions'), 'quickstart snippet missing');
@@ -210,8 +218,23 @@ async function main() {
         '--disable-sync',
       ],
     });
-    await checkHydrated(browser, server.url);
-    await checkNoJs(browser, server.url);
+    const failures = [];
+    for (const [name, check] of [
+      ['hydrated', checkHydrated],
+      ['no-javascript', checkNoJs],
+    ]) {
+      try {
+        await check(browser, server.url);
+        log(`ok: ${name}`);
+      } catch (e) {
+        failures.push(name);
+        console.error(`[hydration] FAIL (${name}):`, e && e.message ? e.message : e);
+      }
+    }
+    if (failures.length) {
+      console.error(`[hydration] ${failures.length} check(s) failed: ${failures.join(', ')}`);
+      return 1;
+    }
     log('PASS');
     return 0;
   } catch (e) {
