@@ -14,10 +14,12 @@ cargo fmt --all --check
 step "cargo clippy (ssr workspace, wasm frontend)"
 cargo clippy --workspace --exclude tokengate-frontend --all-targets -- -D warnings
 cargo clippy -p tokengate-frontend --target wasm32-unknown-unknown -- -D warnings
-step "build (cargo leptos build: server + wasm)"
-cargo leptos build
 step "unit and integration tests (SQLite and PostgreSQL)"
 cargo test --workspace --exclude tokengate-frontend
+# After cargo test: the end-to-end suites need the server binary exactly as cargo-leptos
+# builds it (its SSR must match the wasm it hydrates with).
+step "build (cargo leptos build: server + wasm)"
+cargo leptos build
 step "OpenAI Python SDK suite"
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" end2end/.venv/bin/python -m pytest -q end2end/tests
 step "hydration check in headless Chromium"
