@@ -105,11 +105,13 @@ impl Running {
         (user.id, raw)
     }
 
-    async fn stop(mut self) {
+    /// Stops the server (graceful: drain, then flush); returns the data dir to keep it alive.
+    async fn stop(mut self) -> TempDir {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         let _ = (&mut self.done).await;
+        self._dir
     }
 }
 
@@ -452,4 +454,41 @@ async fn body_limit_gives_413_in_contract_shape() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     r.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_flushes_queued_usage() {
+    // A long flush interval: the rows can only reach the database through the shutdown flush.
+    let r = start(None, &[("TOKENGATE_FLUSH_INTERVAL_MS", "250")]).await;
+    let (user_id, key) = r
+        .customer(
+            "erin@example.com",
+            NANOS_PER_USD,
+            NewKey {
+                name: "e".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    for _ in 0..5 {
+        let (s, _, _) = chat(
+            &r.base,
+            &key,
+            json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    let url = r.server_state.config.database_url.clone();
+    let keep = r.stop().await;
+    let db = tokengate_core::Db::connect(&url).await.unwrap();
+    let logs = usage::recent_logs(&db, user_id, 100).await.unwrap();
+    assert_eq!(logs.len(), 5);
+    let user = accounts::get_user(&db, user_id).await.unwrap();
+    assert_eq!(
+        user.balance_nano,
+        NANOS_PER_USD - logs.iter().map(|l| l.cost_nano).sum::<i64>()
+    );
+    db.close().await;
+    drop(keep);
 }

@@ -260,8 +260,19 @@ mod tests {
         let h = m.hold(1, 1, None, 10).unwrap();
         m.settle(h, 10);
         let e = m.epoch();
-        m.flushed(&[(1, 90)], &HashMap::from([(1, 10)]), &HashMap::from([(1, 10)]));
-        assert_eq!(m.account_funds(1), Funds { persisted: 90, pending: 0, held: 0 });
+        m.flushed(
+            &[(1, 90)],
+            &HashMap::from([(1, 10)]),
+            &HashMap::from([(1, 10)]),
+        );
+        assert_eq!(
+            m.account_funds(1),
+            Funds {
+                persisted: 90,
+                pending: 0,
+                held: 0
+            }
+        );
         assert!(!m.refresh_accounts(e, &[(1, "active".into(), 100)]));
         assert_eq!(m.account_funds(1).persisted, 90);
         assert!(m.refresh_accounts(m.epoch(), &[(1, "active".into(), 120)]));
