@@ -103,6 +103,55 @@ fn default_tier() -> String {
     "standard".into()
 }
 
+/// Circuit-breaker settings (`[breaker]` in the file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// Sliding window over which the error rate is measured.
+    #[serde(default = "breaker_window")]
+    pub window_secs: u64,
+    /// Error rate (0–1) at or above which the breaker opens.
+    #[serde(default = "breaker_rate")]
+    pub error_rate: f64,
+    /// Requests needed in the window before the rate counts.
+    #[serde(default = "breaker_min")]
+    pub min_requests: u32,
+    /// How long an open breaker skips its target before probing.
+    #[serde(default = "breaker_open")]
+    pub open_secs: u64,
+    /// Probe requests let through, and needed to succeed, while half-open.
+    #[serde(default = "breaker_probes")]
+    pub half_open_probes: u32,
+}
+
+fn breaker_window() -> u64 {
+    30
+}
+fn breaker_rate() -> f64 {
+    0.5
+}
+fn breaker_min() -> u32 {
+    10
+}
+fn breaker_open() -> u64 {
+    15
+}
+fn breaker_probes() -> u32 {
+    2
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        BreakerSettings {
+            window_secs: breaker_window(),
+            error_rate: breaker_rate(),
+            min_requests: breaker_min(),
+            open_secs: breaker_open(),
+            half_open_probes: breaker_probes(),
+        }
+    }
+}
+
 /// The file format: every key optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +167,8 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     flush_interval_ms: Option<u64>,
     upstream_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    breaker: Option<BreakerSettings>,
     site_root: Option<PathBuf>,
     #[serde(default)]
     providers: Vec<ProviderConfig>,
@@ -142,7 +193,11 @@ pub struct Config {
     pub log_format: String,
     pub max_body_bytes: usize,
     pub flush_interval_ms: u64,
+    /// Time allowed for one upstream attempt until its response headers.
     pub upstream_timeout_ms: u64,
+    /// Time allowed for all attempts of one request until the first byte.
+    pub request_timeout_ms: u64,
+    pub breaker: BreakerSettings,
     /// Where cargo-leptos put the site (`pkg/`, CSS, public assets).
     pub site_root: PathBuf,
     pub providers: Vec<ProviderConfig>,
@@ -222,6 +277,24 @@ impl Config {
             parsed.upstream_timeout_ms,
             600_000,
         )?;
+        let request_timeout_ms = parse_num(
+            "TOKENGATE_REQUEST_TIMEOUT_MS",
+            parsed.request_timeout_ms,
+            900_000,
+        )?;
+        if upstream_timeout_ms == 0 || request_timeout_ms == 0 {
+            return Err(ConfigError("timeouts must be positive".into()));
+        }
+        let breaker = parsed.breaker.unwrap_or_default();
+        if !(breaker.error_rate > 0.0 && breaker.error_rate <= 1.0)
+            || breaker.window_secs == 0
+            || breaker.half_open_probes == 0
+        {
+            return Err(ConfigError(
+                "breaker: error_rate must be in (0, 1], window_secs and half_open_probes positive"
+                    .into(),
+            ));
+        }
         let secret_key = env("TOKENGATE_SECRET_KEY")
             .map(Secret::new)
             .or(parsed.secret_key);
@@ -249,6 +322,8 @@ impl Config {
             max_body_bytes,
             flush_interval_ms,
             upstream_timeout_ms,
+            request_timeout_ms,
+            breaker,
             site_root: env("TOKENGATE_SITE_ROOT")
                 .map(PathBuf::from)
                 .or(parsed.site_root)

@@ -23,9 +23,11 @@ use tokengate_core::money::parse_usd;
 use tokengate_core::{Db, demo, password};
 
 use crate::config::{Config, Secret};
-use crate::gateway::Gateway;
+use crate::gateway::health::BreakerConfig;
 use crate::gateway::meter::{Meter, MeterShutdown};
 use crate::gateway::money::Money;
+use crate::gateway::pipeline::Timeouts;
+use crate::gateway::{Gateway, GatewaySettings};
 
 /// Shared state of the whole server.
 #[derive(Clone)]
@@ -178,18 +180,23 @@ impl Server {
             money.clone(),
             Duration::from_millis(config.flush_interval_ms),
         );
-        let gateway = Arc::new(
-            Gateway::new(
-                db.clone(),
-                secret,
-                meter,
-                money,
-                keys,
-                config.max_body_bytes,
-                Duration::from_millis(config.upstream_timeout_ms),
-            )
-            .await?,
-        );
+        let b = &config.breaker;
+        let settings = GatewaySettings {
+            provider_keys: keys,
+            max_body_bytes: config.max_body_bytes,
+            timeouts: Timeouts {
+                attempt: Duration::from_millis(config.upstream_timeout_ms),
+                total: Duration::from_millis(config.request_timeout_ms),
+            },
+            breaker: BreakerConfig {
+                window: Duration::from_secs(b.window_secs),
+                error_rate: b.error_rate,
+                min_requests: b.min_requests,
+                open_for: Duration::from_secs(b.open_secs),
+                half_open_probes: b.half_open_probes,
+            },
+        };
+        let gateway = Arc::new(Gateway::new(db.clone(), secret, meter, money, settings).await?);
         let refresher = {
             let gw = gateway.clone();
             tokio::spawn(async move {

@@ -122,12 +122,35 @@ impl GatewayError {
     }
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
+impl GatewayError {
+    /// The error `type` of Anthropic's shape for this failure.
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status().as_u16() {
+            401 => "authentication_error",
+            402 => "billing_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            504 => "timeout_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The response in Anthropic's shape `{"type":"error","error":{"type","message"}}`,
+    /// for `/v1/messages`.
+    pub fn into_anthropic_response(self) -> Response {
+        let body = json!({"type": "error", "error": {"type": self.anthropic_type(), "message": self.message()}});
+        self.respond(body)
+    }
+
+    fn respond(self, body: serde_json::Value) -> Response {
         if let GatewayError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error on /v1");
         }
-        let mut resp = (self.status(), Json(self.body())).into_response();
+        let mut resp = (self.status(), Json(body)).into_response();
         if let GatewayError::RateLimited {
             retry_after_secs, ..
         } = &self
@@ -136,6 +159,13 @@ impl IntoResponse for GatewayError {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let body = self.body();
+        self.respond(body)
     }
 }
 

@@ -1,16 +1,25 @@
 //! The `/v1` gateway: authenticates API keys from memory, resolves models and aliases,
-//! holds the worst-case cost, forwards to the upstream adapter (with fallback before the
-//! first byte), meters the answer and queues the charge.
+//! applies key policies and rate limits, holds the worst-case cost, forwards to the
+//! upstream adapter in its wire format (with fallback before the first byte, around open
+//! circuit breakers), meters the answer and queues the charge. The endpoints are
+//! `chat` (OpenAI), `messages` (Anthropic), `embeddings` and `models`; the shared path is
+//! `pipeline`.
 
 pub mod chat;
+pub mod embeddings;
 pub mod error;
+pub mod health;
 pub mod keys;
+pub mod limits;
+pub mod messages;
 pub mod meter;
 pub mod models;
 pub mod money;
+pub mod pipeline;
 pub mod providers;
 pub mod routes;
 pub mod sse;
+pub mod translate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,10 +34,13 @@ use tokengate_core::keys::ApiKey;
 use tokengate_core::{Db, Error, accounts, catalog};
 
 use self::error::GatewayError;
+use self::health::Health;
 use self::keys::KeyCache;
+use self::limits::RateLimits;
 use self::meter::Meter;
 use self::money::Money;
-use self::routes::{AdapterEnv, Routes};
+use self::pipeline::Timeouts;
+use self::routes::{AdapterEnv, Routes, Target, allowed};
 use crate::config::Secret;
 
 /// Everything the hot path needs, shared by all requests.
@@ -39,10 +51,20 @@ pub struct Gateway {
     pub money: Arc<Money>,
     pub routes: ArcSwap<Routes>,
     pub meter: Meter,
+    pub health: Health,
+    pub limits: RateLimits,
     client: reqwest::Client,
     provider_keys: HashMap<String, Secret>,
     pub max_body_bytes: usize,
-    upstream_timeout: Duration,
+    pub timeouts: Timeouts,
+}
+
+/// Gateway settings from the configuration.
+pub struct GatewaySettings {
+    pub provider_keys: HashMap<String, Secret>,
+    pub max_body_bytes: usize,
+    pub timeouts: Timeouts,
+    pub breaker: health::BreakerConfig,
 }
 
 impl Gateway {
@@ -52,9 +74,7 @@ impl Gateway {
         secret: Vec<u8>,
         meter: Meter,
         money: Arc<Money>,
-        provider_keys: HashMap<String, Secret>,
-        max_body_bytes: usize,
-        upstream_timeout: Duration,
+        settings: GatewaySettings,
     ) -> Result<Gateway, Error> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
@@ -70,10 +90,12 @@ impl Gateway {
             money,
             routes: ArcSwap::from_pointee(Routes::default()),
             meter,
+            health: Health::new(settings.breaker),
+            limits: RateLimits::default(),
             client,
-            provider_keys,
-            max_body_bytes,
-            upstream_timeout,
+            provider_keys: settings.provider_keys,
+            max_body_bytes: settings.max_body_bytes,
+            timeouts: settings.timeouts,
         };
         gw.refresh().await?;
         Ok(gw)
@@ -94,7 +116,6 @@ impl Gateway {
         let env = AdapterEnv {
             client: &self.client,
             provider_keys: &self.provider_keys,
-            timeout: self.upstream_timeout,
         };
         self.routes.store(Arc::new(Routes::build(&catalog, &env)));
         Ok(())
@@ -104,6 +125,11 @@ impl Gateway {
     pub fn key_changed(&self, key: ApiKey) {
         self.money.set_key_spent(key.id, key.spent_nano);
         self.keys.apply(key);
+    }
+
+    /// Whether `key` may use `model` (a model or alias name resolving to `targets`).
+    pub fn policy_allows(&self, key: &ApiKey, model: &str, _targets: &[Arc<Target>]) -> bool {
+        allowed(key.allowed_models.as_deref(), model)
     }
 
     /// The usable key presented in `Authorization: Bearer` or `x-api-key`, whose account is
@@ -159,6 +185,8 @@ impl Gateway {
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/chat/completions", post(chat::chat_completions))
+        .route("/messages", post(messages::messages))
+        .route("/embeddings", post(embeddings::embeddings))
         .route("/models", get(models::list_models))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

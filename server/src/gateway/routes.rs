@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand::Rng;
 use tokengate_core::catalog::{Catalog, Model};
 
+use super::providers::anthropic::{self, AnthropicAdapter};
 use super::providers::{Adapter, mock::MockAdapter, openai::OpenAiAdapter};
 use crate::config::Secret;
 
@@ -51,7 +51,6 @@ pub struct Routes {
 pub struct AdapterEnv<'a> {
     pub client: &'a reqwest::Client,
     pub provider_keys: &'a HashMap<String, Secret>,
-    pub timeout: Duration,
 }
 
 impl Routes {
@@ -66,7 +65,14 @@ impl Routes {
                     client: env.client.clone(),
                     base_url: p.base_url.clone().unwrap_or_default(),
                     api_key: env.provider_keys.get(&p.name).cloned(),
-                    timeout: env.timeout,
+                }),
+                "anthropic" => Adapter::Anthropic(AnthropicAdapter {
+                    client: env.client.clone(),
+                    base_url: p
+                        .base_url
+                        .clone()
+                        .unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.to_string()),
+                    api_key: env.provider_keys.get(&p.name).cloned(),
                 }),
                 other => {
                     tracing::warn!(provider = %p.name, kind = %other, "provider kind not served yet; skipped");

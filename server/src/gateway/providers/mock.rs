@@ -4,7 +4,8 @@
 //! mock-upstream`). A user message containing `[mock:status:NNN]` makes it fail with NNN.
 //!
 //! Tokens are counted as whitespace-separated words (+3 per message), so tests can predict
-//! usage exactly.
+//! usage exactly. Embeddings are deterministic unit-free vectors derived from each input's
+//! bytes (`dimensions` honoured, default 16), as floats or base64 little-endian `f32`.
 
 use std::time::Duration;
 
@@ -68,6 +69,87 @@ impl MockAdapter {
             body: Box::pin(s),
         })
     }
+
+    /// Answers an OpenAI embeddings request.
+    pub async fn embeddings(&self, body: &Value) -> Result<UpstreamReply, UpstreamError> {
+        if self.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.latency_ms)).await;
+        }
+        Ok(UpstreamReply::Json {
+            status: 200,
+            body: Bytes::from(embeddings(body).to_string()),
+        })
+    }
+}
+
+/// The inputs of an embeddings body as texts (token arrays are rendered as numbers).
+fn embedding_inputs(input: &Value) -> Vec<String> {
+    match input {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) if items.iter().all(Value::is_number) => vec![
+            items
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ],
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => s.clone(),
+                other => embedding_inputs(other).join(" "),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A deterministic vector for `text`.
+pub fn vector(text: &str, dims: usize) -> Vec<f32> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..dims)
+        .map(|i| {
+            h = h
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407 + i as u64);
+            ((h >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The OpenAI `list` of embeddings for a request body.
+pub fn embeddings(body: &Value) -> Value {
+    use base64::Engine as _;
+    let dims = body
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .map_or(16, |d| d.clamp(1, 4096) as usize);
+    let base64 = body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+    let inputs = embedding_inputs(body.get("input").unwrap_or(&Value::Null));
+    let tokens: i64 = inputs
+        .iter()
+        .map(|t| t.split_whitespace().count().max(1) as i64)
+        .sum();
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let v = vector(text, dims);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
+        .collect();
+    json!({"object": "list", "data": data,
+           "model": body.get("model").cloned().unwrap_or(Value::Null),
+           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 }
 
 fn include_usage(body: &Value) -> bool {
@@ -251,6 +333,26 @@ mod tests {
         let f =
             answer(&json!({"messages": [{"role": "user", "content": "boom [mock:status:503]"}]}));
         assert_eq!(f.fail_status, Some(503));
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_in_both_encodings() {
+        use base64::Engine as _;
+        let f = embeddings(&json!({"model": "e", "input": ["one two", "three"], "dimensions": 4}));
+        assert_eq!(f["usage"]["prompt_tokens"], 3);
+        assert_eq!(f["data"].as_array().unwrap().len(), 2);
+        let floats: Vec<f32> = serde_json::from_value(f["data"][0]["embedding"].clone()).unwrap();
+        assert_eq!(floats, vector("one two", 4));
+        let b =
+            embeddings(&json!({"input": "one two", "dimensions": 4, "encoding_format": "base64"}));
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b["data"][0]["embedding"].as_str().unwrap())
+            .unwrap();
+        let decoded: Vec<f32> = raw
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(decoded, floats);
     }
 
     #[test]

@@ -1,15 +1,22 @@
-//! Upstream provider adapters behind one enum: each turns an OpenAI-format chat body into
-//! an upstream call and hands back the upstream's answer (JSON or an SSE byte stream) in
-//! OpenAI wire format, or a classified failure the router can fall back on.
+//! Upstream provider adapters behind one enum. Each adapter speaks its provider's native
+//! wire format ([`Format`]): the pipeline translates the client's request into that format
+//! before calling, and the answer back afterwards. Adapters hand back the upstream's answer
+//! (JSON or an SSE byte stream, any status) or a classified failure the router can fall
+//! back on.
 
+pub mod anthropic;
+pub mod http;
 pub mod mock;
 pub mod openai;
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::Value;
+
+use super::translate::Format;
 
 /// A stream of upstream body bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, UpstreamError>> + Send>>;
@@ -29,20 +36,54 @@ pub enum UpstreamError {
     Timeout,
     #[error("the upstream connection failed: {0}")]
     Transport(String),
+    /// The provider kind cannot serve this operation (e.g. embeddings on Anthropic).
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// One configured provider, ready to call.
 pub enum Adapter {
     OpenAi(openai::OpenAiAdapter),
+    Anthropic(anthropic::AnthropicAdapter),
     Mock(mock::MockAdapter),
 }
 
 impl Adapter {
-    /// Sends an OpenAI chat-completions body (model already rewritten).
-    pub async fn chat(&self, body: &Value, stream: bool) -> Result<UpstreamReply, UpstreamError> {
+    /// The wire format this provider's chat endpoint speaks.
+    pub fn format(&self) -> Format {
         match self {
-            Adapter::OpenAi(a) => a.chat(body, stream).await,
+            Adapter::OpenAi(_) | Adapter::Mock(_) => Format::OpenAi,
+            Adapter::Anthropic(_) => Format::Anthropic,
+        }
+    }
+
+    /// Sends a chat body already in [`Adapter::format`] (model already rewritten), allowing
+    /// `timeout` until the response headers arrive.
+    pub async fn chat(
+        &self,
+        body: &Value,
+        stream: bool,
+        timeout: Duration,
+    ) -> Result<UpstreamReply, UpstreamError> {
+        match self {
+            Adapter::OpenAi(a) => a.chat(body, stream, timeout).await,
+            Adapter::Anthropic(a) => a.messages(body, stream, timeout).await,
             Adapter::Mock(m) => m.chat(body, stream).await,
+        }
+    }
+
+    /// Sends an OpenAI embeddings body (model already rewritten).
+    pub async fn embeddings(
+        &self,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<UpstreamReply, UpstreamError> {
+        match self {
+            Adapter::OpenAi(a) => a.embeddings(body, timeout).await,
+            Adapter::Mock(m) => m.embeddings(body).await,
+            Adapter::Anthropic(_) => Err(UpstreamError::Unsupported(
+                "This model's provider does not offer embeddings.",
+            )),
         }
     }
 }

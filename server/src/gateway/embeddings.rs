@@ -1,0 +1,82 @@
+//! `POST /v1/embeddings`: OpenAI embeddings (`encoding_format` float or base64, passed to
+//! the provider, which encodes), metered on input tokens through the
+//! [`pipeline`](super::pipeline).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::Gateway;
+use super::chat::{json_object, model_of};
+use super::error::GatewayError;
+use super::pipeline::{self, Call, Op};
+use super::translate::Format;
+
+pub async fn embeddings(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(gw, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn valid_input(input: &Value) -> bool {
+    match input {
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) if !items.is_empty() => items.iter().all(|i| match i {
+            Value::String(s) => !s.is_empty(),
+            Value::Number(n) => n.is_u64(),
+            Value::Array(tokens) => !tokens.is_empty() && tokens.iter().all(Value::is_u64),
+            _ => false,
+        }),
+        _ => false,
+    }
+}
+
+async fn handle(
+    gw: Arc<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let key = gw.authenticate(&headers)?;
+    let bytes = gw.read_body(&headers, body).await?;
+    let obj = json_object(&bytes)?;
+    let model = model_of(&obj)?;
+    if !obj.get("input").is_some_and(valid_input) {
+        return Err(GatewayError::BadRequest {
+            message: "'input' must be a non-empty string, an array of non-empty strings, or an array of token arrays.".into(),
+            param: Some("input".into()),
+        });
+    }
+    match obj.get("encoding_format") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(f)) if f == "float" || f == "base64" => {}
+        Some(_) => {
+            return Err(GatewayError::BadRequest {
+                message: "'encoding_format' must be 'float' or 'base64'.".into(),
+                param: Some("encoding_format".into()),
+            });
+        }
+    }
+    let call = Call {
+        op: Op::Embeddings,
+        client: Format::OpenAi,
+        endpoint: "/v1/embeddings",
+        model,
+        body: obj,
+        stream: false,
+        client_wants_usage: false,
+        max_out: None,
+        body_bytes: bytes.len(),
+    };
+    pipeline::run(gw, key, started, call).await
+}

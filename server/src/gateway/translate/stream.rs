@@ -1,0 +1,652 @@
+//! Streams from the upstream's wire format to the client's, one SSE event at a time, never
+//! buffering the answer. Every converter also records the upstream's reported usage and
+//! counts what reached the client, so a cut-off stream can be billed on what was delivered.
+//!
+//! Same format both sides: events pass through byte for byte (OpenAI's usage chunk, which
+//! tokengate always asks for, is removed again unless the client asked for it). Across
+//! formats: OpenAI chunks become Anthropic's `message_start`, `ping`,
+//! `content_block_start`/`_delta`/`_stop`, `message_delta`, `message_stop` sequence, and
+//! Anthropic events become `chat.completion.chunk`s ending in `data: [DONE]`.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokengate_core::money::Usage;
+
+use super::{
+    Format, anthropic_usage, anthropic_usage_json, finish_reason, openai_usage, openai_usage_json,
+    stop_reason,
+};
+use crate::gateway::sse::Event;
+
+/// What reached the client so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Characters of generated text and tool-call arguments.
+    pub chars: usize,
+    /// Events that carried any of them.
+    pub events: usize,
+}
+
+impl Delivered {
+    fn add(&mut self, text: &str) {
+        if !text.is_empty() {
+            self.chars += text.len();
+            self.events += 1;
+        }
+    }
+
+    /// Output tokens to bill when the upstream reported none: 4 characters per token,
+    /// rounded up, but never more than the number of events that carried text (each event
+    /// holds at least one token), so the estimate cannot exceed what was delivered.
+    pub fn estimated_tokens(&self) -> i64 {
+        (self.chars.div_ceil(4)).min(self.events) as i64
+    }
+}
+
+fn openai_event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+fn anthropic_event(v: &Value) -> Bytes {
+    let ty = v.get("type").and_then(Value::as_str).unwrap_or("message");
+    Bytes::from(format!("event: {ty}\ndata: {v}\n\n"))
+}
+
+/// The error event that ends a stream interrupted upstream, in the client's format.
+pub fn error_event(client: Format, message: &str) -> Bytes {
+    match client {
+        Format::OpenAi => openai_event(&json!({"error": {"message": message, "type": "api_error",
+            "param": null, "code": "upstream_error"}})),
+        Format::Anthropic => anthropic_event(&json!({"type": "error",
+            "error": {"type": "api_error", "message": message}})),
+    }
+}
+
+/// Converts one upstream stream for one client.
+pub struct Converter {
+    mode: Mode,
+    usage: Option<Usage>,
+    delivered: Delivered,
+}
+
+enum Mode {
+    OpenAiPassthrough { client_wants_usage: bool },
+    AnthropicPassthrough,
+    OpenAiToAnthropic(O2A),
+    AnthropicToOpenAi(A2O),
+}
+
+impl Converter {
+    /// A converter from `upstream` format to `client` format.
+    pub fn new(upstream: Format, client: Format, client_wants_usage: bool, created: i64) -> Self {
+        let mode = match (upstream, client) {
+            (Format::OpenAi, Format::OpenAi) => Mode::OpenAiPassthrough { client_wants_usage },
+            (Format::Anthropic, Format::Anthropic) => Mode::AnthropicPassthrough,
+            (Format::OpenAi, Format::Anthropic) => Mode::OpenAiToAnthropic(O2A::default()),
+            (Format::Anthropic, Format::OpenAi) => Mode::AnthropicToOpenAi(A2O {
+                client_wants_usage,
+                created,
+                ..A2O::default()
+            }),
+        };
+        Converter {
+            mode,
+            usage: None,
+            delivered: Delivered::default(),
+        }
+    }
+
+    /// The usage the upstream reported, if it did.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    pub fn delivered(&self) -> Delivered {
+        self.delivered
+    }
+
+    /// Converts one upstream event, appending what the client should receive to `out`.
+    pub fn event(&mut self, ev: Event, out: &mut Vec<u8>) {
+        let parsed: Option<Value> = if ev.data.starts_with('{') {
+            serde_json::from_str(&ev.data).ok()
+        } else {
+            None
+        };
+        match &mut self.mode {
+            Mode::OpenAiPassthrough { client_wants_usage } => {
+                let Some(mut v) = parsed else {
+                    out.extend_from_slice(&ev.raw);
+                    return;
+                };
+                for c in v
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(t) = c.pointer("/delta/content").and_then(Value::as_str) {
+                        self.delivered.add(t);
+                    }
+                    for tc in c
+                        .pointer("/delta/tool_calls")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(a) = tc.pointer("/function/arguments").and_then(Value::as_str) {
+                            self.delivered.add(a);
+                        }
+                    }
+                }
+                let Some(u) = v.get("usage").filter(|u| u.is_object()) else {
+                    out.extend_from_slice(&ev.raw);
+                    return;
+                };
+                self.usage = openai_usage(u);
+                if *client_wants_usage {
+                    out.extend_from_slice(&ev.raw);
+                    return;
+                }
+                let no_choices = v
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
+                if no_choices {
+                    return;
+                }
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("usage");
+                }
+                out.extend_from_slice(&openai_event(&v));
+            }
+            Mode::AnthropicPassthrough => {
+                if let Some(v) = &parsed {
+                    merge_anthropic_usage(&mut self.usage, v);
+                    if v.get("type").and_then(Value::as_str) == Some("content_block_delta") {
+                        let d = v.get("delta").unwrap_or(&Value::Null);
+                        let text = d
+                            .get("text")
+                            .or_else(|| d.get("partial_json"))
+                            .and_then(Value::as_str);
+                        self.delivered.add(text.unwrap_or(""));
+                    }
+                }
+                out.extend_from_slice(&ev.raw);
+            }
+            Mode::OpenAiToAnthropic(s) => {
+                if ev.data == "[DONE]" {
+                    s.finish(&self.usage, out);
+                } else if let Some(v) = parsed {
+                    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                        self.usage = openai_usage(u);
+                    }
+                    s.chunk(&v, &mut self.delivered, out);
+                }
+            }
+            Mode::AnthropicToOpenAi(s) => {
+                if let Some(v) = parsed {
+                    merge_anthropic_usage(&mut self.usage, &v);
+                    s.event(&v, &self.usage, &mut self.delivered, out);
+                }
+            }
+        }
+    }
+
+    /// Called when the upstream stream ended cleanly: closes a translated stream that the
+    /// upstream ended without its terminator.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        match &mut self.mode {
+            Mode::OpenAiToAnthropic(s) => s.finish(&self.usage, out),
+            Mode::AnthropicToOpenAi(s) => s.finish(&self.usage, out),
+            _ => {}
+        }
+    }
+}
+
+/// Folds the usage of an Anthropic `message_start` or `message_delta` event into `usage`
+/// (later counts are cumulative and replace earlier ones field by field).
+fn merge_anthropic_usage(usage: &mut Option<Usage>, v: &Value) {
+    let u = match v.get("type").and_then(Value::as_str) {
+        Some("message_start") => v.pointer("/message/usage"),
+        Some("message_delta") => v.get("usage"),
+        _ => None,
+    };
+    let Some(u) = u.filter(|u| u.is_object()) else {
+        return;
+    };
+    let Some(new) = anthropic_usage(u) else {
+        return;
+    };
+    let cur = usage.get_or_insert_with(Usage::default);
+    let has = |k: &str| u.get(k).is_some_and(Value::is_i64);
+    if has("input_tokens") {
+        cur.input = new.input;
+    }
+    if has("output_tokens") {
+        cur.output = new.output;
+    }
+    if has("cache_read_input_tokens") {
+        cur.cache_read = new.cache_read;
+    }
+    if has("cache_creation_input_tokens") {
+        cur.cache_write = new.cache_write;
+    }
+}
+
+/// OpenAI chunks → Anthropic events.
+#[derive(Default)]
+struct O2A {
+    started: bool,
+    finished: bool,
+    /// The open content block: its index and whether it is text.
+    open: Option<(usize, bool)>,
+    next_index: usize,
+    /// OpenAI tool-call index → Anthropic block index.
+    tools: HashMap<i64, usize>,
+    stop_reason: Option<&'static str>,
+}
+
+impl O2A {
+    fn start(&mut self, id: &str, model: &Value, out: &mut Vec<u8>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let id = if id.starts_with("msg_") {
+            id.to_string()
+        } else {
+            format!("msg_{id}")
+        };
+        out.extend_from_slice(&anthropic_event(
+            &json!({"type": "message_start", "message": {
+            "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+        ));
+        out.extend_from_slice(&anthropic_event(&json!({"type": "ping"})));
+    }
+
+    fn close_block(&mut self, out: &mut Vec<u8>) {
+        if let Some((index, _)) = self.open.take() {
+            out.extend_from_slice(&anthropic_event(
+                &json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+    }
+
+    fn open_block(&mut self, block: Value, text: bool, out: &mut Vec<u8>) -> usize {
+        self.close_block(out);
+        let index = self.next_index;
+        self.next_index += 1;
+        out.extend_from_slice(&anthropic_event(
+            &json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        self.open = Some((index, text));
+        index
+    }
+
+    fn chunk(&mut self, v: &Value, delivered: &mut Delivered, out: &mut Vec<u8>) {
+        self.start(
+            v.get("id").and_then(Value::as_str).unwrap_or("tokengate"),
+            v.get("model").unwrap_or(&Value::Null),
+            out,
+        );
+        let Some(choice) = v.pointer("/choices/0") else {
+            return;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            let index = match self.open {
+                Some((i, true)) => i,
+                _ => self.open_block(json!({"type": "text", "text": ""}), true, out),
+            };
+            delivered.add(text);
+            out.extend_from_slice(&anthropic_event(
+                &json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "text_delta", "text": text}}),
+            ));
+        }
+        for tc in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let oi = tc.get("index").and_then(Value::as_i64).unwrap_or(0);
+            let index = match self.tools.get(&oi) {
+                Some(i) if tc.get("id").is_none_or(Value::is_null) => *i,
+                _ => {
+                    let block = json!({"type": "tool_use",
+                        "id": tc.get("id").cloned().unwrap_or(json!(format!("toolu_{oi}"))),
+                        "name": tc.pointer("/function/name").cloned().unwrap_or(json!("")),
+                        "input": {}});
+                    let i = self.open_block(block, false, out);
+                    self.tools.insert(oi, i);
+                    i
+                }
+            };
+            if let Some(args) = tc
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+            {
+                delivered.add(args);
+                out.extend_from_slice(&anthropic_event(
+                    &json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": args}}),
+                ));
+            }
+        }
+        if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop_reason = Some(stop_reason(r));
+        }
+    }
+
+    fn finish(&mut self, usage: &Option<Usage>, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.start("tokengate", &Value::Null, out);
+        self.finished = true;
+        self.close_block(out);
+        out.extend_from_slice(&anthropic_event(&json!({"type": "message_delta",
+            "delta": {"stop_reason": self.stop_reason.unwrap_or("end_turn"), "stop_sequence": null},
+            "usage": anthropic_usage_json(&usage.unwrap_or_default())})));
+        out.extend_from_slice(&anthropic_event(&json!({"type": "message_stop"})));
+    }
+}
+
+/// Anthropic events → OpenAI chunks.
+#[derive(Default)]
+struct A2O {
+    client_wants_usage: bool,
+    created: i64,
+    id: String,
+    model: Value,
+    /// Anthropic block index → OpenAI tool-call index.
+    tools: HashMap<i64, usize>,
+    finished: bool,
+}
+
+impl A2O {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
+        openai_event(
+            &json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]}),
+        )
+    }
+
+    fn event(
+        &mut self,
+        v: &Value,
+        usage: &Option<Usage>,
+        delivered: &mut Delivered,
+        out: &mut Vec<u8>,
+    ) {
+        match v.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let m = v.get("message").unwrap_or(&Value::Null);
+                self.id = format!(
+                    "chatcmpl-{}",
+                    m.get("id").and_then(Value::as_str).unwrap_or("tokengate")
+                );
+                self.model = m.get("model").cloned().unwrap_or(Value::Null);
+                out.extend_from_slice(
+                    &self.chunk(json!({"role": "assistant", "content": ""}), None),
+                );
+            }
+            Some("content_block_start") => {
+                let block = v.get("content_block").unwrap_or(&Value::Null);
+                match block.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let index = self.tools.len();
+                        self.tools
+                            .insert(v.get("index").and_then(Value::as_i64).unwrap_or(0), index);
+                        out.extend_from_slice(&self.chunk(
+                            json!({"tool_calls": [{"index": index,
+                            "id": block.get("id"), "type": "function",
+                            "function": {"name": block.get("name"), "arguments": ""}}]}),
+                            None,
+                        ));
+                    }
+                    Some("text") => {
+                        if let Some(t) = block
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .filter(|t| !t.is_empty())
+                        {
+                            delivered.add(t);
+                            out.extend_from_slice(&self.chunk(json!({"content": t}), None));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_delta") => {
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d.get("text").and_then(Value::as_str).unwrap_or("");
+                        delivered.add(t);
+                        out.extend_from_slice(&self.chunk(json!({"content": t}), None));
+                    }
+                    Some("input_json_delta") => {
+                        let a = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                        let block = v.get("index").and_then(Value::as_i64).unwrap_or(0);
+                        if let Some(index) = self.tools.get(&block) {
+                            delivered.add(a);
+                            out.extend_from_slice(&self.chunk(
+                                json!({"tool_calls": [{"index": index, "function": {"arguments": a}}]}), None));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    out.extend_from_slice(&self.chunk(json!({}), Some(finish_reason(r))));
+                }
+            }
+            Some("message_stop") => self.finish(usage, out),
+            Some("error") => {
+                let msg = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream error");
+                out.extend_from_slice(&error_event(Format::OpenAi, msg));
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, usage: &Option<Usage>, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if self.client_wants_usage {
+            out.extend_from_slice(&openai_event(
+                &json!({"id": self.id, "object": "chat.completion.chunk",
+                "created": self.created, "model": self.model, "choices": [],
+                "usage": openai_usage_json(&usage.unwrap_or_default())}),
+            ));
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::sse::Parser;
+
+    fn run(conv: &mut Converter, input: &str) -> Vec<Event> {
+        let mut p = Parser::default();
+        let mut out = Vec::new();
+        for ev in p.push(input.as_bytes()) {
+            conv.event(ev, &mut out);
+        }
+        conv.finish(&mut out);
+        Parser::default().push(&out)
+    }
+
+    fn data(ev: &Event) -> Value {
+        serde_json::from_str(&ev.data).unwrap()
+    }
+
+    const OPENAI_TOOL_STREAM: &str = concat!(
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Checking\"}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":9,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn openai_stream_becomes_anthropic_event_sequence() {
+        let mut c = Converter::new(Format::OpenAi, Format::Anthropic, false, 0);
+        let evs = run(&mut c, OPENAI_TOOL_STREAM);
+        let types: Vec<&str> = evs.iter().map(|e| e.event.as_deref().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        assert_eq!(data(&evs[5])["content_block"]["name"], "get_weather");
+        let args: String = evs[6..8]
+            .iter()
+            .map(|e| {
+                data(e)["delta"]["partial_json"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            json!({"city": "Paris"})
+        );
+        let md = data(&evs[9]);
+        assert_eq!(md["delta"]["stop_reason"], "tool_use");
+        assert_eq!(md["usage"]["input_tokens"], 10);
+        assert_eq!(md["usage"]["cache_read_input_tokens"], 2);
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                input: 10,
+                output: 9,
+                cache_read: 2,
+                cache_write: 0
+            })
+        );
+    }
+
+    const ANTHROPIC_STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":30,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":15}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    #[test]
+    fn anthropic_stream_becomes_openai_chunks() {
+        let mut c = Converter::new(Format::Anthropic, Format::OpenAi, true, 5);
+        let evs = run(&mut c, ANTHROPIC_STREAM);
+        assert_eq!(evs.last().unwrap().data, "[DONE]");
+        let chunks: Vec<Value> = evs[..evs.len() - 1].iter().map(data).collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[1]["choices"][0]["delta"]["content"], "Hello");
+        assert_eq!(
+            chunks[2]["choices"][0]["delta"]["tool_calls"][0]["id"],
+            "toolu_1"
+        );
+        assert_eq!(
+            chunks[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\": \"Paris\"}"
+        );
+        assert_eq!(chunks[4]["choices"][0]["finish_reason"], "tool_calls");
+        let usage = &chunks[5]["usage"];
+        assert_eq!(usage["prompt_tokens"], 55);
+        assert_eq!(usage["completion_tokens"], 15);
+        assert_eq!(usage["prompt_tokens_details"]["cached_tokens"], 30);
+        assert_eq!(
+            c.usage(),
+            Some(Usage {
+                input: 20,
+                output: 15,
+                cache_read: 30,
+                cache_write: 5
+            })
+        );
+    }
+
+    #[test]
+    fn passthroughs_keep_bytes_and_meter() {
+        let mut a = Converter::new(Format::Anthropic, Format::Anthropic, false, 0);
+        let mut out = Vec::new();
+        for ev in Parser::default().push(ANTHROPIC_STREAM.as_bytes()) {
+            a.event(ev, &mut out);
+        }
+        assert_eq!(out, ANTHROPIC_STREAM.as_bytes());
+        assert_eq!(a.usage().unwrap().output, 15);
+        assert_eq!(
+            a.delivered(),
+            Delivered {
+                chars: 5 + 17,
+                events: 2
+            }
+        );
+
+        let mut o = Converter::new(Format::OpenAi, Format::OpenAi, false, 0);
+        let evs = run(&mut o, OPENAI_TOOL_STREAM);
+        assert!(evs.iter().all(|e| !e.data.contains("usage")));
+        assert_eq!(evs.last().unwrap().data, "[DONE]");
+        assert_eq!(o.usage().unwrap().output, 9);
+        let mut keep = Converter::new(Format::OpenAi, Format::OpenAi, true, 0);
+        assert!(
+            run(&mut keep, OPENAI_TOOL_STREAM)
+                .iter()
+                .any(|e| e.data.contains("usage"))
+        );
+    }
+
+    #[test]
+    fn estimate_never_exceeds_events() {
+        let d = Delivered {
+            chars: 400,
+            events: 3,
+        };
+        assert_eq!(d.estimated_tokens(), 3);
+        let d = Delivered {
+            chars: 5,
+            events: 3,
+        };
+        assert_eq!(d.estimated_tokens(), 2);
+    }
+}
