@@ -76,12 +76,25 @@ pub struct Alias {
     pub created_at: i64,
 }
 
+/// A key group: a named policy saying which providers and which models or aliases its
+/// keys may use (`None` = no restriction on that axis).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyGroup {
+    pub id: i64,
+    pub name: String,
+    pub allowed_providers: Option<Vec<String>>,
+    /// Model or alias names, or `provider/*` patterns.
+    pub allowed_models: Option<Vec<String>>,
+    pub created_at: i64,
+}
+
 /// Everything the router needs, loaded in one go.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub providers: Vec<Provider>,
     pub models: Vec<Model>,
     pub aliases: Vec<Alias>,
+    pub key_groups: Vec<KeyGroup>,
 }
 
 /// Loads the whole catalog.
@@ -165,11 +178,118 @@ pub async fn load(db: &Db) -> Result<Catalog, Error> {
             });
         }
     }
+    let key_groups = sqlx::query(
+        "SELECT id, name, allowed_providers, allowed_models, created_at FROM key_groups ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await?
+    .iter()
+    .map(|r| {
+        let list = |col: &str| -> Result<Option<Vec<String>>, Error> {
+            let v: Option<String> = r.try_get(col)?;
+            Ok(v.map(|s| serde_json::from_str(&s)).transpose()?)
+        };
+        Ok(KeyGroup {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            allowed_providers: list("allowed_providers")?,
+            allowed_models: list("allowed_models")?,
+            created_at: r.try_get("created_at")?,
+        })
+    })
+    .collect::<Result<Vec<_>, Error>>()?;
     Ok(Catalog {
         providers,
         models,
         aliases,
+        key_groups,
     })
+}
+
+/// Creates or updates a key group by name; returns its id.
+pub async fn upsert_key_group(
+    db: &Db,
+    name: &str,
+    allowed_providers: Option<&[String]>,
+    allowed_models: Option<&[String]>,
+) -> Result<i64, Error> {
+    if !valid_name(name) || name.contains('/') {
+        return Err(Error::Invalid(format!("invalid key group name {name:?}")));
+    }
+    let enc = |v: Option<&[String]>| v.map(|l| serde_json::to_string(l)).transpose();
+    let row = sqlx::query(
+        "INSERT INTO key_groups (name, allowed_providers, allowed_models, created_at)          VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET          allowed_providers = excluded.allowed_providers, allowed_models = excluded.allowed_models          RETURNING id",
+    )
+    .bind(name)
+    .bind(enc(allowed_providers)?)
+    .bind(enc(allowed_models)?)
+    .bind(now_ms())
+    .fetch_one(db.pool())
+    .await?;
+    Ok(row.try_get("id")?)
+}
+
+/// Deletes one catalog row by name, refusing (409) while something still refers to it.
+async fn delete_named(
+    db: &Db,
+    table: &str,
+    name: &str,
+    blocker: Option<(&str, &str)>,
+) -> Result<(), Error> {
+    let mut tx = db.pool().begin().await?;
+    let row = sqlx::query(&format!("SELECT id FROM {table} WHERE name = $1"))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(Error::NotFound)?;
+    let id: i64 = row.try_get("id")?;
+    if let Some((sql, what)) = blocker {
+        let n: i64 = sqlx::query(sql)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if n > 0 {
+            return Err(Error::Conflict(format!(
+                "{name} is still used by {n} {what}; remove those first"
+            )));
+        }
+    }
+    if table == "aliases" {
+        sqlx::query("DELETE FROM alias_targets WHERE alias_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes a provider that no model uses.
+pub async fn delete_provider(db: &Db, name: &str) -> Result<(), Error> {
+    let q = "SELECT COUNT(*) FROM models WHERE provider_id = $1";
+    delete_named(db, "providers", name, Some((q, "model(s)"))).await
+}
+
+/// Deletes a model that no alias targets.
+pub async fn delete_model(db: &Db, name: &str) -> Result<(), Error> {
+    let q = "SELECT COUNT(*) FROM alias_targets WHERE model_id = $1";
+    delete_named(db, "models", name, Some((q, "alias target(s)"))).await
+}
+
+/// Deletes an alias and its targets.
+pub async fn delete_alias(db: &Db, name: &str) -> Result<(), Error> {
+    delete_named(db, "aliases", name, None).await
+}
+
+/// Deletes a key group that no key belongs to.
+pub async fn delete_key_group(db: &Db, name: &str) -> Result<(), Error> {
+    let q = "SELECT COUNT(*) FROM api_keys WHERE group_id = $1 AND status <> 'revoked'";
+    delete_named(db, "key_groups", name, Some((q, "key(s)"))).await
 }
 
 /// Provider fields a caller sets.

@@ -90,6 +90,16 @@ pub struct AliasConfig {
     pub targets: Vec<AliasTargetConfig>,
 }
 
+/// A key group declared in the config file: which providers and models or aliases its
+/// keys may use.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyGroupConfig {
+    pub name: String,
+    pub allowed_providers: Option<Vec<String>>,
+    pub allowed_models: Option<Vec<String>>,
+}
+
 fn yes() -> bool {
     true
 }
@@ -176,6 +186,8 @@ struct FileConfig {
     models: Vec<ModelConfig>,
     #[serde(default)]
     aliases: Vec<AliasConfig>,
+    #[serde(default)]
+    key_groups: Vec<KeyGroupConfig>,
 }
 
 /// The resolved configuration.
@@ -203,6 +215,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub models: Vec<ModelConfig>,
     pub aliases: Vec<AliasConfig>,
+    pub key_groups: Vec<KeyGroupConfig>,
 }
 
 /// A configuration error, with a message meant for the operator.
@@ -332,6 +345,7 @@ impl Config {
             providers: parsed.providers,
             models: parsed.models,
             aliases: parsed.aliases,
+            key_groups: parsed.key_groups,
         })
     }
 

@@ -138,6 +138,15 @@ async fn apply_config_catalog(db: &Db, config: &Config) -> Result<(), StartError
             .collect();
         catalog::upsert_alias(db, &a.name, &a.description, &a.complexity_tier, &targets).await?;
     }
+    for g in &config.key_groups {
+        catalog::upsert_key_group(
+            db,
+            &g.name,
+            g.allowed_providers.as_deref(),
+            g.allowed_models.as_deref(),
+        )
+        .await?;
+    }
     Ok(())
 }
 

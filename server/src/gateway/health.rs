@@ -90,14 +90,17 @@ pub struct TargetHealth {
     pub errors: u64,
     /// `errors / requests`, or 0 without requests.
     pub error_rate: f64,
-    /// Latency percentiles over the latest [`LATENCY_SAMPLES`] requests, in milliseconds.
+    /// Median latency over the latest [`LATENCY_SAMPLES`] requests, in milliseconds.
     pub p50_ms: Option<f64>,
+    /// 95th percentile latency, likewise.
     pub p95_ms: Option<f64>,
+    /// 99th percentile latency, likewise.
     pub p99_ms: Option<f64>,
     /// Time until an open breaker lets probes through, in milliseconds (rounded up).
     pub open_remaining_ms: Option<u64>,
-    /// Requests and failures recorded since the process started.
+    /// Requests recorded since the process started.
     pub total_requests: u64,
+    /// Failed requests recorded since the process started.
     pub total_errors: u64,
 }
 

@@ -40,7 +40,7 @@ use self::limits::RateLimits;
 use self::meter::Meter;
 use self::money::Money;
 use self::pipeline::Timeouts;
-use self::routes::{AdapterEnv, Routes, Target, allowed};
+use self::routes::{AdapterEnv, Routes};
 use crate::config::Secret;
 
 /// Everything the hot path needs, shared by all requests.
@@ -125,11 +125,6 @@ impl Gateway {
     pub fn key_changed(&self, key: ApiKey) {
         self.money.set_key_spent(key.id, key.spent_nano);
         self.keys.apply(key);
-    }
-
-    /// Whether `key` may use `model` (a model or alias name resolving to `targets`).
-    pub fn policy_allows(&self, key: &ApiKey, model: &str, _targets: &[Arc<Target>]) -> bool {
-        allowed(key.allowed_models.as_deref(), model)
     }
 
     /// The usable key presented in `Authorization: Bearer` or `x-api-key`, whose account is

@@ -10,7 +10,6 @@ use tokengate_core::money::format_price_per_1k;
 
 use super::Gateway;
 use super::error::GatewayError;
-use super::routes::allowed;
 
 pub async fn list_models(
     State(gw): State<Arc<Gateway>>,
@@ -21,7 +20,7 @@ pub async fn list_models(
     let data: Vec<Value> = routes
         .listing
         .iter()
-        .filter(|m| allowed(key.allowed_models.as_deref(), &m.id))
+        .filter(|m| routes.lists(&key, m))
         .map(|m| {
             json!({
                 "id": m.id,

@@ -206,12 +206,14 @@ pub async fn run(
             call.model
         ))
     })?;
-    if !gw.policy_allows(&key, &call.model, &candidates) {
-        return Err(GatewayError::ModelNotAllowed(format!(
-            "This API key is not allowed to use the model `{}`.",
-            call.model
-        )));
-    }
+    let candidates = routes
+        .permitted(&key, &call.model, candidates)
+        .ok_or_else(|| {
+            GatewayError::ModelNotAllowed(format!(
+                "This API key is not allowed to use the model `{}`.",
+                call.model
+            ))
+        })?;
     if candidates.is_empty() {
         return Err(GatewayError::Upstream {
             status: 503,

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::Rng;
-use tokengate_core::catalog::{Catalog, Model};
+use tokengate_core::catalog::{Catalog, KeyGroup, Model};
+use tokengate_core::keys::ApiKey;
 
 use super::providers::anthropic::{self, AnthropicAdapter};
 use super::providers::{Adapter, mock::MockAdapter, openai::OpenAiAdapter};
@@ -37,6 +38,8 @@ pub struct Listing {
     pub complexity_tier: String,
     pub input_per_m: i64,
     pub output_per_m: i64,
+    /// Providers that can serve it.
+    pub providers: Vec<String>,
 }
 
 /// The whole routing snapshot.
@@ -44,6 +47,7 @@ pub struct Listing {
 pub struct Routes {
     models: HashMap<String, Arc<Target>>,
     aliases: HashMap<String, AliasRoute>,
+    groups: HashMap<i64, KeyGroup>,
     pub listing: Vec<Listing>,
 }
 
@@ -101,6 +105,7 @@ impl Routes {
                 complexity_tier: m.complexity_tier.clone(),
                 input_per_m: m.input_price_nano,
                 output_per_m: m.output_price_nano,
+                providers: vec![provider.clone()],
             });
         }
         for a in catalog.aliases.iter().filter(|a| a.enabled) {
@@ -119,7 +124,14 @@ impl Routes {
             }
             tiers.sort_by_key(|(p, _)| *p);
             let first = &tiers[0].1[0].0.model;
+            let mut providers: Vec<String> = tiers
+                .iter()
+                .flat_map(|(_, v)| v.iter().map(|(t, _)| t.provider.clone()))
+                .collect();
+            providers.sort();
+            providers.dedup();
             routes.listing.push(Listing {
+                providers,
                 id: a.name.clone(),
                 created_ms: a.created_at,
                 owned_by: "tokengate".into(),
@@ -134,7 +146,70 @@ impl Routes {
                 },
             );
         }
+        routes.groups = catalog
+            .key_groups
+            .iter()
+            .map(|g| (g.id, g.clone()))
+            .collect();
         routes
+    }
+
+    /// The providers `key` may use (`None` = any), or `Err` when its group is gone
+    /// (deny: policies fail closed).
+    fn provider_policy<'a>(&'a self, key: &ApiKey) -> Result<Option<&'a [String]>, ()> {
+        match key.group_id {
+            None => Ok(None),
+            Some(g) => self
+                .groups
+                .get(&g)
+                .map(|g| g.allowed_providers.as_deref())
+                .ok_or(()),
+        }
+    }
+
+    /// Whether `key`'s own list and its group's list both admit the name `name`.
+    fn name_allowed(&self, key: &ApiKey, name: &str) -> bool {
+        let group_ok = match key.group_id {
+            None => true,
+            Some(g) => self
+                .groups
+                .get(&g)
+                .is_some_and(|g| allowed(g.allowed_models.as_deref(), name)),
+        };
+        group_ok && allowed(key.allowed_models.as_deref(), name)
+    }
+
+    /// The targets `key` may use for `name`, in order, or `None` if its policy (allowed
+    /// models and aliases, its group's models and providers) forbids the name.
+    pub fn permitted(
+        &self,
+        key: &ApiKey,
+        name: &str,
+        candidates: Vec<Arc<Target>>,
+    ) -> Option<Vec<Arc<Target>>> {
+        if !self.name_allowed(key, name) {
+            return None;
+        }
+        match self.provider_policy(key).ok()? {
+            None => Some(candidates),
+            Some(list) => {
+                let kept: Vec<_> = candidates
+                    .into_iter()
+                    .filter(|t| list.contains(&t.provider))
+                    .collect();
+                (!kept.is_empty()).then_some(kept)
+            }
+        }
+    }
+
+    /// Whether `key` may see `entry` in `/v1/models`.
+    pub fn lists(&self, key: &ApiKey, entry: &Listing) -> bool {
+        self.name_allowed(key, &entry.id)
+            && match self.provider_policy(key) {
+                Err(()) => false,
+                Ok(None) => true,
+                Ok(Some(list)) => entry.providers.iter().any(|p| list.contains(p)),
+            }
     }
 
     /// Whether `name` is a model or alias.
