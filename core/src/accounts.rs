@@ -103,6 +103,20 @@ pub async fn get_user(db: &Db, id: i64) -> Result<User, Error> {
         .ok_or(Error::NotFound)
 }
 
+/// The user with `email` (case-insensitive).
+pub async fn get_user_by_email(db: &Db, email: &str) -> Result<User, Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email_lower = $1"
+    ))
+    .bind(email.trim().to_lowercase())
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref()
+        .map(user_from_row)
+        .transpose()?
+        .ok_or(Error::NotFound)
+}
+
 /// Every user's id, status and balance, for the gateway's in-memory account table.
 pub async fn all_balances(db: &Db) -> Result<Vec<(i64, String, i64)>, Error> {
     let rows = sqlx::query("SELECT id, status, balance_nano FROM users")
@@ -203,4 +217,22 @@ pub async fn verify_ledger(db: &Db, user_id: Option<i64>) -> Result<Vec<LedgerMi
         }
     }
     Ok(out)
+}
+
+/// Sets a user's status (`active` or `suspended`); returns the updated user.
+pub async fn set_status(db: &Db, user_id: i64, status: &str) -> Result<User, Error> {
+    if status != "active" && status != "suspended" {
+        return Err(Error::Invalid("status must be active or suspended".into()));
+    }
+    let n = sqlx::query("UPDATE users SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(status)
+        .bind(now_ms())
+        .bind(user_id)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    get_user(db, user_id).await
 }

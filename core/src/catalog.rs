@@ -363,6 +363,21 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
     Ok(row.try_get("id")?)
 }
 
+/// Sets (`Some`) or clears (`None`) a provider's sealed key.
+pub async fn set_provider_key(db: &Db, name: &str, sealed: Option<&str>) -> Result<(), Error> {
+    let n = sqlx::query("UPDATE providers SET api_key_enc = $1, updated_at = $2 WHERE name = $3")
+        .bind(sealed)
+        .bind(now_ms())
+        .bind(name)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
 /// Model fields a caller sets.
 #[derive(Debug, Clone, Default)]
 pub struct ModelSpec {

@@ -374,6 +374,11 @@ impl Config {
         Ok(())
     }
 
+    /// The audience of access tokens: the account API's resource URL.
+    pub fn api_audience(&self) -> String {
+        format!("{}/api/v1", self.public_url)
+    }
+
     /// The server secret's bytes (after [`Config::load_or_create_secret`]).
     pub fn secret_bytes(&self) -> Vec<u8> {
         self.secret_key

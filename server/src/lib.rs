@@ -2,10 +2,13 @@
 //! config), the one axum router (portal, `/v1` gateway, health), request logging and
 //! graceful shutdown. `main.rs` is only the command line around it.
 
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod gateway;
 pub mod mock_upstream;
 pub mod portal;
+pub mod seal;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -262,6 +265,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .with_state(state.clone())
         .nest("/v1", gateway::router(state.gateway.clone()))
+        .nest("/api/v1", api::router(state.clone()))
         .fallback_service(portal)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

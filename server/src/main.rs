@@ -48,6 +48,15 @@ enum AdminCommand {
         #[arg(long, default_value = "Administrator")]
         name: String,
     },
+    /// Print an access token for an existing administrator (for scripts calling the admin
+    /// API); it is printed once, on stdout only.
+    Token {
+        #[arg(long)]
+        email: String,
+        /// Lifetime in seconds (at most 30 days).
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
 }
 
 fn init_logging(config: &Config) {
@@ -134,6 +143,36 @@ async fn run(cli: Cli) -> Result<(), String> {
                 user.email, user.id
             );
             db.close().await;
+            Ok(())
+        }
+        Command::Admin {
+            command: AdminCommand::Token { email, ttl },
+        } => {
+            if !(60..=30 * 86_400).contains(&ttl) {
+                return Err("--ttl must be between 60 and 2592000 seconds".into());
+            }
+            let mut config = config;
+            config.load_or_create_secret().map_err(|e| e.to_string())?;
+            let db = Db::connect(&config.database_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            let user = accounts::get_user_by_email(&db, &email)
+                .await
+                .map_err(|_| format!("no account with email {email}"))?;
+            db.close().await;
+            if user.role != "admin" || user.status != "active" {
+                return Err(format!("{email} is not an active administrator"));
+            }
+            let now = tokengate_core::now_ms() / 1000;
+            let token = tokengate_server::auth::token::mint(
+                &config.secret_bytes(),
+                user.id,
+                &config.api_audience(),
+                "admin",
+                now,
+                ttl,
+            );
+            println!("{token}");
             Ok(())
         }
     }

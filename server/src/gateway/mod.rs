@@ -110,15 +110,36 @@ impl Gateway {
         self.reload_routes().await
     }
 
-    /// Rebuilds the routing snapshot from the catalog.
+    /// Rebuilds the routing snapshot from the catalog. Provider keys set through the admin
+    /// API (sealed in the database) take precedence over keys from the config file.
     pub async fn reload_routes(&self) -> Result<(), Error> {
         let catalog = catalog::load(&self.db).await?;
+        let mut keys = self.provider_keys.clone();
+        for p in &catalog.providers {
+            if let Some(sealed) = &p.api_key_enc {
+                match crate::seal::open(&self.secret, sealed) {
+                    Some(k) => {
+                        keys.insert(p.name.clone(), Secret::new(k));
+                    }
+                    None => {
+                        tracing::warn!(provider = %p.name, "stored provider key cannot be opened with this server secret; set it again")
+                    }
+                }
+            }
+        }
         let env = AdapterEnv {
             client: &self.client,
-            provider_keys: &self.provider_keys,
+            provider_keys: &keys,
         };
-        self.routes.store(Arc::new(Routes::build(&catalog, &env)));
+        let routes = Routes::build(&catalog, &env);
+        self.health.retain(|t| routes.contains(t));
+        self.routes.store(Arc::new(routes));
         Ok(())
+    }
+
+    /// The server secret (keys API-key hashes, seals provider keys).
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
     }
 
     /// Makes a key change visible to the hot path at once.

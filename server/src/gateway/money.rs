@@ -76,6 +76,11 @@ impl Money {
         a.funds.persisted = balance;
     }
 
+    /// Sets an account's status only (suspension applies to the very next request).
+    pub fn set_active(&self, user_id: i64, active: bool) {
+        self.account(user_id).lock().active = active;
+    }
+
     /// Current epoch, to pass back to [`Money::refresh_accounts`].
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)

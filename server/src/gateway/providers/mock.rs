@@ -1,7 +1,10 @@
 //! The mock provider: a real provider type that answers OpenAI chat completions
 //! deterministically, in the exact wire format (JSON or SSE), with configurable latency.
 //! It serves the demo, the tests and the benchmark upstream (`tokengate-server
-//! mock-upstream`). A user message containing `[mock:status:NNN]` makes it fail with NNN.
+//! mock-upstream`). Faults are injectable per request and per provider: a last user
+//! message containing `[mock:status:NNN]` makes that request fail with NNN, one containing
+//! `[mock:cut:N]` makes a streamed answer break off (transport error) after N content
+//! chunks, and the provider setting `fail_status` makes every request fail.
 //!
 //! Tokens are counted as whitespace-separated words (+3 per message), so tests can predict
 //! usage exactly. Embeddings are deterministic unit-free vectors derived from each input's
@@ -22,14 +25,24 @@ pub struct MockAdapter {
     pub latency_ms: u64,
     /// Delay between streamed chunks.
     pub chunk_delay_ms: u64,
+    /// When set, every request (chat or embeddings) answers this status with an OpenAI
+    /// error body, as a provider in an outage would.
+    pub fail_status: Option<u16>,
 }
 
 impl MockAdapter {
+    /// Reads `latency_ms`, `chunk_delay_ms` and `fail_status` (an error status, 400–599;
+    /// other values are ignored) from the provider's `config` object.
     pub fn from_config(config: &Value) -> Self {
         let get = |k: &str| config.get(k).and_then(Value::as_u64).unwrap_or(0);
         MockAdapter {
             latency_ms: get("latency_ms"),
             chunk_delay_ms: get("chunk_delay_ms"),
+            fail_status: config
+                .get("fail_status")
+                .and_then(Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (400..600).contains(s)),
         }
     }
 
@@ -39,15 +52,8 @@ impl MockAdapter {
             tokio::time::sleep(Duration::from_millis(self.latency_ms)).await;
         }
         let answer = answer(body);
-        if let Some(status) = answer.fail_status {
-            return Ok(UpstreamReply::Json {
-                status,
-                body: Bytes::from(
-                    json!({"error": {"message": format!("mock failure {status}"),
-                        "type": "server_error", "param": null, "code": null}})
-                    .to_string(),
-                ),
-            });
+        if let Some(status) = self.fail_status.or(answer.fail_status) {
+            return Ok(failure(status));
         }
         if !stream {
             return Ok(UpstreamReply::Json {
@@ -56,13 +62,22 @@ impl MockAdapter {
             });
         }
         let delay = self.chunk_delay_ms;
-        let chunks = answer.sse_chunks(include_usage(body));
+        let mut items: Vec<Result<Bytes, UpstreamError>> = answer
+            .sse_chunks(include_usage(body))
+            .into_iter()
+            .map(Ok)
+            .collect();
+        if let Some(n) = answer.cut_after {
+            // The role chunk, `n` content chunks, then the connection breaks.
+            items.truncate(1 + n.min(answer.words.len()));
+            items.push(Err(UpstreamError::Transport("reset".into())));
+        }
         let s =
-            futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, c)| async move {
+            futures::stream::iter(items.into_iter().enumerate()).then(move |(i, c)| async move {
                 if delay > 0 && i > 0 {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
-                Ok::<Bytes, UpstreamError>(c)
+                c
             });
         Ok(UpstreamReply::Stream {
             status: 200,
@@ -75,10 +90,30 @@ impl MockAdapter {
         if self.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(self.latency_ms)).await;
         }
+        if let Some(status) = self.fail_status {
+            return Ok(failure(status));
+        }
         Ok(UpstreamReply::Json {
             status: 200,
             body: Bytes::from(embeddings(body).to_string()),
         })
+    }
+}
+
+/// An OpenAI-shaped error answer with `status`.
+fn failure(status: u16) -> UpstreamReply {
+    let kind = if status >= 500 {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    UpstreamReply::Json {
+        status,
+        body: Bytes::from(
+            json!({"error": {"message": format!("mock failure {status}"),
+                "type": kind, "param": null, "code": null}})
+            .to_string(),
+        ),
     }
 }
 
@@ -195,6 +230,8 @@ pub struct Answer {
     pub prompt_tokens: i64,
     pub finish_reason: &'static str,
     pub fail_status: Option<u16>,
+    /// From `[mock:cut:N]`: a streamed answer breaks off after this many content chunks.
+    pub cut_after: Option<usize>,
 }
 
 /// The deterministic answer to a chat body.
@@ -226,6 +263,11 @@ pub fn answer(body: &Value) -> Answer {
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse::<u16>().ok())
         .filter(|c| (400..600).contains(c));
+    let cut_after = last_user
+        .split("[mock:cut:")
+        .nth(1)
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
     let echoed: Vec<&str> = last_user.split_whitespace().take(24).collect();
     let mut words: Vec<String> = "Hello from the tokengate mock provider. You said:"
         .split_whitespace()
@@ -256,6 +298,7 @@ pub fn answer(body: &Value) -> Answer {
         prompt_tokens,
         finish_reason,
         fail_status,
+        cut_after,
     }
 }
 
