@@ -216,7 +216,7 @@ pub async fn upsert_key_group(
     if !valid_name(name) || name.contains('/') {
         return Err(Error::Invalid(format!("invalid key group name {name:?}")));
     }
-    let enc = |v: Option<&[String]>| v.map(|l| serde_json::to_string(l)).transpose();
+    let enc = |v: Option<&[String]>| v.map(serde_json::to_string).transpose();
     let row = sqlx::query(
         "INSERT INTO key_groups (name, allowed_providers, allowed_models, created_at)          VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET          allowed_providers = excluded.allowed_providers, allowed_models = excluded.allowed_models          RETURNING id",
     )
