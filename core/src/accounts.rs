@@ -16,6 +16,10 @@ pub struct User {
     pub status: String,
     pub balance_nano: i64,
     pub created_at: i64,
+    /// Bumped by "sign out everywhere"; sessions and access tokens carry the epoch they
+    /// were issued under.
+    #[serde(skip)]
+    pub auth_epoch: i64,
 }
 
 /// The kinds of ledger entries.
@@ -40,7 +44,8 @@ impl EntryKind {
     }
 }
 
-const USER_COLUMNS: &str = "id, email, display_name, role, status, balance_nano, created_at";
+const USER_COLUMNS: &str =
+    "id, email, display_name, role, status, balance_nano, created_at, auth_epoch";
 
 fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, Error> {
     Ok(User {
@@ -51,6 +56,7 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, Error> {
         status: row.try_get("status")?,
         balance_nano: row.try_get("balance_nano")?,
         created_at: row.try_get("created_at")?,
+        auth_epoch: row.try_get("auth_epoch")?,
     })
 }
 
@@ -115,6 +121,18 @@ pub async fn get_user_by_email(db: &Db, email: &str) -> Result<User, Error> {
         .map(user_from_row)
         .transpose()?
         .ok_or(Error::NotFound)
+}
+
+/// The password hash of the user with `email`, with the user (for sign-in).
+pub async fn credentials(db: &Db, email: &str) -> Result<Option<(User, Option<String>)>, Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_lower = $1"
+    ))
+    .bind(email.trim().to_lowercase())
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
+        .transpose()
 }
 
 /// Every user's id, status and balance, for the gateway's in-memory account table.

@@ -172,6 +172,121 @@ pub async fn create(
     Ok((from_row(&row)?, raw))
 }
 
+/// Changes to an existing key; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    /// `active` or `disabled`.
+    pub status: Option<String>,
+    pub expires_at: Option<Option<i64>>,
+    pub spend_limit_nano: Option<Option<i64>>,
+    pub allowed_models: Option<Option<Vec<String>>>,
+    pub rpm: Option<Option<i64>>,
+    pub tpm: Option<Option<i64>>,
+}
+
+/// One of the user's keys. Someone else's key is `NotFound`.
+pub async fn get_for_user(db: &Db, user_id: i64, key_id: i64) -> Result<ApiKey, Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND user_id = $2"
+    ))
+    .bind(key_id)
+    .bind(user_id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or(Error::NotFound)
+}
+
+/// Applies `patch` to one of the user's keys (not a revoked one, which is final).
+pub async fn update(db: &Db, user_id: i64, key_id: i64, patch: &KeyPatch) -> Result<ApiKey, Error> {
+    let cur = get_for_user(db, user_id, key_id).await?;
+    if cur.status == "revoked" {
+        return Err(Error::Conflict("a revoked key cannot be changed".into()));
+    }
+    let name = match &patch.name {
+        Some(n) => {
+            let n = n.trim();
+            if n.is_empty() || n.chars().count() > 100 {
+                return Err(Error::Invalid("name must be 1 to 100 characters".into()));
+            }
+            n.to_string()
+        }
+        None => cur.name.clone(),
+    };
+    let status = match patch.status.as_deref() {
+        Some(s @ ("active" | "disabled")) => s.to_string(),
+        Some(_) => return Err(Error::Invalid("status must be active or disabled".into())),
+        None => cur.status.clone(),
+    };
+    let expires_at = patch.expires_at.unwrap_or(cur.expires_at);
+    if patch.expires_at.flatten().is_some_and(|t| t <= now_ms()) {
+        return Err(Error::Invalid("expires_at must be in the future".into()));
+    }
+    let spend = patch.spend_limit_nano.unwrap_or(cur.spend_limit_nano);
+    if spend.is_some_and(|v| v <= 0) {
+        return Err(Error::Invalid("spend_limit_usd must be positive".into()));
+    }
+    let rpm = patch.rpm.unwrap_or(cur.rpm);
+    let tpm = patch.tpm.unwrap_or(cur.tpm);
+    if rpm.is_some_and(|v| v <= 0) || tpm.is_some_and(|v| v <= 0) {
+        return Err(Error::Invalid("rpm and tpm must be positive".into()));
+    }
+    let models = patch
+        .allowed_models
+        .clone()
+        .unwrap_or(cur.allowed_models.clone());
+    let models = models.as_ref().map(serde_json::to_string).transpose()?;
+    let row = sqlx::query(&format!(
+        "UPDATE api_keys SET name = $1, status = $2, expires_at = $3, spend_limit_nano = $4,          allowed_models = $5, rpm = $6, tpm = $7, updated_at = $8          WHERE id = $9 AND user_id = $10 AND status <> 'revoked' RETURNING {COLUMNS}"
+    ))
+    .bind(name)
+    .bind(status)
+    .bind(expires_at)
+    .bind(spend)
+    .bind(models)
+    .bind(rpm)
+    .bind(tpm)
+    .bind(now_ms())
+    .bind(key_id)
+    .bind(user_id)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or(Error::NotFound)
+}
+
+/// Gives one of the user's keys a new secret; the old one stops matching. Returns the
+/// record and the new raw secret (shown once).
+pub async fn rotate(
+    db: &Db,
+    secret: &[u8],
+    user_id: i64,
+    key_id: i64,
+) -> Result<(ApiKey, String), Error> {
+    let raw = generate();
+    let row = sqlx::query(&format!(
+        "UPDATE api_keys SET key_hash = $1, key_prefix = $2, updated_at = $3          WHERE id = $4 AND user_id = $5 AND status <> 'revoked' RETURNING {COLUMNS}"
+    ))
+    .bind(hex::encode(hash(secret, &raw)))
+    .bind(display_prefix(&raw))
+    .bind(now_ms())
+    .bind(key_id)
+    .bind(user_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let key = row
+        .as_ref()
+        .map(from_row)
+        .transpose()?
+        .ok_or(Error::NotFound)?;
+    Ok((key, raw))
+}
+
 /// A user's keys, newest first.
 pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<ApiKey>, Error> {
     let rows = sqlx::query(&format!(

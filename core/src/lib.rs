@@ -2,6 +2,7 @@
 //! usage. All SQL of the project lives in this crate.
 
 pub mod accounts;
+pub mod auth;
 pub mod catalog;
 pub mod db;
 pub mod demo;

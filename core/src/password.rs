@@ -25,6 +25,14 @@ pub fn verify(password: &str, stored: &str) -> bool {
     })
 }
 
+/// A valid hash of no one's password, to verify against when an account does not exist,
+/// so that sign-in takes as long for unknown emails as for known ones.
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| hash(&generate()).unwrap_or_default());
+    &DUMMY
+}
+
 /// A random password of 20 characters from an unambiguous alphabet.
 pub fn generate() -> String {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";

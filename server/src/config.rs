@@ -113,6 +113,23 @@ fn default_tier() -> String {
     "standard".into()
 }
 
+/// An OpenID Connect provider for portal sign-in (`[[oidc]]` in the file).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Short id used in URLs (`/auth/oidc/{id}/start`).
+    pub id: String,
+    /// Button label, e.g. "Google".
+    pub name: String,
+    /// Issuer URL; discovery reads `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// Link a first sign-in to an existing account with the same, verified, email.
+    #[serde(default)]
+    pub link_by_email: bool,
+}
+
 /// Circuit-breaker settings (`[breaker]` in the file).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +196,12 @@ struct FileConfig {
     upstream_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     breaker: Option<BreakerSettings>,
+    signup: Option<bool>,
+    cli_login: Option<bool>,
+    session_idle_secs: Option<u64>,
+    session_absolute_secs: Option<u64>,
+    #[serde(default)]
+    oidc: Vec<OidcConfig>,
     site_root: Option<PathBuf>,
     #[serde(default)]
     providers: Vec<ProviderConfig>,
@@ -210,6 +233,13 @@ pub struct Config {
     /// Time allowed for all attempts of one request until the first byte.
     pub request_timeout_ms: u64,
     pub breaker: BreakerSettings,
+    /// Whether anyone may create a local account.
+    pub signup: bool,
+    /// Whether command-line clients may sign in with the device flow.
+    pub cli_login: bool,
+    pub session_idle_secs: u64,
+    pub session_absolute_secs: u64,
+    pub oidc: Vec<OidcConfig>,
     /// Where cargo-leptos put the site (`pkg/`, CSS, public assets).
     pub site_root: PathBuf,
     pub providers: Vec<ProviderConfig>,
@@ -308,6 +338,42 @@ impl Config {
                     .into(),
             ));
         }
+        let flag = |name: &str, file: Option<bool>, default: bool| -> Result<bool, ConfigError> {
+            match env(name) {
+                Some(v) => parse_bool(&v)
+                    .ok_or_else(|| ConfigError(format!("{name}={v:?} is not a boolean"))),
+                None => Ok(file.unwrap_or(default)),
+            }
+        };
+        let signup = flag("TOKENGATE_SIGNUP", parsed.signup, true)?;
+        let cli_login = flag("TOKENGATE_CLI_LOGIN", parsed.cli_login, true)?;
+        let session_idle_secs = parse_num(
+            "TOKENGATE_SESSION_IDLE_SECS",
+            parsed.session_idle_secs,
+            86_400,
+        )?;
+        let session_absolute_secs = parse_num(
+            "TOKENGATE_SESSION_ABSOLUTE_SECS",
+            parsed.session_absolute_secs,
+            7 * 86_400,
+        )?;
+        if session_idle_secs == 0 || session_absolute_secs < session_idle_secs {
+            return Err(ConfigError(
+                "session_idle_secs must be positive and at most session_absolute_secs".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for o in &parsed.oidc {
+            if o.id.is_empty()
+                || !o.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                || !seen.insert(o.id.clone())
+            {
+                return Err(ConfigError(format!(
+                    "oidc: provider id {:?} must be unique, letters, digits and '-'",
+                    o.id
+                )));
+            }
+        }
         let secret_key = env("TOKENGATE_SECRET_KEY")
             .map(Secret::new)
             .or(parsed.secret_key);
@@ -337,6 +403,11 @@ impl Config {
             upstream_timeout_ms,
             request_timeout_ms,
             breaker,
+            signup,
+            cli_login,
+            session_idle_secs,
+            session_absolute_secs,
+            oidc: parsed.oidc,
             site_root: env("TOKENGATE_SITE_ROOT")
                 .map(PathBuf::from)
                 .or(parsed.site_root)

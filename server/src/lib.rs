@@ -19,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokengate_core::catalog::{self, ModelSpec, ProviderSpec, TargetSpec};
 use tokengate_core::money::parse_usd;
@@ -256,17 +256,36 @@ impl Server {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface. `/v1` (API keys) stays outside the session and CSRF layers, so
+/// the gateway's hot path does no cookie or session work.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let portal = portal::router(&state);
+    let secure = state.config.public_url.starts_with("https://");
+    let idle = Duration::from_secs(state.config.session_idle_secs);
+    let signed_in = Router::new()
+        .nest("/api/v1", api::router())
+        .route("/auth/login", post(auth::login::login))
+        .route("/auth/signup", post(auth::login::signup))
+        .route("/auth/logout", post(auth::login::logout))
+        .route(
+            "/auth/logout-everywhere",
+            post(auth::login::logout_everywhere),
+        )
+        .route("/auth/device", post(auth::login::decide_device))
+        .with_state(state.clone())
+        .fallback_service(portal)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::csrf::protect,
+        ))
+        .layer(auth::session::layer(state.db.clone(), secure, idle));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone())
         .nest("/v1", gateway::router(state.gateway.clone()))
-        .nest("/api/v1", api::router(state.clone()))
-        .fallback_service(portal)
+        .fallback_service(signed_in)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,

@@ -167,6 +167,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let token = tokengate_server::auth::token::mint(
                 &config.secret_bytes(),
                 user.id,
+                user.auth_epoch,
                 &config.api_audience(),
                 "admin",
                 now,

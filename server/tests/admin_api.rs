@@ -48,12 +48,17 @@ async fn recording_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
     (url, seen)
 }
 
-fn token_for(r: &Running, user_id: i64) -> String {
+async fn token_for(r: &Running, user_id: i64) -> String {
     let c = &r.server_state.config;
     let now = tokengate_core::now_ms() / 1000;
+    let epoch = accounts::get_user(&r.server_state.db, user_id)
+        .await
+        .unwrap()
+        .auth_epoch;
     tokengate_server::auth::token::mint(
         &c.secret_bytes(),
         user_id,
+        epoch,
         &c.api_audience(),
         "admin",
         now,
@@ -95,7 +100,7 @@ async fn suite(database_url: Option<String>) {
     let admin = accounts::create_user(&db, "ops@example.com", "Ops", None, "admin")
         .await
         .unwrap();
-    let admin_token = token_for(&r, admin.id);
+    let admin_token = token_for(&r, admin.id).await;
     let (user_id, user_key) = r
         .customer(
             "cust@example.com",
@@ -106,7 +111,7 @@ async fn suite(database_url: Option<String>) {
             },
         )
         .await;
-    let user_token = token_for(&r, user_id);
+    let user_token = token_for(&r, user_id).await;
     let t = Some(admin_token.as_str());
 
     // Auth: none → 401, non-admin → 403, forged → 401, admin → 200; all in the API shape.

@@ -2,6 +2,7 @@
 //! "type","code"}}` with 400/401/403/404/409/422, never a plain-text rejection), its JSON
 //! extractor, and its router. Handlers are thin over `tokengate-core` functions.
 
+pub mod account;
 pub mod admin;
 
 use axum::Router;
@@ -137,9 +138,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 }
 
 /// Everything under `/api/v1`.
-pub fn router(state: AppState) -> Router {
+pub fn router() -> Router<AppState> {
     Router::new()
+        .merge(account::router())
+        .route(
+            "/auth/discovery",
+            axum::routing::get(crate::auth::device::discovery),
+        )
+        .route(
+            "/auth/device/code",
+            axum::routing::post(crate::auth::device::device_authorization),
+        )
+        .route(
+            "/auth/token",
+            axum::routing::post(crate::auth::device::token_endpoint),
+        )
         .nest("/admin", admin::router())
         .fallback(|| async { ApiError::NotFound("Unknown API route.".into()) })
-        .with_state(state)
 }

@@ -1,13 +1,17 @@
-//! Request extractors for the account and admin APIs: a bearer access token resolved to a
-//! current, active user ([`CurrentUser`]); [`AdminUser`] additionally requires role admin.
-//! The user's role and status are read per request, so changes apply at once.
+//! Request extractors for the account and admin APIs: a bearer access token, or else the
+//! portal session cookie, resolved to a current, active user ([`CurrentUser`]);
+//! [`AdminUser`] additionally requires role admin. The user's role, status and auth epoch
+//! are read per request, so suspension, demotion and "sign out everywhere" apply at once.
+
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use tokengate_core::accounts::{self, User};
+use tower_sessions::Session;
 
-use super::token;
+use super::{session, token};
 use crate::AppState;
 use crate::api::ApiError;
 
@@ -17,36 +21,55 @@ pub struct CurrentUser(pub User);
 /// An active administrator.
 pub struct AdminUser(pub User);
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The bearer token of a request, if it has one.
+pub fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
         .map(str::trim)
 }
 
+async fn from_token(state: &AppState, raw: &str) -> Result<User, ApiError> {
+    let now = tokengate_core::now_ms() / 1000;
+    let claims = token::verify(
+        &state.config.secret_bytes(),
+        raw,
+        &state.config.api_audience(),
+        now,
+    )
+    .map_err(|_| ApiError::Unauthorized)?;
+    let id = claims.user_id().ok_or(ApiError::Unauthorized)?;
+    let user = match accounts::get_user(&state.db, id).await {
+        Ok(u) => u,
+        Err(tokengate_core::Error::NotFound) => return Err(ApiError::Unauthorized),
+        Err(e) => return Err(e.into()),
+    };
+    if user.status != "active" || user.auth_epoch != claims.ep {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(user)
+}
+
+/// The user of the portal session on this request, if any.
+pub async fn session_user(parts: &Parts, state: &AppState) -> Result<Option<User>, ApiError> {
+    let Some(s) = parts.extensions.get::<Session>() else {
+        return Ok(None);
+    };
+    let absolute = Duration::from_secs(state.config.session_absolute_secs);
+    Ok(session::current_user(s, &state.db, absolute).await?)
+}
+
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let raw = bearer(parts).ok_or(ApiError::Unauthorized)?;
-        let now = tokengate_core::now_ms() / 1000;
-        let claims = token::verify(
-            &state.config.secret_bytes(),
-            raw,
-            &state.config.api_audience(),
-            now,
-        )
-        .map_err(|_| ApiError::Unauthorized)?;
-        let id = claims.user_id().ok_or(ApiError::Unauthorized)?;
-        let user = match accounts::get_user(&state.db, id).await {
-            Ok(u) => u,
-            Err(tokengate_core::Error::NotFound) => return Err(ApiError::Unauthorized),
-            Err(e) => return Err(e.into()),
-        };
-        if user.status != "active" {
-            return Err(ApiError::Unauthorized);
+        if let Some(raw) = bearer(parts) {
+            return from_token(state, raw).await.map(CurrentUser);
         }
-        Ok(CurrentUser(user))
+        session_user(parts, state)
+            .await?
+            .map(CurrentUser)
+            .ok_or(ApiError::Unauthorized)
     }
 }
 

@@ -1,7 +1,12 @@
-//! Who is calling the account and admin APIs: signed access tokens ([`token`]) and the
-//! extractors that turn a request into a [`CurrentUser`] or an [`AdminUser`].
+//! Who is calling: portal sessions ([`session`]) with local sign-in ([`login`]), the
+//! device flow for command-line clients ([`device`]), signed access tokens ([`token`]),
+//! and the extractors that turn a request into a [`CurrentUser`] or an [`AdminUser`].
 
+pub mod csrf;
+pub mod device;
 pub mod extract;
+pub mod login;
+pub mod session;
 pub mod token;
 
 pub use extract::{AdminUser, CurrentUser};

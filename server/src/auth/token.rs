@@ -24,6 +24,9 @@ pub struct Claims {
     /// Space-separated scopes.
     #[serde(default)]
     pub scope: String,
+    /// The user's auth epoch at issue; "sign out everywhere" bumps it.
+    #[serde(default)]
+    pub ep: i64,
 }
 
 impl Claims {
@@ -42,6 +45,7 @@ fn mac(secret: &[u8]) -> Hmac<Sha256> {
 pub fn mint(
     secret: &[u8],
     user_id: i64,
+    epoch: i64,
     audience: &str,
     scope: &str,
     now_secs: i64,
@@ -55,6 +59,7 @@ pub fn mint(
         exp: now_secs + ttl_secs,
         jti: hex::encode(rand::random::<[u8; 16]>()),
         scope: scope.to_string(),
+        ep: epoch,
     };
     let payload = B64.encode(serde_json::to_vec(&claims).unwrap_or_default());
     let signing_input = format!("{header}.{payload}");
@@ -122,7 +127,7 @@ mod tests {
 
     #[test]
     fn mint_and_verify() {
-        let t = mint(S, 42, "http://x/api", "account", 1000, 3600);
+        let t = mint(S, 42, 0, "http://x/api", "account", 1000, 3600);
         let c = verify(S, &t, "http://x/api", 1001).unwrap();
         assert_eq!(c.user_id(), Some(42));
         assert_eq!(c.exp, 4600);
@@ -144,7 +149,7 @@ mod tests {
 
     #[test]
     fn tampering_and_alg_none_are_refused() {
-        let t = mint(S, 1, "a", "", 0, 100);
+        let t = mint(S, 1, 0, "a", "", 0, 100);
         let parts: Vec<&str> = t.split('.').collect();
         let forged_payload = B64.encode(br#"{"sub":"2","aud":"a","iat":0,"exp":100,"jti":"x"}"#);
         let forged = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);

@@ -9,10 +9,12 @@ use parking_lot::RwLock;
 use tokengate_core::keys::{self, ApiKey, KeyHash};
 use tokengate_core::{Db, Error, now_ms};
 
-/// Active and inactive keys by hash (inactive ones are kept out: absence means 401).
+/// Active keys by hash (inactive ones are kept out: absence means 401), and each cached
+/// key's hash by id, so a rotated key's old hash is dropped when its new record arrives.
 #[derive(Default)]
 pub struct KeyCache {
     by_hash: RwLock<HashMap<KeyHash, Arc<ApiKey>>>,
+    hash_of: RwLock<HashMap<i64, KeyHash>>,
     /// Newest `updated_at` seen, for incremental refresh.
     high_water: RwLock<i64>,
 }
@@ -33,7 +35,12 @@ impl KeyCache {
             *hw = (*hw).max(key.updated_at);
         }
         let mut map = self.by_hash.write();
+        let mut ids = self.hash_of.write();
+        if let Some(old) = ids.remove(&key.id) {
+            map.remove(&old);
+        }
         if key.status == "active" {
+            ids.insert(key.id, h);
             map.insert(h, Arc::new(key));
         } else {
             map.remove(&h);

@@ -116,6 +116,14 @@ impl Money {
         self.key(key_id).lock().persisted = spent;
     }
 
+    /// Settled costs of a key not yet written to the database.
+    pub fn key_pending(&self, key_id: i64) -> i64 {
+        self.keys
+            .read()
+            .get(&key_id)
+            .map_or(0, |k| k.lock().pending)
+    }
+
     /// The funds of an account as the gateway sees them now.
     pub fn account_funds(&self, user_id: i64) -> Funds {
         self.account(user_id).lock().funds

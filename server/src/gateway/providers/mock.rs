@@ -411,4 +411,130 @@ mod tests {
         let usage_chunk = String::from_utf8(with[with.len() - 2].to_vec()).unwrap();
         assert!(usage_chunk.contains("\"choices\":[]") && usage_chunk.contains("\"usage\""));
     }
+
+    fn chunk_json(b: &Bytes) -> Value {
+        let text = std::str::from_utf8(b).unwrap();
+        let data = text
+            .strip_prefix("data: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .unwrap();
+        serde_json::from_str(data).unwrap()
+    }
+
+    async fn collect(reply: UpstreamReply) -> Vec<Result<Bytes, UpstreamError>> {
+        match reply {
+            UpstreamReply::Stream { status, body } => {
+                assert_eq!(status, 200);
+                body.collect().await
+            }
+            UpstreamReply::Json { status, .. } => panic!("expected a stream, got JSON {status}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cut_marker_breaks_a_stream_after_n_content_chunks() {
+        let m = MockAdapter::default();
+        let body = json!({"model": "fast-1", "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "go [mock:cut:2]"}]});
+        assert_eq!(answer(&body).cut_after, Some(2));
+        let items = collect(m.chat(&body, true).await.unwrap()).await;
+        assert_eq!(items.len(), 4, "{items:?}");
+        let role = chunk_json(items[0].as_ref().unwrap());
+        assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(
+            chunk_json(items[1].as_ref().unwrap())["choices"][0]["delta"]["content"],
+            "Hello"
+        );
+        assert_eq!(
+            chunk_json(items[2].as_ref().unwrap())["choices"][0]["delta"]["content"],
+            " from"
+        );
+        for ok in &items[..3] {
+            let v = chunk_json(ok.as_ref().unwrap());
+            assert!(v["choices"][0]["finish_reason"].is_null(), "{v}");
+            assert!(v.get("usage").is_none(), "{v}");
+        }
+        assert_eq!(items[3], Err(UpstreamError::Transport("reset".into())));
+
+        // More chunks asked for than the answer has: every word, then the break.
+        let long = json!({"messages": [{"role": "user", "content": "[mock:cut:500]"}]});
+        let words = answer(&long).words.len();
+        let items = collect(m.chat(&long, true).await.unwrap()).await;
+        assert_eq!(items.len(), 1 + words + 1);
+        assert!(items[..=words].iter().all(Result::is_ok));
+        assert!(items[words + 1].is_err());
+
+        // Zero: only the role chunk.
+        let zero = json!({"messages": [{"role": "user", "content": "[mock:cut:0]"}]});
+        let items = collect(m.chat(&zero, true).await.unwrap()).await;
+        assert_eq!(items.len(), 2);
+        assert!(items[1].is_err());
+    }
+
+    #[tokio::test]
+    async fn cut_marker_leaves_other_answers_alone() {
+        let m = MockAdapter::default();
+        let body = json!({"messages": [{"role": "user", "content": "go [mock:cut:2]"}]});
+        let UpstreamReply::Json { status, body: raw } = m.chat(&body, false).await.unwrap() else {
+            panic!("expected JSON");
+        };
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["usage"]["completion_tokens"], 8 + 2);
+        // A malformed marker is no marker.
+        let plain = json!({"messages": [{"role": "user", "content": "[mock:cut:x] [mock:cut:3"}]});
+        assert_eq!(answer(&plain).cut_after, None);
+        let items = collect(m.chat(&plain, true).await.unwrap()).await;
+        assert!(items.iter().all(Result::is_ok));
+        assert_eq!(
+            items.last().unwrap().as_ref().unwrap(),
+            &Bytes::from_static(b"data: [DONE]\n\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn fail_status_config_fails_every_request() {
+        assert_eq!(MockAdapter::from_config(&json!({})), MockAdapter::default());
+        for ignored in [
+            json!(200),
+            json!(99),
+            json!(70_000),
+            json!("503"),
+            json!(-1),
+        ] {
+            let m = MockAdapter::from_config(&json!({"fail_status": ignored}));
+            assert_eq!(m.fail_status, None, "{ignored}");
+        }
+        let m = MockAdapter::from_config(&json!({"fail_status": 503, "latency_ms": 1}));
+        assert_eq!(m.fail_status, Some(503));
+        assert_eq!(m.latency_ms, 1);
+        let chat = json!({"messages": [{"role": "user", "content": "hi"}]});
+        for reply in [
+            m.chat(&chat, false).await.unwrap(),
+            m.chat(&chat, true).await.unwrap(),
+            m.embeddings(&json!({"input": "hi"})).await.unwrap(),
+        ] {
+            let UpstreamReply::Json { status, body } = reply else {
+                panic!("expected a JSON error");
+            };
+            assert_eq!(status, 503);
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["type"], "server_error");
+            assert!(v["error"]["message"].is_string());
+        }
+        let m = MockAdapter::from_config(&json!({"fail_status": 400}));
+        let UpstreamReply::Json { status, body } = m.chat(&chat, false).await.unwrap() else {
+            panic!("expected a JSON error");
+        };
+        assert_eq!(status, 400);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        // Healthy again without the setting.
+        let m = MockAdapter::from_config(&json!({}));
+        let UpstreamReply::Json { status, .. } = m.chat(&chat, false).await.unwrap() else {
+            panic!("expected JSON");
+        };
+        assert_eq!(status, 200);
+    }
 }

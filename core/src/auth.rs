@@ -1,0 +1,472 @@
+//! Persistence for sign-in and client authorization: portal sessions (the store behind the
+//! session layer), device-flow grants (RFC 8628), refresh-token families, sign-in failure
+//! counts for throttling, and the per-user auth epoch that "sign out everywhere" bumps.
+//! Secrets (device codes, refresh tokens) arrive here already hashed.
+
+use sqlx::Row;
+
+use crate::{Db, Error, now_ms};
+
+// ----- sessions -------------------------------------------------------------------------
+
+/// A stored session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    pub user_id: Option<i64>,
+    pub data: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Inserts or replaces a session.
+pub async fn save_session(db: &Db, id: &str, row: &SessionRow) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, data, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO UPDATE SET user_id = excluded.user_id, data = excluded.data, \
+         expires_at = excluded.expires_at",
+    )
+    .bind(id)
+    .bind(row.user_id)
+    .bind(&row.data)
+    .bind(row.created_at)
+    .bind(row.expires_at)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Whether a session id is taken (for collision-free creation).
+pub async fn session_exists(db: &Db, id: &str) -> Result<bool, Error> {
+    Ok(sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?
+        .is_some())
+}
+
+/// An unexpired session.
+pub async fn load_session(db: &Db, id: &str) -> Result<Option<SessionRow>, Error> {
+    let row = sqlx::query(
+        "SELECT user_id, data, created_at, expires_at FROM sessions WHERE id = $1 AND expires_at > $2",
+    )
+    .bind(id)
+    .bind(now_ms())
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| {
+        Ok(SessionRow {
+            user_id: r.try_get("user_id")?,
+            data: r.try_get("data")?,
+            created_at: r.try_get("created_at")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn delete_session(db: &Db, id: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM sessions WHERE id = $1")
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// A user's live sessions: (id, created_at, expires_at), newest first.
+pub async fn user_sessions(db: &Db, user_id: i64) -> Result<Vec<(String, i64, i64)>, Error> {
+    let rows = sqlx::query(
+        "SELECT id, created_at, expires_at FROM sessions WHERE user_id = $1 AND expires_at > $2 \
+         ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .bind(now_ms())
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("id")?,
+                r.try_get("created_at")?,
+                r.try_get("expires_at")?,
+            ))
+        })
+        .collect()
+}
+
+/// Signs a user out everywhere: deletes their sessions, revokes their refresh tokens and
+/// bumps their auth epoch so access tokens already issued stop working. One transaction.
+pub async fn sign_out_everywhere(db: &Db, user_id: i64) -> Result<(), Error> {
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET status = 'revoked' WHERE user_id = $1 AND status <> 'revoked'",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE users SET auth_epoch = auth_epoch + 1, updated_at = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A user's current auth epoch.
+pub async fn auth_epoch(db: &Db, user_id: i64) -> Result<i64, Error> {
+    sqlx::query("SELECT auth_epoch FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or(Error::NotFound)?
+        .try_get("auth_epoch")
+        .map_err(Error::from)
+}
+
+/// Deletes expired sessions and finished device grants; returns rows removed.
+pub async fn purge_expired(db: &Db) -> Result<u64, Error> {
+    let now = now_ms();
+    let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+        .bind(now)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    let b = sqlx::query("DELETE FROM device_grants WHERE expires_at <= $1")
+        .bind(now - 86_400_000)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    let c = sqlx::query("DELETE FROM signin_failures WHERE created_at <= $1")
+        .bind(now - 86_400_000)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(a + b + c)
+}
+
+// ----- sign-in throttling ---------------------------------------------------------------
+
+/// Records a failed sign-in for each subject (e.g. `acct:<email>`, `ip:<addr>`).
+pub async fn record_failure(db: &Db, subjects: &[String]) -> Result<(), Error> {
+    let now = now_ms();
+    for s in subjects {
+        sqlx::query("INSERT INTO signin_failures (subject, created_at) VALUES ($1, $2)")
+            .bind(s)
+            .bind(now)
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Failures of `subject` since `since` (ms).
+pub async fn failures_since(db: &Db, subject: &str, since: i64) -> Result<i64, Error> {
+    Ok(sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM signin_failures WHERE subject = $1 AND created_at >= $2",
+    )
+    .bind(subject)
+    .bind(since)
+    .fetch_one(db.pool())
+    .await?
+    .try_get("n")?)
+}
+
+/// Forgets a subject's failures (after a successful sign-in).
+pub async fn clear_failures(db: &Db, subject: &str) -> Result<(), Error> {
+    sqlx::query("DELETE FROM signin_failures WHERE subject = $1")
+        .bind(subject)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+// ----- device grants --------------------------------------------------------------------
+
+/// A device authorization request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGrant {
+    pub id: i64,
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    pub resource: String,
+    /// `pending`, `approved`, `denied` or `used`.
+    pub status: String,
+    pub user_id: Option<i64>,
+    pub interval_secs: i64,
+    pub last_poll_at: Option<i64>,
+    pub expires_at: i64,
+}
+
+const GRANT_COLUMNS: &str = "id, user_code, client_id, scope, resource, status, user_id, interval_secs, last_poll_at, expires_at";
+
+fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<DeviceGrant, Error> {
+    Ok(DeviceGrant {
+        id: r.try_get("id")?,
+        user_code: r.try_get("user_code")?,
+        client_id: r.try_get("client_id")?,
+        scope: r.try_get("scope")?,
+        resource: r.try_get("resource")?,
+        status: r.try_get("status")?,
+        user_id: r.try_get("user_id")?,
+        interval_secs: r.try_get("interval_secs")?,
+        last_poll_at: r.try_get("last_poll_at")?,
+        expires_at: r.try_get("expires_at")?,
+    })
+}
+
+/// What a new device grant records.
+pub struct NewGrant<'a> {
+    pub device_code_hash: &'a str,
+    pub user_code: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    pub resource: &'a str,
+    pub interval_secs: i64,
+    pub expires_at: i64,
+}
+
+/// Stores a new pending grant. A user-code collision is a `Conflict` (the caller retries).
+pub async fn create_grant(db: &Db, g: &NewGrant<'_>) -> Result<(), Error> {
+    let r = sqlx::query(
+        "INSERT INTO device_grants (device_code_hash, user_code, client_id, scope, resource, status, \
+         interval_secs, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(g.device_code_hash)
+    .bind(g.user_code)
+    .bind(g.client_id)
+    .bind(g.scope)
+    .bind(g.resource)
+    .bind(g.interval_secs)
+    .bind(g.expires_at)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    if r.rows_affected() == 0 {
+        return Err(Error::Conflict("user code collision".into()));
+    }
+    Ok(())
+}
+
+/// The grant with `user_code`, if any.
+pub async fn grant_by_user_code(db: &Db, user_code: &str) -> Result<Option<DeviceGrant>, Error> {
+    sqlx::query(&format!(
+        "SELECT {GRANT_COLUMNS} FROM device_grants WHERE user_code = $1"
+    ))
+    .bind(user_code)
+    .fetch_optional(db.pool())
+    .await?
+    .as_ref()
+    .map(grant_from_row)
+    .transpose()
+}
+
+/// Approves (`Some(user)`) or denies (`None`) a pending, unexpired grant; `NotFound` if
+/// there is none (unknown, expired or already decided).
+pub async fn decide_grant(db: &Db, user_code: &str, approver: Option<i64>) -> Result<(), Error> {
+    let status = if approver.is_some() {
+        "approved"
+    } else {
+        "denied"
+    };
+    let n = sqlx::query(
+        "UPDATE device_grants SET status = $1, user_id = $2 WHERE user_code = $3 AND status = 'pending' \
+         AND expires_at > $4",
+    )
+    .bind(status)
+    .bind(approver)
+    .bind(user_code)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// What a token-endpoint poll found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    Unknown,
+    Pending,
+    SlowDown,
+    Expired,
+    Denied,
+    /// Approved and now consumed (single use): issue tokens for this grant.
+    Approved(DeviceGrant),
+}
+
+/// Polls the grant with `device_code_hash` for `client_id`. Records the poll time; a
+/// poll sooner than the interval after the previous one is `SlowDown` (and the interval
+/// grows by 5 s, per RFC 8628). An approved grant is consumed in the same transaction,
+/// so it yields tokens once.
+pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Result<Poll, Error> {
+    let now = now_ms();
+    let mut tx = db.pool().begin().await?;
+    let Some(row) = sqlx::query(&format!(
+        "SELECT {GRANT_COLUMNS} FROM device_grants WHERE device_code_hash = $1"
+    ))
+    .bind(device_code_hash)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Poll::Unknown);
+    };
+    let g = grant_from_row(&row)?;
+    if g.client_id != client_id || g.status == "used" {
+        return Ok(Poll::Unknown);
+    }
+    if g.expires_at <= now {
+        return Ok(Poll::Expired);
+    }
+    if g.status == "denied" {
+        return Ok(Poll::Denied);
+    }
+    if g.status == "approved" {
+        let n = sqlx::query(
+            "UPDATE device_grants SET status = 'used' WHERE id = $1 AND status = 'approved'",
+        )
+        .bind(g.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        return Ok(if n == 1 {
+            Poll::Approved(g)
+        } else {
+            Poll::Unknown
+        });
+    }
+    let too_soon = g
+        .last_poll_at
+        .is_some_and(|t| now - t < g.interval_secs * 1000);
+    let interval = if too_soon {
+        g.interval_secs + 5
+    } else {
+        g.interval_secs
+    };
+    sqlx::query("UPDATE device_grants SET last_poll_at = $1, interval_secs = $2 WHERE id = $3")
+        .bind(now)
+        .bind(interval)
+        .bind(g.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(if too_soon {
+        Poll::SlowDown
+    } else {
+        Poll::Pending
+    })
+}
+
+// ----- refresh tokens -------------------------------------------------------------------
+
+/// A refresh token's grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshGrant {
+    pub family: String,
+    pub user_id: i64,
+    pub client_id: String,
+    pub scope: String,
+    pub resource: String,
+}
+
+/// Stores a new active refresh token (hash) in `grant.family`.
+pub async fn store_refresh(
+    db: &Db,
+    token_hash: &str,
+    grant: &RefreshGrant,
+    expires_at: i64,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family, user_id, client_id, scope, resource, status, \
+         expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8)",
+    )
+    .bind(token_hash)
+    .bind(&grant.family)
+    .bind(grant.user_id)
+    .bind(&grant.client_id)
+    .bind(&grant.scope)
+    .bind(&grant.resource)
+    .bind(expires_at)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Why a refresh token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshRefusal {
+    Unknown,
+    Expired,
+    /// A rotated token was presented again: the whole family has been revoked.
+    Reused,
+}
+
+/// Spends a refresh token: an active, unexpired token of `client_id` is marked rotated and
+/// its grant returned (the caller stores the successor). Presenting an already rotated
+/// token revokes its whole family.
+pub async fn rotate_refresh(
+    db: &Db,
+    token_hash: &str,
+    client_id: &str,
+) -> Result<Result<RefreshGrant, RefreshRefusal>, Error> {
+    let mut tx = db.pool().begin().await?;
+    let Some(r) = sqlx::query(
+        "SELECT id, family, user_id, client_id, scope, resource, status, expires_at FROM refresh_tokens \
+         WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Err(RefreshRefusal::Unknown));
+    };
+    let status: String = r.try_get("status")?;
+    let family: String = r.try_get("family")?;
+    let owner: String = r.try_get("client_id")?;
+    if owner != client_id {
+        return Ok(Err(RefreshRefusal::Unknown));
+    }
+    if status == "rotated" {
+        sqlx::query("UPDATE refresh_tokens SET status = 'revoked' WHERE family = $1")
+            .bind(&family)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(Err(RefreshRefusal::Reused));
+    }
+    if status != "active" {
+        return Ok(Err(RefreshRefusal::Unknown));
+    }
+    if r.try_get::<i64, _>("expires_at")? <= now_ms() {
+        return Ok(Err(RefreshRefusal::Expired));
+    }
+    let id: i64 = r.try_get("id")?;
+    let n = sqlx::query(
+        "UPDATE refresh_tokens SET status = 'rotated' WHERE id = $1 AND status = 'active'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Ok(Err(RefreshRefusal::Unknown));
+    }
+    tx.commit().await?;
+    Ok(Ok(RefreshGrant {
+        family,
+        user_id: r.try_get("user_id")?,
+        client_id: owner,
+        scope: r.try_get("scope")?,
+        resource: r.try_get("resource")?,
+    }))
+}

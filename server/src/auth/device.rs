@@ -1,0 +1,373 @@
+//! Device-flow login for command-line clients (RFC 8628), served by tokengate itself:
+//! `GET /api/v1/auth/discovery`, the device authorization endpoint and the token endpoint
+//! (device-code and refresh-token grants). The person approving signs in to the portal and
+//! approves at `/device`. Device codes and refresh tokens are stored only as keyed hashes;
+//! refresh tokens rotate on use and reuse of a rotated one revokes its family.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::Rng;
+use serde_json::json;
+use tokengate_core::accounts;
+use tokengate_core::auth::{self as store, NewGrant, Poll, RefreshGrant, RefreshRefusal};
+use tokengate_core::{keys, now_ms};
+
+use super::token;
+use crate::AppState;
+
+/// The client id command-line clients use (from discovery).
+pub const CLI_CLIENT_ID: &str = "tokengate-cli";
+/// Scopes a device grant may ask for.
+pub const SCOPES: &[&str] = &["account", "keys", "billing", "offline_access"];
+const DEVICE_CODE_TTL_SECS: i64 = 600;
+const POLL_INTERVAL_SECS: i64 = 5;
+const ACCESS_TTL_SECS: i64 = 3600;
+const REFRESH_TTL_MS: i64 = 30 * 86_400_000;
+/// User-code alphabet: no vowels (no words), no 0/O/1/I look-alikes.
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut r = (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn form(body: &Bytes) -> Result<HashMap<String, String>, Response> {
+    serde_urlencoded::from_bytes(body).map_err(|_| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "The body must be application/x-www-form-urlencoded.",
+        )
+    })
+}
+
+/// A new user code, `XXXX-XXXX`.
+pub fn user_code() -> String {
+    let mut rng = rand::thread_rng();
+    let mut c: String = (0..8)
+        .map(|_| USER_CODE_ALPHABET[rng.gen_range(0..USER_CODE_ALPHABET.len())] as char)
+        .collect();
+    c.insert(4, '-');
+    c
+}
+
+/// A user code as typed by a person, normalised (`abcd efgh` → `ABCD-EFGH`), or `None`.
+pub fn normalise_user_code(input: &str) -> Option<String> {
+    let chars: String = input
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if chars.len() != 8 || !chars.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)) {
+        return None;
+    }
+    Some(format!("{}-{}", &chars[..4], &chars[4..]))
+}
+
+fn opaque_secret() -> String {
+    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}
+
+fn hashed(state: &AppState, secret: &str) -> String {
+    hex::encode(keys::hash(&state.config.secret_bytes(), secret))
+}
+
+/// `GET /api/v1/auth/discovery`.
+pub async fn discovery(State(state): State<AppState>) -> Response {
+    let c = &state.config;
+    if !c.cli_login {
+        return crate::api::ApiError::Unavailable(
+            "Command-line login is disabled on this server.".into(),
+        )
+        .into_response();
+    }
+    Json(json!({
+        "issuer": c.public_url,
+        "client_id": CLI_CLIENT_ID,
+        "resource": c.api_audience(),
+        "scopes": SCOPES,
+        "device_authorization_endpoint": format!("{}/api/v1/auth/device/code", c.public_url),
+        "token_endpoint": format!("{}/api/v1/auth/token", c.public_url),
+    }))
+    .into_response()
+}
+
+/// `POST /api/v1/auth/device/code` (form: client_id, scope, resource).
+pub async fn device_authorization(State(state): State<AppState>, body: Bytes) -> Response {
+    let c = &state.config;
+    if !c.cli_login {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "Command-line login is disabled.",
+        );
+    }
+    let f = match form(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if f.get("client_id").map(String::as_str) != Some(CLI_CLIENT_ID) {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Unknown client_id.",
+        );
+    }
+    let scope = f
+        .get("scope")
+        .map(String::as_str)
+        .unwrap_or("account keys offline_access");
+    if scope.split_whitespace().any(|s| !SCOPES.contains(&s)) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "Unknown scope requested.",
+        );
+    }
+    let resource = f
+        .get("resource")
+        .cloned()
+        .unwrap_or_else(|| c.api_audience());
+    if resource != c.api_audience() {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "Unknown resource.",
+        );
+    }
+    let device_code = opaque_secret();
+    let expires_at = now_ms() + DEVICE_CODE_TTL_SECS * 1000;
+    for _ in 0..5 {
+        let code = user_code();
+        let grant = NewGrant {
+            device_code_hash: &hashed(&state, &device_code),
+            user_code: &code,
+            client_id: CLI_CLIENT_ID,
+            scope,
+            resource: &resource,
+            interval_secs: POLL_INTERVAL_SECS,
+            expires_at,
+        };
+        match store::create_grant(&state.db, &grant).await {
+            Ok(()) => {
+                let uri = format!("{}/device", c.public_url);
+                return Json(json!({
+                    "device_code": device_code,
+                    "user_code": code,
+                    "verification_uri": uri,
+                    "verification_uri_complete": format!("{uri}?user_code={code}"),
+                    "expires_in": DEVICE_CODE_TTL_SECS,
+                    "interval": POLL_INTERVAL_SECS,
+                }))
+                .into_response();
+            }
+            Err(tokengate_core::Error::Conflict(_)) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "device grant could not be stored");
+                break;
+            }
+        }
+    }
+    oauth_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "Try again.",
+    )
+}
+
+/// Issues an access token and a refresh token (in `family`) for an active user.
+async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
+    let user = match accounts::get_user(&state.db, grant.user_id).await {
+        Ok(u) if u.status == "active" => u,
+        Ok(_) | Err(tokengate_core::Error::NotFound) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "The account is not active.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "token issue failed");
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "Try again.",
+            );
+        }
+    };
+    let now = now_ms() / 1000;
+    let access = token::mint(
+        &state.config.secret_bytes(),
+        user.id,
+        user.auth_epoch,
+        &grant.resource,
+        &grant.scope,
+        now,
+        ACCESS_TTL_SECS,
+    );
+    let refresh = opaque_secret();
+    if let Err(e) = store::store_refresh(
+        &state.db,
+        &hashed(state, &refresh),
+        &grant,
+        now_ms() + REFRESH_TTL_MS,
+    )
+    .await
+    {
+        tracing::error!(error = %e, "refresh token could not be stored");
+        return oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "Try again.",
+        );
+    }
+    let mut r = Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TTL_SECS,
+        "refresh_token": refresh,
+        "scope": grant.scope,
+    }))
+    .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `POST /api/v1/auth/token` (form): the device-code grant and the refresh-token grant.
+pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Response {
+    let f = match form(&body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let client_id = f.get("client_id").map(String::as_str).unwrap_or("");
+    if client_id != CLI_CLIENT_ID {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Unknown client_id.",
+        );
+    }
+    match f.get("grant_type").map(String::as_str) {
+        Some("urn:ietf:params:oauth:grant-type:device_code") => {
+            let Some(code) = f.get("device_code") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "device_code is required.",
+                );
+            };
+            let poll = match store::poll_grant(&state.db, &hashed(&state, code), client_id).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "device poll failed");
+                    return oauth_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "Try again.",
+                    );
+                }
+            };
+            let bad = |e: &str, d: &str| oauth_error(StatusCode::BAD_REQUEST, e, d);
+            match poll {
+                Poll::Unknown => bad("invalid_grant", "Unknown or already used device_code."),
+                Poll::Pending => bad("authorization_pending", "The user has not approved yet."),
+                Poll::SlowDown => bad(
+                    "slow_down",
+                    "Polling too fast; wait longer between requests.",
+                ),
+                Poll::Expired => bad("expired_token", "The device code expired; start again."),
+                Poll::Denied => bad("access_denied", "The user denied the request."),
+                Poll::Approved(g) => {
+                    if f.get("resource").is_some_and(|r| *r != g.resource) {
+                        return bad("invalid_target", "The resource does not match the request.");
+                    }
+                    let Some(user_id) = g.user_id else {
+                        return bad("invalid_grant", "The grant has no user.");
+                    };
+                    let grant = RefreshGrant {
+                        family: opaque_secret(),
+                        user_id,
+                        client_id: g.client_id,
+                        scope: g.scope,
+                        resource: g.resource,
+                    };
+                    issue(&state, grant).await
+                }
+            }
+        }
+        Some("refresh_token") => {
+            let Some(rt) = f.get("refresh_token") else {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is required.",
+                );
+            };
+            match store::rotate_refresh(&state.db, &hashed(&state, rt), client_id).await {
+                Ok(Ok(grant)) => issue(&state, grant).await,
+                Ok(Err(RefreshRefusal::Reused)) => {
+                    tracing::warn!("a rotated refresh token was reused; its family is revoked");
+                    oauth_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_grant",
+                        "The refresh token was already used.",
+                    )
+                }
+                Ok(Err(_)) => oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Unknown or expired refresh token.",
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "refresh failed");
+                    oauth_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "server_error",
+                        "Try again.",
+                    )
+                }
+            }
+        }
+        _ => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Use the device_code or refresh_token grant.",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_are_unambiguous_and_normalise() {
+        for _ in 0..200 {
+            let c = user_code();
+            assert_eq!(c.len(), 9);
+            assert_eq!(&c[4..5], "-");
+            assert_eq!(normalise_user_code(&c).as_deref(), Some(c.as_str()));
+            assert!(!c.contains(['0', 'O', '1', 'I', 'A', 'E', 'U']));
+        }
+        assert_eq!(
+            normalise_user_code("bcdf ghjk").as_deref(),
+            Some("BCDF-GHJK")
+        );
+        assert_eq!(normalise_user_code("BCDF-GHJ"), None);
+        assert_eq!(normalise_user_code("ABCD-EFGH"), None);
+    }
+}

@@ -1,0 +1,249 @@
+//! Portal sign-in with local accounts (email + password, argon2id off the async runtime),
+//! sign-up when enabled, sign-out and "sign out everywhere", and the device-approval form.
+//! These are plain HTML form posts answered with 303 redirects, so they work without
+//! JavaScript. Failures give one generic message and are throttled per account and per
+//! client address.
+
+use std::net::SocketAddr;
+
+use axum::Form;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tokengate_core::auth as store;
+use tokengate_core::{accounts, now_ms, password};
+use tower_sessions::Session;
+
+use super::device::normalise_user_code;
+use super::session;
+use crate::AppState;
+
+/// Failed sign-ins allowed per account, and per client address, in the window.
+const MAX_FAILURES_PER_ACCOUNT: i64 = 5;
+const MAX_FAILURES_PER_ADDRESS: i64 = 20;
+const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// A same-site path to return to after sign-in (never another origin).
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/console".to_string(),
+    }
+}
+
+fn encode(s: &str) -> String {
+    serde_urlencoded::to_string([("v", s)])
+        .map(|e| e[2..].to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+    next: Option<String>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "sign-in failed internally");
+    Redirect::to("/login?error=unavailable").into_response()
+}
+
+/// `POST /auth/login`.
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let next = safe_next(f.next.as_deref());
+    let back = |error: &str| {
+        Redirect::to(&format!("/login?error={error}&next={}", encode(&next))).into_response()
+    };
+    let acct = format!("acct:{}", f.email.trim().to_lowercase());
+    let ip = format!("ip:{}", addr.ip());
+    let since = now_ms() - FAILURE_WINDOW_MS;
+    let (a, i) = match (
+        store::failures_since(&state.db, &acct, since).await,
+        store::failures_since(&state.db, &ip, since).await,
+    ) {
+        (Ok(a), Ok(i)) => (a, i),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
+    };
+    if a >= MAX_FAILURES_PER_ACCOUNT || i >= MAX_FAILURES_PER_ADDRESS {
+        return back("throttled");
+    }
+    let found = match accounts::credentials(&state.db, &f.email).await {
+        Ok(f) => f,
+        Err(e) => return internal(e),
+    };
+    let (user, stored) = match found {
+        Some((u, h)) => (Some(u), h),
+        None => (None, None),
+    };
+    let given = f.password;
+    // Verify even for unknown accounts, so timing does not reveal which emails exist.
+    let ok = tokio::task::spawn_blocking(move || match stored {
+        Some(h) => password::verify(&given, &h),
+        None => {
+            password::verify(&given, password::dummy_hash());
+            false
+        }
+    })
+    .await
+    .unwrap_or(false);
+    let user = match user {
+        Some(u) if ok && u.status == "active" => u,
+        _ => {
+            if let Err(e) = store::record_failure(&state.db, &[acct, ip]).await {
+                return internal(e);
+            }
+            return back("invalid");
+        }
+    };
+    let _ = store::clear_failures(&state.db, &acct).await;
+    if let Err(e) = session::sign_in(&session, &user, user.auth_epoch).await {
+        return internal(e);
+    }
+    tracing::info!(user = user.id, "signed in");
+    Redirect::to(&next).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct SignupForm {
+    email: String,
+    password: String,
+    display_name: Option<String>,
+}
+
+/// `POST /auth/signup` (when sign-up is enabled).
+pub async fn signup(
+    State(state): State<AppState>,
+    session: Session,
+    Form(f): Form<SignupForm>,
+) -> Response {
+    if !state.config.signup {
+        return Redirect::to("/login?error=signup_disabled").into_response();
+    }
+    if f.password.chars().count() < 10 || f.password.len() > 1024 {
+        return Redirect::to("/signup?error=weak_password").into_response();
+    }
+    let email = f.email.trim().to_string();
+    if !email.contains('@') || email.len() > 254 {
+        return Redirect::to("/signup?error=invalid_email").into_response();
+    }
+    let name = f
+        .display_name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty() && n.chars().count() <= 100)
+        .unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
+    let pw = f.password;
+    let hash = match tokio::task::spawn_blocking(move || password::hash(&pw)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    let user = match accounts::create_user(&state.db, &email, &name, Some(&hash), "user").await {
+        Ok(u) => u,
+        // The same answer whether or not the address is taken would need email
+        // verification; say it plainly instead of silently failing.
+        Err(tokengate_core::Error::Conflict(_)) => {
+            return Redirect::to("/signup?error=taken").into_response();
+        }
+        Err(tokengate_core::Error::Invalid(_)) => {
+            return Redirect::to("/signup?error=invalid_email").into_response();
+        }
+        Err(e) => return internal(e),
+    };
+    state.gateway.money.set_account(user.id, true, 0);
+    if let Err(e) = session::sign_in(&session, &user, user.auth_epoch).await {
+        return internal(e);
+    }
+    Redirect::to("/console").into_response()
+}
+
+/// `POST /auth/logout`.
+pub async fn logout(session: Session) -> Response {
+    let _ = session::sign_out(&session).await;
+    Redirect::to("/login?signed_out=1").into_response()
+}
+
+/// `POST /auth/logout-everywhere`: every session, refresh token and access token of the
+/// user stops working.
+pub async fn logout_everywhere(State(state): State<AppState>, session: Session) -> Response {
+    let absolute = std::time::Duration::from_secs(state.config.session_absolute_secs);
+    match session::current_user(&session, &state.db, absolute).await {
+        Ok(Some(user)) => {
+            if let Err(e) = store::sign_out_everywhere(&state.db, user.id).await {
+                return internal(e);
+            }
+            let _ = session::sign_out(&session).await;
+            Redirect::to("/login?signed_out=everywhere").into_response()
+        }
+        Ok(None) => Redirect::to("/login").into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DeviceForm {
+    user_code: String,
+    action: String,
+}
+
+/// `POST /device`: approve or deny a pending device grant as the signed-in user.
+pub async fn decide_device(
+    State(state): State<AppState>,
+    session: Session,
+    Form(f): Form<DeviceForm>,
+) -> Response {
+    let absolute = std::time::Duration::from_secs(state.config.session_absolute_secs);
+    let user = match session::current_user(&session, &state.db, absolute).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            let next = format!("/device?user_code={}", encode(&f.user_code));
+            return Redirect::to(&format!("/login?next={}", encode(&next))).into_response();
+        }
+        Err(e) => return internal(e),
+    };
+    let Some(code) = normalise_user_code(&f.user_code) else {
+        return Redirect::to("/device?error=invalid_code").into_response();
+    };
+    let approver = match f.action.as_str() {
+        "approve" => Some(user.id),
+        "deny" => None,
+        _ => return Redirect::to(&format!("/device?user_code={code}")).into_response(),
+    };
+    match store::decide_grant(&state.db, &code, approver).await {
+        Ok(()) => {
+            let done = if approver.is_some() {
+                "approved"
+            } else {
+                "denied"
+            };
+            tracing::info!(user = user.id, done, "device grant decided");
+            Redirect::to(&format!("/device?done={done}")).into_response()
+        }
+        Err(tokengate_core::Error::NotFound) => {
+            Redirect::to("/device?error=invalid_code").into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_site() {
+        assert_eq!(
+            safe_next(Some("/device?user_code=ABCD-EFGH")),
+            "/device?user_code=ABCD-EFGH"
+        );
+        assert_eq!(safe_next(Some("//evil.example")), "/console");
+        assert_eq!(safe_next(Some("https://evil.example")), "/console");
+        assert_eq!(safe_next(Some("/\\evil")), "/console");
+        assert_eq!(safe_next(None), "/console");
+    }
+}
