@@ -1,10 +1,15 @@
 //! The portal's Leptos application: the HTML shell, the router and the pages. Rendered on
 //! the server (feature `ssr`) and hydrated in the browser (feature `hydrate`).
 
+pub mod auth;
+pub mod session;
+
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::StaticSegment;
 use leptos_router::components::{Route, Router, Routes};
+
+use crate::auth::{ConsolePage, DevicePage, LoginPage, SignupPage};
 
 /// The HTML document around the app, rendered on the server for every page.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -36,13 +41,17 @@ pub fn App() -> impl IntoView {
             <header class="topbar">
                 <a class="brand" href="/">"tokengate"</a>
                 <nav>
-                    <a href="/openapi.json">"API"</a>
-                    <a href="/healthz">"Status"</a>
+                    <a href="/console">"Console"</a>
+                    <a href="/login">"Sign in"</a>
                 </nav>
             </header>
             <main>
                 <Routes fallback=NotFound>
                     <Route path=StaticSegment("") view=HomePage/>
+                    <Route path=StaticSegment("login") view=LoginPage/>
+                    <Route path=StaticSegment("signup") view=SignupPage/>
+                    <Route path=StaticSegment("device") view=DevicePage/>
+                    <Route path=StaticSegment("console") view=ConsolePage/>
                 </Routes>
             </main>
         </Router>

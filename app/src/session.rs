@@ -1,0 +1,85 @@
+//! What the portal knows about the visitor: the signed-in user, the sign-in options the
+//! server offers, and pending device requests — read through server functions, so the
+//! server-rendered page and the hydrated one agree. The server fills these in per request
+//! (request extensions and a [`PortalServices`] object); this crate never touches the
+//! database.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The signed-in user as the portal shows them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortalUser {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub balance_usd: String,
+}
+
+/// How one can sign in here.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct SignInOptions {
+    /// (id, button label) of each configured OpenID Connect provider.
+    pub oidc: Vec<(String, String)>,
+    pub signup: bool,
+}
+
+/// A pending device-flow request, for the approval page.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    pub expires_in: i64,
+}
+
+/// Server-side services the portal needs beyond the request itself.
+#[cfg(feature = "ssr")]
+pub trait PortalServices: Send + Sync {
+    /// The pending, unexpired device request with this (normalised) user code.
+    fn device_request(
+        &self,
+        user_code: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<DeviceRequest>> + Send>>;
+}
+
+/// The per-request portal context the server puts in the request's extensions.
+#[cfg(feature = "ssr")]
+#[derive(Clone)]
+pub struct PortalContext {
+    pub user: Option<PortalUser>,
+    pub options: SignInOptions,
+    pub services: std::sync::Arc<dyn PortalServices>,
+}
+
+#[cfg(feature = "ssr")]
+fn context() -> Result<PortalContext, ServerFnError> {
+    use_context::<http::request::Parts>()
+        .and_then(|p| p.extensions.get::<PortalContext>().cloned())
+        .ok_or_else(|| ServerFnError::new("portal context missing"))
+}
+
+/// The signed-in user, if any.
+#[server(prefix = "/portal/fn")]
+pub async fn whoami() -> Result<Option<PortalUser>, ServerFnError> {
+    Ok(context()?.user)
+}
+
+/// The sign-in options of this server.
+#[server(prefix = "/portal/fn")]
+pub async fn load_sign_in_options() -> Result<SignInOptions, ServerFnError> {
+    Ok(context()?.options)
+}
+
+/// The pending device request with `user_code`, for a signed-in user.
+#[server(prefix = "/portal/fn")]
+pub async fn find_device_request(
+    user_code: String,
+) -> Result<Option<DeviceRequest>, ServerFnError> {
+    let ctx = context()?;
+    if ctx.user.is_none() {
+        return Ok(None);
+    }
+    Ok(ctx.services.device_request(user_code).await)
+}
