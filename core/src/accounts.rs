@@ -254,3 +254,41 @@ pub async fn set_status(db: &Db, user_id: i64, status: &str) -> Result<User, Err
     }
     get_user(db, user_id).await
 }
+
+/// The user linked to an OpenID Connect identity (issuer, subject), if any.
+pub async fn user_by_identity(db: &Db, issuer: &str, subject: &str) -> Result<Option<User>, Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM users u JOIN oidc_identities i ON i.user_id = u.id \
+         WHERE i.issuer = $1 AND i.subject = $2",
+        USER_COLUMNS
+            .split(", ")
+            .map(|c| format!("u.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(issuer)
+    .bind(subject)
+    .fetch_optional(db.pool())
+    .await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+/// Links an OpenID Connect identity to a user (idempotent for the same user).
+pub async fn link_identity(
+    db: &Db,
+    user_id: i64,
+    issuer: &str,
+    subject: &str,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO oidc_identities (user_id, issuer, subject, created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (issuer, subject) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(issuer)
+    .bind(subject)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}

@@ -1,17 +1,26 @@
 """Shared fixtures for the tokengate end-to-end tests.
 
-* ``fake_upstream``: an OpenAI-compatible upstream (ThreadingHTTPServer in a
-  background thread) that speaks the real chat.completion / SSE wire format
-  with deterministic usage and records every request it receives.
-* ``gateway``: a tokengate-server process in demo mode (temp data dir, random
-  port) configured with the fake upstream and a provider pointing at a closed
-  port.
+* ``fake_upstream``: the fault-injecting fake upstream of ``fake_upstream.py`` (OpenAI
+  chat completions and embeddings, Anthropic messages, real wire formats, deterministic
+  usage, every request recorded); session-scoped. ``upstream`` is the same object with
+  its record cleared for the test.
+* ``gateway``: a tokengate-server process in demo mode (temp data dir, random port)
+  configured with the fake upstream (provider ``fake``, kind openai) and a provider
+  pointing at a closed port.
 * ``small_body_gateway``: a second instance with TOKENGATE_MAX_BODY_BYTES=1000.
+* ``multi_gateway``: an instance with providers of both kinds on the fake upstream
+  (``fakeoai`` kind openai, ``fakeanth`` kind anthropic), failing providers for
+  fallback (closed port, pinned 503 / 429 / slow / wrong provider key), aliases with a
+  failing first tier, and ``TOKENGATE_UPSTREAM_TIMEOUT_MS`` = ``UPSTREAM_TIMEOUT_MS``.
+  ``oai`` / ``anth`` are the openai / anthropic SDK clients for it (demo key);
+  ``fault_model(kind)`` hands out a model no other test uses, for tests that make a
+  target fail (tokengate has a circuit breaker per target).
+
+Set TOKENGATE_E2E_LOG_DIR to keep each server's stdout/stderr after the run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -19,20 +28,24 @@ import socket
 import sqlite3
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from fake_upstream import (  # noqa: F401  (re-exported for the test modules)
+    ANTHROPIC_KEY,
+    FAKE_COMPLETION_TOKENS,
+    FAKE_CONTENT,
+    OPENAI_KEY,
+    start_fake_upstream,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROVIDER_KEY = "sk-upstream-test"
-FAKE_CONTENT = "Hello from the fake upstream model."
-FAKE_COMPLETION_TOKENS = 7
+PROVIDER_KEY = OPENAI_KEY
 INITIAL_BALANCE_NANO = 5_000_000_000
 
 
@@ -51,196 +64,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def count_prompt_tokens(messages) -> int:
-    words = 0
-    for m in messages or []:
-        content = m.get("content")
-        if isinstance(content, str):
-            words += len(content.split())
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    words += len(part["text"].split())
-    return words
-
-
 # --------------------------------------------------------------------------
-# Fake OpenAI-compatible upstream
+# Fake upstream (fake_upstream.py): OpenAI chat/embeddings + Anthropic messages
 # --------------------------------------------------------------------------
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict
-    body: dict | None
-
-
-@dataclass
-class FakeUpstream:
-    server: ThreadingHTTPServer
-    thread: threading.Thread
-    requests: list = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def port(self) -> int:
-        return self.server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def record(self, req: RecordedRequest) -> None:
-        with self.lock:
-            self.requests.append(req)
-
-    def last(self) -> RecordedRequest:
-        with self.lock:
-            assert self.requests, "fake upstream received no requests"
-            return self.requests[-1]
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.requests)
-
-
-def make_handler(upstream_ref: dict):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt, *args):  # keep pytest output quiet
-            pass
-
-        def _send_json(self, status: int, obj) -> None:
-            data = json.dumps(obj).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self):
-            upstream_ref["u"].record(
-                RecordedRequest("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None)
-            )
-            if self.path.rstrip("/").endswith("/models"):
-                self._send_json(
-                    200,
-                    {
-                        "object": "list",
-                        "data": [
-                            {"id": "gpt-test", "object": "model", "created": 0, "owned_by": "fake"}
-                        ],
-                    },
-                )
-            else:
-                self._send_json(404, {"error": {"message": "not found", "type": "invalid_request_error", "param": None, "code": None}})
-
-        def do_POST(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw or b"null")
-            except ValueError:
-                body = None
-            upstream_ref["u"].record(
-                RecordedRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            )
-            if not self.path.endswith("/chat/completions") or not isinstance(body, dict):
-                self._send_json(400, {"error": {"message": "bad request", "type": "invalid_request_error", "param": None, "code": None}})
-                return
-            if self.headers.get("Authorization") != f"Bearer {PROVIDER_KEY}":
-                self._send_json(401, {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
-                return
-
-            model = body.get("model")
-            prompt_tokens = count_prompt_tokens(body.get("messages"))
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": FAKE_COMPLETION_TOKENS,
-                "total_tokens": prompt_tokens + FAKE_COMPLETION_TOKENS,
-            }
-            created = int(time.time())
-            cid = "chatcmpl-fake123"
-
-            if not body.get("stream"):
-                self._send_json(
-                    200,
-                    {
-                        "id": cid,
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": "fp_fake",
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": FAKE_CONTENT, "refusal": None},
-                                "logprobs": None,
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": usage,
-                    },
-                )
-                return
-
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-
-            def chunk(delta, finish_reason=None, with_choices=True, usage_obj=None):
-                c = {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": "fp_fake",
-                    "choices": (
-                        [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
-                        if with_choices
-                        else []
-                    ),
-                }
-                if include_usage:
-                    c["usage"] = usage_obj
-                return c
-
-            events = [chunk({"role": "assistant", "content": ""})]
-            pieces = re.findall(r"\S+\s*", FAKE_CONTENT)
-            for p in pieces:
-                events.append(chunk({"content": p}))
-            events.append(chunk({}, finish_reason="stop"))
-            if include_usage:
-                events.append(chunk(None, with_choices=False, usage_obj=usage))
-
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            for ev in events:
-                self.wfile.write(f"data: {json.dumps(ev)}\n\n".encode())
-                self.wfile.flush()
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
-            self.close_connection = True
-
-    return Handler
 
 
 @pytest.fixture(scope="session")
 def fake_upstream():
-    ref: dict = {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(ref))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    upstream = FakeUpstream(server=server, thread=thread)
-    ref["u"] = upstream
-    thread.start()
-    yield upstream
-    server.shutdown()
-    server.server_close()
+    up = start_fake_upstream()
+    yield up
+    up.stop()
+
+
+@pytest.fixture()
+def upstream(fake_upstream):
+    """The session's fake upstream with its request record cleared for this test."""
+    fake_upstream.reset()
+    yield fake_upstream
 
 
 # --------------------------------------------------------------------------
@@ -256,6 +96,9 @@ class Gateway:
     api_key: str
     stdout_path: Path
     stderr_path: Path
+    # How the process was started, for companion commands (`admin token`, ...).
+    env: dict | None = None
+    config_path: Path | None = None
 
     @property
     def url(self) -> str:
@@ -307,6 +150,7 @@ def start_gateway(tmp: Path, config_text: str | None = None, extra_env: dict | N
     env.pop("TOKENGATE_DATABASE_URL", None)
     env.update(extra_env or {})
     args = [str(binary)]
+    cfg = None
     if config_text is not None:
         cfg = tmp / "tokengate.toml"
         cfg.write_text(config_text)
@@ -348,7 +192,7 @@ def start_gateway(tmp: Path, config_text: str | None = None, extra_env: dict | N
             + stderr_path.read_text(errors="replace")[-4000:]
         )
     assert len(key) == 49, f"unexpected demo key length: {key!r}"
-    return Gateway(proc, port, data_dir, key, stdout_path, stderr_path)
+    return Gateway(proc, port, data_dir, key, stdout_path, stderr_path, env, cfg)
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -359,6 +203,20 @@ def stop_process(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+
+
+def stop_gateway(gw: "Gateway", name: str) -> None:
+    """Stops the server; with TOKENGATE_E2E_LOG_DIR set, keeps its stdout/stderr there
+    (``<name>.stdout.log`` / ``<name>.stderr.log``) for post-mortems."""
+    stop_process(gw.proc)
+    keep = os.environ.get("TOKENGATE_E2E_LOG_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        for src, suffix in ((gw.stdout_path, "stdout"), (gw.stderr_path, "stderr")):
+            try:
+                (Path(keep) / f"{name}.{suffix}.log").write_bytes(src.read_bytes())
+            except OSError:
+                pass
 
 
 def closed_port() -> int:
@@ -405,7 +263,7 @@ targets = [{{ model = "fake/gpt-test" }}]
         try:
             yield gw
         finally:
-            stop_process(gw.proc)
+            stop_gateway(gw, "gateway")
 
 
 @pytest.fixture(scope="session")
@@ -415,7 +273,7 @@ def small_body_gateway():
         try:
             yield gw
         finally:
-            stop_process(gw.proc)
+            stop_gateway(gw, "small_body_gateway")
 
 
 @pytest.fixture()
@@ -423,3 +281,179 @@ def client(gateway):
     import openai
 
     return openai.OpenAI(api_key=gateway.api_key, base_url=gateway.base_url, max_retries=0, timeout=30)
+
+
+# --------------------------------------------------------------------------
+# Multi-provider instance: both provider kinds, fallback aliases
+# --------------------------------------------------------------------------
+
+# Per-attempt time allowed until upstream headers on the multi-provider instance, and a
+# delay comfortably above it for the slow provider / [fault:delay:...] tests.
+UPSTREAM_TIMEOUT_MS = 2500
+SLOW_DELAY_MS = 6000
+
+# Prices (USD per million tokens) -> nano-USD per million tokens, per model.
+MULTI_PRICES = {
+    # input, output, cache_read, cache_write
+    "fakeoai/gpt-test": ("0.15", "0.60", "0.075", None),
+    "fakeoai/embed-test": ("0.0125", "0", None, None),
+    "fakeanth/claude-test": ("3", "15", "0.30", "3.75"),
+    "deadoai/gpt-dead": ("1", "2", None, None),
+    "down503/gpt-down": ("1", "2", None, None),
+    "busy429/claude-busy": ("1", "2", None, None),
+    "slowoai/gpt-slow": ("1", "2", None, None),
+    "wrongkey/gpt-wrongkey": ("1", "2", None, None),
+}
+MULTI_MAX_OUTPUT = {"fakeoai/gpt-test": 4096, "fakeanth/claude-test": 8192}
+
+# tokengate keeps a circuit breaker per routing target (model): a burst of injected
+# failures on one target would open it and turn later requests into 503s. Tests that
+# make a target fail therefore use targets of their own: a pool of models identical to
+# fakeoai/gpt-test and fakeanth/claude-test (same provider, upstream model and prices),
+# handed out one per test by the ``fault_model`` fixture, and dedicated failing first
+# tiers per fallback alias.
+FAULT_POOL_SIZE = 40
+FAULT_POOL = {
+    "openai": [f"fakeoai/fault-{i:02d}" for i in range(FAULT_POOL_SIZE)],
+    "anthropic": [f"fakeanth/fault-{i:02d}" for i in range(FAULT_POOL_SIZE)],
+}
+for _name in FAULT_POOL["openai"]:
+    MULTI_PRICES[_name] = MULTI_PRICES["fakeoai/gpt-test"]
+    MULTI_MAX_OUTPUT[_name] = MULTI_MAX_OUTPUT["fakeoai/gpt-test"]
+for _name in FAULT_POOL["anthropic"]:
+    MULTI_PRICES[_name] = MULTI_PRICES["fakeanth/claude-test"]
+    MULTI_MAX_OUTPUT[_name] = MULTI_MAX_OUTPUT["fakeanth/claude-test"]
+for _name in ("fakeoai/pair", "fakeanth/pair"):
+    _base = "fakeoai/gpt-test" if _name.startswith("fakeoai") else "fakeanth/claude-test"
+    MULTI_PRICES[_name] = MULTI_PRICES[_base]
+    MULTI_MAX_OUTPUT[_name] = MULTI_MAX_OUTPUT[_base]
+# One failing first-tier model per fallback alias.
+FAILING = {
+    "deadoai/gpt-dead-1": ("deadoai", "gpt-dead"),
+    "deadoai/gpt-dead-2": ("deadoai", "gpt-dead"),
+    "deadoai/gpt-dead-3": ("deadoai", "gpt-dead"),
+    "down503/gpt-down": ("down503", "gpt-down"),
+    "busy429/claude-busy": ("busy429", "claude-busy"),
+    "slowoai/gpt-slow": ("slowoai", "gpt-slow"),
+    "wrongkey/gpt-wrongkey-1": ("wrongkey", "gpt-wrongkey"),
+    "wrongkey/gpt-wrongkey-2": ("wrongkey", "gpt-wrongkey"),
+}
+for _name in FAILING:
+    MULTI_PRICES.setdefault(_name, ("1", "2", None, None))
+
+
+def _model_toml(name: str, provider: str, upstream_model: str) -> str:
+    inp, out, cr, cw = MULTI_PRICES[name]
+    lines = [
+        "[[models]]",
+        f'name = "{name}"',
+        f'provider = "{provider}"',
+        f'upstream_model = "{upstream_model}"',
+        f'input_usd_per_m = "{inp}"',
+        f'output_usd_per_m = "{out}"',
+    ]
+    if cr is not None:
+        lines.append(f'cache_read_usd_per_m = "{cr}"')
+    if cw is not None:
+        lines.append(f'cache_write_usd_per_m = "{cw}"')
+    if name in MULTI_MAX_OUTPUT:
+        lines.append(f"max_output_tokens = {MULTI_MAX_OUTPUT[name]}")
+    return "\n".join(lines) + "\n"
+
+
+def _provider_toml(name: str, kind: str, base_url: str, key: str) -> str:
+    return (
+        "[[providers]]\n"
+        f'name = "{name}"\nkind = "{kind}"\nbase_url = "{base_url}"\napi_key = "{key}"\n'
+    )
+
+
+def multi_config(fake, dead_port: int) -> str:
+    parts = [
+        _provider_toml("fakeoai", "openai", fake.base_url, OPENAI_KEY),
+        _provider_toml("fakeanth", "anthropic", fake.base_url, ANTHROPIC_KEY),
+        _provider_toml("deadoai", "openai", f"http://127.0.0.1:{dead_port}/v1", "sk-dead"),
+        _provider_toml("down503", "openai", fake.fault_base_url("status:503"), OPENAI_KEY),
+        _provider_toml("busy429", "anthropic", fake.fault_base_url("status:429"), ANTHROPIC_KEY),
+        _provider_toml("slowoai", "openai", fake.fault_base_url(f"delay:{SLOW_DELAY_MS}"), OPENAI_KEY),
+        _provider_toml("wrongkey", "openai", fake.base_url, "sk-wrong-provider-key"),
+        _model_toml("fakeoai/gpt-test", "fakeoai", "gpt-test"),
+        _model_toml("fakeoai/embed-test", "fakeoai", "embed-test"),
+        _model_toml("fakeanth/claude-test", "fakeanth", "claude-test"),
+    ]
+    parts += [_model_toml(name, prov, up) for name, (prov, up) in FAILING.items()]
+    parts += [_model_toml(name, "fakeoai", "gpt-test") for name in FAULT_POOL["openai"] + ["fakeoai/pair"]]
+    parts += [_model_toml(name, "fakeanth", "claude-test") for name in FAULT_POOL["anthropic"] + ["fakeanth/pair"]]
+    aliases = {
+        # first tier fails (closed port / pinned 503 / pinned 429 / too slow / bad provider
+        # key), second tier healthy
+        "fallback-dead": ("deadoai/gpt-dead-1", "fakeoai/gpt-test"),
+        "fallback-dead-anth": ("deadoai/gpt-dead-2", "fakeanth/claude-test"),
+        "fallback-dead-messages": ("deadoai/gpt-dead-3", "fakeoai/gpt-test"),
+        "fallback-503": ("down503/gpt-down", "fakeanth/claude-test"),
+        "fallback-429": ("busy429/claude-busy", "fakeoai/gpt-test"),
+        "fallback-slow": ("slowoai/gpt-slow", "fakeoai/gpt-test"),
+        "fallback-wrongkey": ("wrongkey/gpt-wrongkey-1", "fakeanth/claude-test"),
+        # two healthy tiers: proves there is no retry once bytes reached the client
+        "pair-oai-first": ("fakeoai/pair", "fakeanth/pair"),
+        "pair-anth-first": ("fakeanth/pair", "fakeoai/pair"),
+    }
+    for name, (first, second) in aliases.items():
+        parts.append(
+            "[[aliases]]\n"
+            f'name = "{name}"\n'
+            f'targets = [{{ model = "{first}", priority = 0, weight = 1 }}, '
+            f'{{ model = "{second}", priority = 1, weight = 1 }}]\n'
+        )
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def multi_gateway(fake_upstream):
+    dead_port = closed_port()
+    with tempfile.TemporaryDirectory(prefix="tokengate-e2e-multi-") as tmp:
+        gw = start_gateway(
+            Path(tmp),
+            multi_config(fake_upstream, dead_port),
+            {"TOKENGATE_UPSTREAM_TIMEOUT_MS": str(UPSTREAM_TIMEOUT_MS)},
+        )
+        try:
+            yield gw
+        finally:
+            stop_gateway(gw, "multi_gateway")
+
+
+@pytest.fixture()
+def oai(multi_gateway):
+    """openai SDK client for the multi-provider instance."""
+    import openai
+
+    return openai.OpenAI(api_key=multi_gateway.api_key, base_url=multi_gateway.base_url, max_retries=0, timeout=30)
+
+
+@pytest.fixture()
+def anth(multi_gateway):
+    """anthropic SDK client for the multi-provider instance (the SDK appends /v1/...)."""
+    import anthropic
+
+    return anthropic.Anthropic(api_key=multi_gateway.api_key, base_url=multi_gateway.url, max_retries=0, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def _fault_pool():
+    return {kind: list(names) for kind, names in FAULT_POOL.items()}
+
+
+@pytest.fixture()
+def fault_model(_fault_pool):
+    """``fault_model("openai")`` / ``fault_model("anthropic")``: a model name no other
+    test uses (same provider, upstream model and prices as fakeoai/gpt-test or
+    fakeanth/claude-test), so failures injected on it cannot open the circuit breaker
+    of a target other tests rely on."""
+
+    def take(kind: str) -> str:
+        pool = _fault_pool[kind]
+        assert pool, f"FAULT_POOL_SIZE too small for the {kind} fault tests"
+        return pool.pop(0)
+
+    return take

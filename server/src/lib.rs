@@ -38,6 +38,7 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub db: Db,
     pub config: Arc<Config>,
+    pub oidc: Arc<auth::oidc::OidcCache>,
 }
 
 /// A started server's parts, for `main` and for tests that run it in-process.
@@ -226,6 +227,7 @@ impl Server {
             gateway: gateway.clone(),
             db: db.clone(),
             config: Arc::new(config),
+            oidc: Arc::default(),
         };
         let router = router(state.clone());
         Ok(Server {
@@ -273,6 +275,8 @@ pub fn router(state: AppState) -> Router {
             post(auth::login::logout_everywhere),
         )
         .route("/auth/device", post(auth::login::decide_device))
+        .route("/auth/oidc/{id}/start", get(auth::oidc::start))
+        .route("/auth/oidc/{id}/callback", get(auth::oidc::callback))
         .with_state(state.clone())
         .fallback_service(portal)
         .layer(middleware::from_fn_with_state(

@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod device;
 pub mod extract;
 pub mod login;
+pub mod oidc;
 pub mod session;
 pub mod token;
 

@@ -158,6 +158,11 @@ impl GatewayError {
         {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        if let GatewayError::PayloadTooLarge(_) = &self {
+            // The body was not read: the connection cannot be reused, so say so.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

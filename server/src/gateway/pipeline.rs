@@ -625,7 +625,24 @@ fn stream_response(
                     for ev in relay.parser.push(&chunk) {
                         relay.conv.event(ev, &mut out);
                     }
-                    if out.is_empty() {
+                    let ending = if relay.conv.malformed() {
+                        tracing::warn!(provider = %relay.target.provider, "upstream stream sent a malformed event");
+                        out.extend_from_slice(&translate::stream::error_event(
+                            relay.client,
+                            "The upstream provider sent a malformed stream.",
+                        ));
+                        Some((
+                            502,
+                            Some(("upstream_error", "malformed stream event".to_string())),
+                        ))
+                    } else if relay.conv.done() {
+                        // Complete as far as the client is concerned: settle now rather
+                        // than wait for the upstream to close (the client may not).
+                        Some((200, None))
+                    } else {
+                        None
+                    };
+                    if out.is_empty() && ending.is_none() {
                         continue;
                     }
                     if relay.ttfb_ms.is_none() {
@@ -633,6 +650,10 @@ fn stream_response(
                             .ticket
                             .as_ref()
                             .map(|t| t.started.elapsed().as_millis() as i64);
+                    }
+                    if let Some(outcome) = ending {
+                        relay.outcome = Some(outcome);
+                        relay.settle();
                     }
                     return Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), relay));
                 }

@@ -69,6 +69,10 @@ pub struct Converter {
     mode: Mode,
     usage: Option<Usage>,
     delivered: Delivered,
+    /// The client's terminator (`[DONE]` / `message_stop`) has been sent.
+    done: bool,
+    /// The upstream sent an event that is not valid JSON.
+    malformed: bool,
 }
 
 enum Mode {
@@ -95,7 +99,21 @@ impl Converter {
             mode,
             usage: None,
             delivered: Delivered::default(),
+            done: false,
+            malformed: false,
         }
+    }
+
+    /// Whether the client has received the stream's terminator: the answer is complete
+    /// and nothing more needs to be read from the upstream.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Whether the upstream sent an event that is not valid JSON; the stream must end
+    /// with an error event instead of passing it on.
+    pub fn malformed(&self) -> bool {
+        self.malformed
     }
 
     /// The usage the upstream reported, if it did.
@@ -109,11 +127,29 @@ impl Converter {
 
     /// Converts one upstream event, appending what the client should receive to `out`.
     pub fn event(&mut self, ev: Event, out: &mut Vec<u8>) {
-        let parsed: Option<Value> = if ev.data.starts_with('{') {
-            serde_json::from_str(&ev.data).ok()
-        } else {
+        if self.done || self.malformed {
+            return;
+        }
+        if ev.data == "[DONE]" {
+            self.done = matches!(self.mode, Mode::OpenAiPassthrough { .. });
+        }
+        let parsed: Option<Value> = if ev.data.is_empty() || ev.data == "[DONE]" {
             None
+        } else {
+            match serde_json::from_str::<Value>(&ev.data) {
+                Ok(v) if v.is_object() => Some(v),
+                _ => {
+                    self.malformed = true;
+                    return;
+                }
+            }
         };
+        if let Some(v) = &parsed
+            && matches!(self.mode, Mode::AnthropicPassthrough)
+            && v.get("type").and_then(Value::as_str) == Some("message_stop")
+        {
+            self.done = true;
+        }
         match &mut self.mode {
             Mode::OpenAiPassthrough { client_wants_usage } => {
                 let Some(mut v) = parsed else {
@@ -178,6 +214,7 @@ impl Converter {
             Mode::OpenAiToAnthropic(s) => {
                 if ev.data == "[DONE]" {
                     s.finish(&self.usage, out);
+                    self.done = true;
                 } else if let Some(v) = parsed {
                     if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                         self.usage = openai_usage(u);
@@ -189,6 +226,7 @@ impl Converter {
                 if let Some(v) = parsed {
                     merge_anthropic_usage(&mut self.usage, &v);
                     s.event(&v, &self.usage, &mut self.delivered, out);
+                    self.done = s.finished;
                 }
             }
         }
@@ -197,11 +235,15 @@ impl Converter {
     /// Called when the upstream stream ended cleanly: closes a translated stream that the
     /// upstream ended without its terminator.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.malformed {
+            return;
+        }
         match &mut self.mode {
             Mode::OpenAiToAnthropic(s) => s.finish(&self.usage, out),
             Mode::AnthropicToOpenAi(s) => s.finish(&self.usage, out),
             _ => {}
         }
+        self.done = true;
     }
 }
 
@@ -371,6 +413,7 @@ struct A2O {
     model: Value,
     /// Anthropic block index → OpenAI tool-call index.
     tools: HashMap<i64, usize>,
+    /// `data: [DONE]` has been sent.
     finished: bool,
 }
 
@@ -634,6 +677,35 @@ mod tests {
                 .iter()
                 .any(|e| e.data.contains("usage"))
         );
+    }
+
+    #[test]
+    fn terminators_and_malformed_events_are_detected() {
+        let mut o = Converter::new(Format::OpenAi, Format::OpenAi, false, 0);
+        let mut out = Vec::new();
+        for ev in Parser::default().push(OPENAI_TOOL_STREAM.as_bytes()) {
+            assert!(!o.done());
+            o.event(ev, &mut out);
+        }
+        assert!(o.done() && !o.malformed());
+        let mut a = Converter::new(Format::Anthropic, Format::OpenAi, false, 0);
+        for ev in Parser::default().push(ANTHROPIC_STREAM.as_bytes()) {
+            a.event(ev, &mut out);
+        }
+        assert!(a.done());
+        for (up, client) in [
+            (Format::OpenAi, Format::OpenAi),
+            (Format::Anthropic, Format::Anthropic),
+            (Format::OpenAi, Format::Anthropic),
+            (Format::Anthropic, Format::OpenAi),
+        ] {
+            let mut c = Converter::new(up, client, false, 0);
+            let mut out = Vec::new();
+            for ev in Parser::default().push(b"data: {\"choices\": [oops\n\n") {
+                c.event(ev, &mut out);
+            }
+            assert!(c.malformed() && out.is_empty(), "{up:?} -> {client:?}");
+        }
     }
 
     #[test]

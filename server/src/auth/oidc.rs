@@ -1,0 +1,277 @@
+//! Portal sign-in through OpenID Connect providers (any number, from `[[oidc]]` in the
+//! config): discovery from the issuer URL (cached after the first success), the
+//! authorization-code flow with PKCE, state and nonce kept in the session, and ID-token
+//! validation by `openidconnect`. Users are keyed by (issuer, subject); a first sign-in is
+//! linked to an existing account with the same verified email only when the provider is
+//! configured with `link_by_email`, otherwise it creates an account.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokengate_core::accounts;
+use tower_sessions::Session;
+
+use super::login::safe_next;
+use super::session;
+use crate::AppState;
+use crate::config::OidcConfig;
+
+const PENDING: &str = "oidc_pending";
+
+/// Discovered provider metadata by provider id.
+#[derive(Default)]
+pub struct OidcCache {
+    metadata: RwLock<HashMap<String, Arc<CoreProviderMetadata>>>,
+}
+
+/// What the callback needs from the start of the flow.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    provider: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+    next: String,
+}
+
+fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    // No redirects: the OpenID client must not follow them (SSRF).
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+}
+
+fn fail(reason: &str, detail: impl std::fmt::Display) -> Response {
+    tracing::warn!(reason, detail = %detail, "OpenID sign-in failed");
+    Redirect::to("/login?error=oidc").into_response()
+}
+
+async fn metadata(
+    state: &AppState,
+    p: &OidcConfig,
+    http: &reqwest::Client,
+) -> Result<Arc<CoreProviderMetadata>, String> {
+    if let Some(m) = state.oidc.metadata.read().get(&p.id) {
+        return Ok(m.clone());
+    }
+    let issuer = IssuerUrl::new(p.issuer.clone()).map_err(|e| e.to_string())?;
+    let m = Arc::new(
+        CoreProviderMetadata::discover_async(issuer, http)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    state.oidc.metadata.write().insert(p.id.clone(), m.clone());
+    Ok(m)
+}
+
+fn provider<'a>(state: &'a AppState, id: &str) -> Option<&'a OidcConfig> {
+    state.config.oidc.iter().find(|p| p.id == id)
+}
+
+fn redirect_uri(state: &AppState, id: &str) -> String {
+    format!("{}/auth/oidc/{id}/callback", state.config.public_url)
+}
+
+#[derive(Deserialize)]
+pub struct StartQuery {
+    next: Option<String>,
+}
+
+/// `GET /auth/oidc/{id}/start`: redirects to the provider.
+pub async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    session: Session,
+    Query(q): Query<StartQuery>,
+) -> Response {
+    let Some(p) = provider(&state, &id) else {
+        return Redirect::to("/login?error=oidc").into_response();
+    };
+    let http = match http_client() {
+        Ok(h) => h,
+        Err(e) => return fail("http client", e),
+    };
+    let meta = match metadata(&state, p, &http).await {
+        Ok(m) => m,
+        Err(e) => return fail("discovery", e),
+    };
+    let redirect = match RedirectUrl::new(redirect_uri(&state, &id)) {
+        Ok(r) => r,
+        Err(e) => return fail("redirect uri", e),
+    };
+    let client = CoreClient::from_provider_metadata(
+        (*meta).clone(),
+        ClientId::new(p.client_id.clone()),
+        p.client_secret
+            .as_ref()
+            .map(|s| ClientSecret::new(s.expose().to_string())),
+    )
+    .set_redirect_uri(redirect);
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (url, csrf, nonce) = client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .add_scope(Scope::new("email".into()))
+        .add_scope(Scope::new("profile".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let pending = Pending {
+        provider: id,
+        state: csrf.secret().clone(),
+        nonce: nonce.secret().clone(),
+        verifier: verifier.secret().clone(),
+        next: safe_next(q.next.as_deref()),
+    };
+    if let Err(e) = session.insert(PENDING, pending).await {
+        return fail("session", e);
+    }
+    Redirect::to(url.as_str()).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /auth/oidc/{id}/callback`: validates the answer, finds or creates the user, signs
+/// them in.
+pub async fn callback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    session: Session,
+    Query(q): Query<CallbackQuery>,
+) -> Response {
+    let pending: Option<Pending> = session.remove(PENDING).await.ok().flatten();
+    let Some(pending) = pending.filter(|p| p.provider == id) else {
+        return fail("no pending sign-in in this session", &id);
+    };
+    if let Some(e) = q.error {
+        return fail("provider refused", e);
+    }
+    let (Some(code), Some(st)) = (q.code, q.state) else {
+        return fail("callback without code", &id);
+    };
+    // Constant-time comparison is not needed for a single-use random state, but equality is.
+    if st != pending.state {
+        return fail("state mismatch", &id);
+    }
+    let Some(p) = provider(&state, &id) else {
+        return fail("unknown provider", &id);
+    };
+    let http = match http_client() {
+        Ok(h) => h,
+        Err(e) => return fail("http client", e),
+    };
+    let meta = match metadata(&state, p, &http).await {
+        Ok(m) => m,
+        Err(e) => return fail("discovery", e),
+    };
+    let redirect = match RedirectUrl::new(redirect_uri(&state, &id)) {
+        Ok(r) => r,
+        Err(e) => return fail("redirect uri", e),
+    };
+    let client = CoreClient::from_provider_metadata(
+        (*meta).clone(),
+        ClientId::new(p.client_id.clone()),
+        p.client_secret
+            .as_ref()
+            .map(|s| ClientSecret::new(s.expose().to_string())),
+    )
+    .set_redirect_uri(redirect);
+    let request = match client.exchange_code(AuthorizationCode::new(code)) {
+        Ok(r) => r,
+        Err(e) => return fail("no token endpoint", e),
+    };
+    let tokens = match request
+        .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+        .request_async(&http)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return fail("code exchange", e),
+    };
+    let Some(id_token) = tokens.id_token() else {
+        return fail("no id_token", &id);
+    };
+    let claims = match id_token.claims(&client.id_token_verifier(), &Nonce::new(pending.nonce)) {
+        Ok(c) => c,
+        Err(e) => return fail("id_token validation", e),
+    };
+    let issuer = claims.issuer().as_str().to_string();
+    let subject = claims.subject().as_str().to_string();
+    let email = claims.email().map(|e| e.as_str().to_string());
+    let verified = claims.email_verified().unwrap_or(false);
+    let name = claims
+        .name()
+        .and_then(|n| n.get(None))
+        .map(|n| n.as_str().to_string());
+    let user = match find_or_create(&state, p, &issuer, &subject, email, verified, name).await {
+        Ok(u) => u,
+        Err(reason) => return fail(reason, &subject),
+    };
+    if user.status != "active" {
+        return fail("account suspended", user.id);
+    }
+    if let Err(e) = session::sign_in(&session, &user, user.auth_epoch).await {
+        return fail("session", e);
+    }
+    tracing::info!(user = user.id, provider = %id, "signed in with OpenID Connect");
+    Redirect::to(&pending.next).into_response()
+}
+
+async fn find_or_create(
+    state: &AppState,
+    p: &OidcConfig,
+    issuer: &str,
+    subject: &str,
+    email: Option<String>,
+    verified: bool,
+    name: Option<String>,
+) -> Result<accounts::User, &'static str> {
+    let db = &state.db;
+    if let Some(u) = accounts::user_by_identity(db, issuer, subject)
+        .await
+        .map_err(|_| "database")?
+    {
+        return Ok(u);
+    }
+    let email = email.ok_or("the provider sent no email")?;
+    if let Ok(existing) = accounts::get_user_by_email(db, &email).await {
+        if !(p.link_by_email && verified) {
+            return Err(
+                "an account with this email exists and linking is off or the email is unverified",
+            );
+        }
+        accounts::link_identity(db, existing.id, issuer, subject)
+            .await
+            .map_err(|_| "database")?;
+        return Ok(existing);
+    }
+    if !state.config.signup {
+        return Err("sign-up is disabled");
+    }
+    let display = name.unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
+    let user = accounts::create_user(db, &email, &display, None, "user")
+        .await
+        .map_err(|_| "account creation")?;
+    accounts::link_identity(db, user.id, issuer, subject)
+        .await
+        .map_err(|_| "database")?;
+    state.gateway.money.set_account(user.id, true, 0);
+    Ok(user)
+}
