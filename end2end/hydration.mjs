@@ -8,103 +8,14 @@
 //      (proving step 2 really depends on hydration).
 // Screenshots go to end2end/artifacts/. Exits non-zero on failure.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { ARTIFACTS, assert, launchChromium, sleep, startServer, stopServer } from './lib/harness.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = path.resolve(HERE, '..');
-const ARTIFACTS = path.join(HERE, 'artifacts');
 const HERO_TEXT = 'One endpoint for every model.';
-
-const BIN =
-  process.env.TOKENGATE_BIN ||
-  path.join(
-    process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache', 'tokengate-target'),
-    'debug',
-    'tokengate-server',
-  );
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function log(...args) {
   console.log('[hydration]', ...args);
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-async function startServer() {
-  if (!fs.existsSync(BIN)) throw new Error(`tokengate-server binary not found at ${BIN}`);
-  const port = await freePort();
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tokengate-hydration-'));
-  const stdoutPath = path.join(dataDir, 'stdout.log');
-  const stderrPath = path.join(dataDir, 'stderr.log');
-  const out = fs.openSync(stdoutPath, 'w');
-  const err = fs.openSync(stderrPath, 'w');
-  const env = {
-    ...process.env,
-    TOKENGATE_LISTEN: `127.0.0.1:${port}`,
-    TOKENGATE_DATA_DIR: dataDir,
-    TOKENGATE_DEMO: '1',
-    TOKENGATE_LOG: 'info',
-  };
-  delete env.TOKENGATE_DATABASE_URL;
-  const proc = spawn(BIN, [], { cwd: REPO_ROOT, env, stdio: ['ignore', out, err] });
-  fs.closeSync(out);
-  fs.closeSync(err);
-  let exited = null;
-  proc.on('exit', (code, signal) => {
-    exited = { code, signal };
-  });
-
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline) {
-    if (exited) {
-      throw new Error(
-        `tokengate-server exited early (${JSON.stringify(exited)}):\n` +
-          fs.readFileSync(stderrPath, 'utf8').slice(-4000),
-      );
-    }
-    try {
-      const res = await fetch(`${url}/healthz`);
-      if (res.status === 200) {
-        return { proc, url, dataDir, stderrPath, isExited: () => exited };
-      }
-    } catch {
-      // not listening yet
-    }
-    await sleep(100);
-  }
-  proc.kill('SIGTERM');
-  throw new Error('tokengate-server did not become healthy:\n' + fs.readFileSync(stderrPath, 'utf8').slice(-4000));
-}
-
-async function stopServer(server) {
-  if (!server || server.isExited()) return;
-  server.proc.kill('SIGTERM');
-  const deadline = Date.now() + 15_000;
-  while (!server.isExited() && Date.now() < deadline) await sleep(50);
-  if (!server.isExited()) server.proc.kill('SIGKILL');
-}
-
-function assert(cond, msg) {
-  if (!cond) throw new Error(`assertion failed: ${msg}`);
 }
 
 async function checkSsrHtml(url) {
@@ -199,25 +110,13 @@ async function checkNoJs(browser, url) {
 }
 
 async function main() {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
   let server;
   let browser;
   try {
     server = await startServer();
     log(`server up at ${server.url}`);
     await checkSsrHtml(server.url);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    browser = await launchChromium();
     const failures = [];
     for (const [name, check] of [
       ['hydrated', checkHydrated],

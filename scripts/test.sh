@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of tokengate: format and lint checks, unit tests, integration tests
 # against SQLite and PostgreSQL (127.0.0.1:5432, database test), the OpenAI Python SDK
-# suite against a live server, and the headless-Chromium hydration check.
+# and Anthropic Python SDK suites and the OIDC sign-in suite against live servers, and the
+# headless-Chromium checks (hydration, sign-in).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
@@ -20,8 +21,10 @@ cargo test --workspace --exclude tokengate-frontend
 # builds it (its SSR must match the wasm it hydrates with).
 step "build (cargo leptos build: server + wasm)"
 cargo leptos build
-step "OpenAI Python SDK suite"
+step "Python suites: OpenAI and Anthropic SDKs, translation, embeddings, faults, OIDC sign-in"
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" end2end/.venv/bin/python -m pytest -q end2end/tests
 step "hydration check in headless Chromium"
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/hydration.mjs
+step "sign-in in headless Chromium (OIDC against oidc-provider, device approval, no-JS form)"
+TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/signin.mjs
 step "all tests passed"
