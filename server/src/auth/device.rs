@@ -44,14 +44,17 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     r
 }
 
-fn form(body: &Bytes) -> Result<HashMap<String, String>, Response> {
-    serde_urlencoded::from_bytes(body).map_err(|_| {
-        oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "The body must be application/x-www-form-urlencoded.",
-        )
-    })
+/// The form fields of a request, or `None` if the body is not a form.
+fn form(body: &Bytes) -> Option<HashMap<String, String>> {
+    serde_urlencoded::from_bytes(body).ok()
+}
+
+fn not_a_form() -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "The body must be application/x-www-form-urlencoded.",
+    )
 }
 
 /// A new user code, `XXXX-XXXX`.
@@ -115,9 +118,8 @@ pub async fn device_authorization(State(state): State<AppState>, body: Bytes) ->
             "Command-line login is disabled.",
         );
     }
-    let f = match form(&body) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let Some(f) = form(&body) else {
+        return not_a_form();
     };
     if f.get("client_id").map(String::as_str) != Some(CLI_CLIENT_ID) {
         return oauth_error(
@@ -249,9 +251,8 @@ async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
 
 /// `POST /api/v1/auth/token` (form): the device-code grant and the refresh-token grant.
 pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Response {
-    let f = match form(&body) {
-        Ok(f) => f,
-        Err(r) => return r,
+    let Some(f) = form(&body) else {
+        return not_a_form();
     };
     let client_id = f.get("client_id").map(String::as_str).unwrap_or("");
     if client_id != CLI_CLIENT_ID {

@@ -25,6 +25,8 @@ pub struct Funds {
 pub struct Account {
     pub active: bool,
     pub funds: Funds,
+    /// The epoch of the last flush that changed this account's balance.
+    flushed_epoch: u64,
 }
 
 /// Why a hold was refused.
@@ -86,21 +88,24 @@ impl Money {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Applies balances read from the database at `epoch`, unless a flush happened since.
+    /// Applies statuses and balances read from the database after [`Money::epoch`]
+    /// returned `epoch`. A balance is skipped for an account that a flush changed since
+    /// (the row may predate that flush; the flush already set the newer balance), so new
+    /// accounts, credits and status changes are never lost to unrelated flushes. Returns
+    /// whether every balance was applied.
     pub fn refresh_accounts(&self, epoch: u64, rows: &[(i64, String, i64)]) -> bool {
-        if self.epoch() != epoch {
-            return false;
-        }
+        let mut all = true;
         for (id, status, balance) in rows {
             let a = self.account(*id);
             let mut a = a.lock();
-            if self.epoch() != epoch {
-                return false;
-            }
             a.active = status == "active";
-            a.funds.persisted = *balance;
+            if a.flushed_epoch <= epoch {
+                a.funds.persisted = *balance;
+            } else {
+                all = false;
+            }
         }
-        true
+        all
     }
 
     /// Whether the account exists and is active.
@@ -192,10 +197,11 @@ impl Money {
         user_costs: &HashMap<i64, i64>,
         key_costs: &HashMap<i64, i64>,
     ) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let now = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         for (user_id, cost) in user_costs {
             let account = self.account(*user_id);
             let mut a = account.lock();
+            a.flushed_epoch = now;
             a.funds.pending -= cost;
             if let Some((_, b)) = balances.iter().find(|(u, _)| u == user_id) {
                 a.funds.persisted = *b;
@@ -290,5 +296,35 @@ mod tests {
         assert_eq!(m.account_funds(1).persisted, 90);
         assert!(m.refresh_accounts(m.epoch(), &[(1, "active".into(), 120)]));
         assert_eq!(m.account_funds(1).persisted, 120);
+    }
+
+    #[test]
+    fn a_flush_does_not_hide_other_accounts_from_a_refresh() {
+        let m = Money::default();
+        m.set_account(1, true, 100);
+        let e = m.epoch();
+        // A flush of account 1 lands between reading the epoch and applying the rows.
+        m.flushed(&[(1, 90)], &HashMap::from([(1, 0)]), &HashMap::new());
+        let applied = m.refresh_accounts(
+            e,
+            &[
+                (1, "active".into(), 100),
+                (2, "active".into(), 500),
+                (3, "suspended".into(), 7),
+            ],
+        );
+        assert!(!applied);
+        assert_eq!(
+            m.account_funds(1).persisted,
+            90,
+            "stale row for the flushed account skipped"
+        );
+        assert_eq!(
+            m.account_funds(2).persisted,
+            500,
+            "a new account appears at once"
+        );
+        assert!(m.is_active(2));
+        assert!(!m.is_active(3));
     }
 }
