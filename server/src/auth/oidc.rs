@@ -1,7 +1,8 @@
 //! Portal sign-in through OpenID Connect providers (any number, from `[[oidc]]` in the
 //! config): discovery from the issuer URL (cached after the first success), the
 //! authorization-code flow with PKCE, state and nonce kept in the session, and ID-token
-//! validation by `openidconnect`. Users are keyed by (issuer, subject); a first sign-in is
+//! validation by `openidconnect`; email and name come from the ID token or, when it lacks
+//! them, from the userinfo endpoint. Users are keyed by (issuer, subject); a first sign-in is
 //! linked to an existing account with the same verified email only when the provider is
 //! configured with `link_by_email`, otherwise it creates an account.
 
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -214,12 +215,28 @@ pub async fn callback(
     };
     let issuer = claims.issuer().as_str().to_string();
     let subject = claims.subject().as_str().to_string();
-    let email = claims.email().map(|e| e.as_str().to_string());
-    let verified = claims.email_verified().unwrap_or(false);
-    let name = claims
-        .name()
-        .and_then(|n| n.get(None))
-        .map(|n| n.as_str().to_string());
+    let mut email = claims.email().map(|e| e.as_str().to_string());
+    let mut verified = claims.email_verified().unwrap_or(false);
+    let mut name = claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+    if email.is_none() {
+        // Providers may put profile claims only in the userinfo response (OIDC Core 5.4).
+        let info: Result<openidconnect::core::CoreUserInfoClaims, String> = match client
+            .user_info(tokens.access_token().clone(), Some(claims.subject().clone()))
+        {
+            Ok(req) => req.request_async(&http).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match info {
+            Ok(info) => {
+                email = info.email().map(|e| e.as_str().to_string());
+                verified = info.email_verified().unwrap_or(false);
+                if name.is_none() {
+                    name = info.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+                }
+            }
+            Err(e) => return fail("userinfo", e),
+        }
+    }
     let user = match find_or_create(&state, p, &issuer, &subject, email, verified, name).await {
         Ok(u) => u,
         Err(reason) => return fail(reason, &subject),
