@@ -93,8 +93,9 @@ pub async fn user_sessions(db: &Db, user_id: i64) -> Result<Vec<(String, i64, i6
         .collect()
 }
 
-/// Signs a user out everywhere: deletes their sessions, revokes their refresh tokens and
-/// bumps their auth epoch so access tokens already issued stop working. One transaction.
+/// Signs a user out everywhere: deletes their sessions, revokes their refresh tokens,
+/// cancels device grants they approved that were not yet collected, and bumps their auth
+/// epoch so access tokens already issued stop working. One transaction.
 pub async fn sign_out_everywhere(db: &Db, user_id: i64) -> Result<(), Error> {
     let mut tx = db.pool().begin().await?;
     sqlx::query("DELETE FROM sessions WHERE user_id = $1")
@@ -103,6 +104,13 @@ pub async fn sign_out_everywhere(db: &Db, user_id: i64) -> Result<(), Error> {
         .await?;
     sqlx::query(
         "UPDATE refresh_tokens SET status = 'revoked' WHERE user_id = $1 AND status <> 'revoked'",
+    )
+    .bind(user_id)
+    .execute(&mut *tx)
+    .await?;
+    // A device approved but not yet collected must not yield tokens afterwards.
+    sqlx::query(
+        "UPDATE device_grants SET status = 'denied' WHERE user_id = $1 AND status = 'approved'",
     )
     .bind(user_id)
     .execute(&mut *tx)
@@ -305,16 +313,28 @@ pub enum Poll {
 
 /// Polls the grant with `device_code_hash` for `client_id`. Records the poll time; a
 /// poll sooner than the interval after the previous one is `SlowDown` (and the interval
-/// grows by 5 s, per RFC 8628). An approved grant is consumed in the same transaction,
-/// so it yields tokens once.
+/// grows by 5 s, per RFC 8628). An approved grant is consumed by the same statement that
+/// finds it, so it yields tokens once. Each step is a single statement (no read-then-write
+/// transaction, which SQLite could refuse under concurrent writers).
 pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Result<Poll, Error> {
     let now = now_ms();
-    let mut tx = db.pool().begin().await?;
+    if let Some(row) = sqlx::query(&format!(
+        "UPDATE device_grants SET status = 'used' WHERE device_code_hash = $1 AND client_id = $2 \
+         AND status = 'approved' AND expires_at > $3 RETURNING {GRANT_COLUMNS}"
+    ))
+    .bind(device_code_hash)
+    .bind(client_id)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?
+    {
+        return Ok(Poll::Approved(grant_from_row(&row)?));
+    }
     let Some(row) = sqlx::query(&format!(
         "SELECT {GRANT_COLUMNS} FROM device_grants WHERE device_code_hash = $1"
     ))
     .bind(device_code_hash)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(db.pool())
     .await?
     else {
         return Ok(Poll::Unknown);
@@ -326,23 +346,10 @@ pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Res
     if g.expires_at <= now {
         return Ok(Poll::Expired);
     }
-    if g.status == "denied" {
-        return Ok(Poll::Denied);
-    }
-    if g.status == "approved" {
-        let n = sqlx::query(
-            "UPDATE device_grants SET status = 'used' WHERE id = $1 AND status = 'approved'",
-        )
-        .bind(g.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        return Ok(if n == 1 {
-            Poll::Approved(g)
-        } else {
-            Poll::Unknown
-        });
+    match g.status.as_str() {
+        "denied" => return Ok(Poll::Denied),
+        "pending" => {}
+        _ => return Ok(Poll::Unknown),
     }
     let too_soon = g
         .last_poll_at
@@ -352,13 +359,12 @@ pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Res
     } else {
         g.interval_secs
     };
-    sqlx::query("UPDATE device_grants SET last_poll_at = $1, interval_secs = $2 WHERE id = $3")
+    sqlx::query("UPDATE device_grants SET last_poll_at = $1, interval_secs = $2 WHERE id = $3 AND status = 'pending'")
         .bind(now)
         .bind(interval)
         .bind(g.id)
-        .execute(&mut *tx)
+        .execute(db.pool())
         .await?;
-    tx.commit().await?;
     Ok(if too_soon {
         Poll::SlowDown
     } else {
@@ -412,61 +418,57 @@ pub enum RefreshRefusal {
 }
 
 /// Spends a refresh token: an active, unexpired token of `client_id` is marked rotated and
-/// its grant returned (the caller stores the successor). Presenting an already rotated
-/// token revokes its whole family.
+/// its grant returned (the caller stores the successor) by one conditional update, so two
+/// concurrent uses cannot both succeed. Presenting an already rotated token revokes its
+/// whole family.
 pub async fn rotate_refresh(
     db: &Db,
     token_hash: &str,
     client_id: &str,
 ) -> Result<Result<RefreshGrant, RefreshRefusal>, Error> {
-    let mut tx = db.pool().begin().await?;
-    let Some(r) = sqlx::query(
-        "SELECT id, family, user_id, client_id, scope, resource, status, expires_at FROM refresh_tokens \
-         WHERE token_hash = $1",
+    let now = now_ms();
+    if let Some(r) = sqlx::query(
+        "UPDATE refresh_tokens SET status = 'rotated' WHERE token_hash = $1 AND client_id = $2 \
+         AND status = 'active' AND expires_at > $3 RETURNING family, user_id, client_id, scope, resource",
     )
     .bind(token_hash)
-    .fetch_optional(&mut *tx)
+    .bind(client_id)
+    .bind(now)
+    .fetch_optional(db.pool())
+    .await?
+    {
+        return Ok(Ok(RefreshGrant {
+            family: r.try_get("family")?,
+            user_id: r.try_get("user_id")?,
+            client_id: r.try_get("client_id")?,
+            scope: r.try_get("scope")?,
+            resource: r.try_get("resource")?,
+        }));
+    }
+    let Some(r) = sqlx::query(
+        "SELECT family, client_id, status, expires_at FROM refresh_tokens WHERE token_hash = $1",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
     .await?
     else {
         return Ok(Err(RefreshRefusal::Unknown));
     };
-    let status: String = r.try_get("status")?;
-    let family: String = r.try_get("family")?;
     let owner: String = r.try_get("client_id")?;
+    let status: String = r.try_get("status")?;
     if owner != client_id {
         return Ok(Err(RefreshRefusal::Unknown));
     }
     if status == "rotated" {
+        let family: String = r.try_get("family")?;
         sqlx::query("UPDATE refresh_tokens SET status = 'revoked' WHERE family = $1")
             .bind(&family)
-            .execute(&mut *tx)
+            .execute(db.pool())
             .await?;
-        tx.commit().await?;
         return Ok(Err(RefreshRefusal::Reused));
     }
-    if status != "active" {
-        return Ok(Err(RefreshRefusal::Unknown));
-    }
-    if r.try_get::<i64, _>("expires_at")? <= now_ms() {
+    if status == "active" && r.try_get::<i64, _>("expires_at")? <= now {
         return Ok(Err(RefreshRefusal::Expired));
     }
-    let id: i64 = r.try_get("id")?;
-    let n = sqlx::query(
-        "UPDATE refresh_tokens SET status = 'rotated' WHERE id = $1 AND status = 'active'",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if n != 1 {
-        return Ok(Err(RefreshRefusal::Unknown));
-    }
-    tx.commit().await?;
-    Ok(Ok(RefreshGrant {
-        family,
-        user_id: r.try_get("user_id")?,
-        client_id: owner,
-        scope: r.try_get("scope")?,
-        resource: r.try_get("resource")?,
-    }))
+    Ok(Err(RefreshRefusal::Unknown))
 }

@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +18,7 @@ use tokengate_core::keys::{self, ApiKey, KeyPatch, NewKey};
 use tokengate_core::money::{format_balance, format_exact, parse_usd_json};
 use tokengate_core::{auth as store, now_ms, usage};
 
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiPath};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::auth::device::normalise_user_code;
@@ -119,7 +119,7 @@ async fn list_keys(
 async fn get_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let k = keys::get_for_user(&state.db, u.id, id)
         .await
@@ -241,7 +241,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 async fn patch_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(b): ApiJson<PatchKey>,
 ) -> Result<Json<Value>, ApiError> {
     let patch = KeyPatch {
@@ -289,7 +289,7 @@ async fn patch_key(
 async fn rotate_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let (key, raw) = keys::rotate(&state.db, state.gateway.secret(), u.id, id)
         .await
@@ -304,7 +304,7 @@ async fn rotate_key(
 async fn revoke_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let key = keys::revoke(&state.db, u.id, id)
         .await

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,7 +17,7 @@ use tokengate_core::catalog::{self, Catalog, ModelSpec, ProviderSpec, TargetSpec
 use tokengate_core::money::{format_exact, parse_usd};
 use tokengate_core::{accounts, now_ms};
 
-use super::{ApiError, ApiJson};
+use super::{ApiError, ApiJson, ApiPath};
 use crate::AppState;
 use crate::auth::AdminUser;
 
@@ -90,7 +90,7 @@ async fn provider_view(state: &AppState, name: &str) -> ApiResult {
 async fn get_provider(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     provider_view(&state, &name).await
 }
@@ -123,7 +123,7 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
 async fn put_provider(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<ProviderBody>,
 ) -> ApiResult {
     if let Some(url) = body.base_url.as_deref()
@@ -165,7 +165,7 @@ async fn put_provider(
 async fn delete_provider(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     catalog::delete_provider(&state.db, &name)
         .await
@@ -217,7 +217,7 @@ async fn model_view(state: &AppState, name: &str) -> ApiResult {
 async fn get_model(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     model_view(&state, &name).await
 }
@@ -254,7 +254,7 @@ fn price(field: &str, v: &str) -> Result<i64, ApiError> {
 async fn put_model(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<ModelBody>,
 ) -> ApiResult {
     let opt = |f: &str, v: &Option<String>| v.as_deref().map(|s| price(f, s)).transpose();
@@ -281,7 +281,7 @@ async fn put_model(
 async fn delete_model(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     catalog::delete_model(&state.db, &name)
         .await
@@ -322,7 +322,7 @@ async fn alias_view(state: &AppState, name: &str) -> ApiResult {
 async fn get_alias(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     alias_view(&state, &name).await
 }
@@ -354,7 +354,7 @@ struct AliasBody {
 async fn put_alias(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<AliasBody>,
 ) -> ApiResult {
     let targets: Vec<TargetSpec> = b
@@ -381,7 +381,7 @@ async fn put_alias(
 async fn delete_alias(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     catalog::delete_alias(&state.db, &name)
         .await
@@ -396,7 +396,7 @@ async fn delete_alias(
 async fn dry_run(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     let c = catalog_of(&state).await?;
     let alias = c
@@ -492,7 +492,7 @@ async fn group_view(state: &AppState, name: &str) -> ApiResult {
 async fn get_group(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     group_view(&state, &name).await
 }
@@ -507,7 +507,7 @@ struct GroupBody {
 async fn put_group(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<GroupBody>,
 ) -> ApiResult {
     catalog::upsert_key_group(
@@ -524,7 +524,7 @@ async fn put_group(
 async fn delete_group(
     _: AdminUser,
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> ApiResult {
     catalog::delete_key_group(&state.db, &name)
         .await
@@ -563,7 +563,7 @@ async fn set_status(state: &AppState, admin: &accounts::User, id: i64, status: &
 async fn suspend(
     AdminUser(admin): AdminUser,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult {
     set_status(&state, &admin, id, "suspended").await
 }
@@ -571,7 +571,7 @@ async fn suspend(
 async fn reactivate(
     AdminUser(admin): AdminUser,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult {
     set_status(&state, &admin, id, "active").await
 }

@@ -26,7 +26,14 @@ const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// A same-site path to return to after sign-in (never another origin).
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(char::is_control) =>
+        {
+            n.to_string()
+        }
         _ => "/console".to_string(),
     }
 }
@@ -245,5 +252,8 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example")), "/console");
         assert_eq!(safe_next(Some("/\\evil")), "/console");
         assert_eq!(safe_next(None), "/console");
+        // Browsers drop tabs and newlines from URLs: "/\t/evil" would become "//evil".
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/console");
+        assert_eq!(safe_next(Some("/\r\nSet-Cookie: x=y")), "/console");
     }
 }

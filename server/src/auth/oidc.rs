@@ -13,8 +13,8 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -217,12 +217,16 @@ pub async fn callback(
     let subject = claims.subject().as_str().to_string();
     let mut email = claims.email().map(|e| e.as_str().to_string());
     let mut verified = claims.email_verified().unwrap_or(false);
-    let mut name = claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+    let mut name = claims
+        .name()
+        .and_then(|n| n.get(None))
+        .map(|n| n.as_str().to_string());
     if email.is_none() {
         // Providers may put profile claims only in the userinfo response (OIDC Core 5.4).
-        let info: Result<openidconnect::core::CoreUserInfoClaims, String> = match client
-            .user_info(tokens.access_token().clone(), Some(claims.subject().clone()))
-        {
+        let info: Result<openidconnect::core::CoreUserInfoClaims, String> = match client.user_info(
+            tokens.access_token().clone(),
+            Some(claims.subject().clone()),
+        ) {
             Ok(req) => req.request_async(&http).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -231,7 +235,10 @@ pub async fn callback(
                 email = info.email().map(|e| e.as_str().to_string());
                 verified = info.email_verified().unwrap_or(false);
                 if name.is_none() {
-                    name = info.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_string());
+                    name = info
+                        .name()
+                        .and_then(|n| n.get(None))
+                        .map(|n| n.as_str().to_string());
                 }
             }
             Err(e) => return fail("userinfo", e),
