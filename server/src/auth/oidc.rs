@@ -13,8 +13,9 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
+    EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, TokenResponse,
 };
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -83,6 +84,38 @@ fn redirect_uri(state: &AppState, id: &str) -> String {
     format!("{}/auth/oidc/{id}/callback", state.config.public_url)
 }
 
+/// The relying-party client for provider `p`, as `openidconnect` types it after discovery.
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// An HTTP client and the discovered, configured OpenID client for `p`.
+async fn client_for(
+    state: &AppState,
+    p: &OidcConfig,
+) -> Result<(reqwest::Client, Client), (&'static str, String)> {
+    let http = http_client().map_err(|e| ("http client", e.to_string()))?;
+    let meta = metadata(state, p, &http)
+        .await
+        .map_err(|e| ("discovery", e))?;
+    let redirect = RedirectUrl::new(redirect_uri(state, &p.id))
+        .map_err(|e| ("redirect uri", e.to_string()))?;
+    let client = CoreClient::from_provider_metadata(
+        (*meta).clone(),
+        ClientId::new(p.client_id.clone()),
+        p.client_secret
+            .as_ref()
+            .map(|s| ClientSecret::new(s.expose().to_string())),
+    )
+    .set_redirect_uri(redirect);
+    Ok((http, client))
+}
+
 #[derive(Deserialize)]
 pub struct StartQuery {
     next: Option<String>,
@@ -98,26 +131,10 @@ pub async fn start(
     let Some(p) = provider(&state, &id) else {
         return Redirect::to("/login?error=oidc").into_response();
     };
-    let http = match http_client() {
-        Ok(h) => h,
-        Err(e) => return fail("http client", e),
+    let (_, client) = match client_for(&state, p).await {
+        Ok(c) => c,
+        Err((reason, e)) => return fail(reason, e),
     };
-    let meta = match metadata(&state, p, &http).await {
-        Ok(m) => m,
-        Err(e) => return fail("discovery", e),
-    };
-    let redirect = match RedirectUrl::new(redirect_uri(&state, &id)) {
-        Ok(r) => r,
-        Err(e) => return fail("redirect uri", e),
-    };
-    let client = CoreClient::from_provider_metadata(
-        (*meta).clone(),
-        ClientId::new(p.client_id.clone()),
-        p.client_secret
-            .as_ref()
-            .map(|s| ClientSecret::new(s.expose().to_string())),
-    )
-    .set_redirect_uri(redirect);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let (url, csrf, nonce) = client
         .authorize_url(
@@ -174,26 +191,10 @@ pub async fn callback(
     let Some(p) = provider(&state, &id) else {
         return fail("unknown provider", &id);
     };
-    let http = match http_client() {
-        Ok(h) => h,
-        Err(e) => return fail("http client", e),
+    let (http, client) = match client_for(&state, p).await {
+        Ok(c) => c,
+        Err((reason, e)) => return fail(reason, e),
     };
-    let meta = match metadata(&state, p, &http).await {
-        Ok(m) => m,
-        Err(e) => return fail("discovery", e),
-    };
-    let redirect = match RedirectUrl::new(redirect_uri(&state, &id)) {
-        Ok(r) => r,
-        Err(e) => return fail("redirect uri", e),
-    };
-    let client = CoreClient::from_provider_metadata(
-        (*meta).clone(),
-        ClientId::new(p.client_id.clone()),
-        p.client_secret
-            .as_ref()
-            .map(|s| ClientSecret::new(s.expose().to_string())),
-    )
-    .set_redirect_uri(redirect);
     let request = match client.exchange_code(AuthorizationCode::new(code)) {
         Ok(r) => r,
         Err(e) => return fail("no token endpoint", e),

@@ -95,10 +95,7 @@ async fn handle(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let key = gw.authenticate(&headers)?;
-    let bytes = gw.read_body(&headers, body).await?;
-    let obj = json_object(&bytes)?;
-    let model = model_of(&obj)?;
+    let (key, bytes, obj, model) = gw.begin(&headers, body).await?;
     require_messages(&obj)?;
     let stream = stream_flag(&obj)?;
     let max_out = match positive_int(&obj, "max_completion_tokens")? {

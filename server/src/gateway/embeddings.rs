@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::Gateway;
-use super::chat::{json_object, model_of};
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
@@ -47,10 +46,7 @@ async fn handle(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let key = gw.authenticate(&headers)?;
-    let bytes = gw.read_body(&headers, body).await?;
-    let obj = json_object(&bytes)?;
-    let model = model_of(&obj)?;
+    let (key, bytes, obj, model) = gw.begin(&headers, body).await?;
     if !obj.get("input").is_some_and(valid_input) {
         return Err(GatewayError::BadRequest {
             message: "'input' must be a non-empty string, an array of non-empty strings, or an array of token arrays.".into(),

@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::Gateway;
-use super::chat::{json_object, model_of, positive_int, require_messages, stream_flag};
+use super::chat::{positive_int, require_messages, stream_flag};
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
@@ -31,10 +31,7 @@ async fn handle(
     body: Body,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let key = gw.authenticate(&headers)?;
-    let bytes = gw.read_body(&headers, body).await?;
-    let obj = json_object(&bytes)?;
-    let model = model_of(&obj)?;
+    let (key, bytes, obj, model) = gw.begin(&headers, body).await?;
     require_messages(&obj)?;
     let stream = stream_flag(&obj)?;
     let max_out = positive_int(&obj, "max_tokens")?.ok_or_else(|| GatewayError::BadRequest {

@@ -171,6 +171,28 @@ impl Gateway {
         Ok(key)
     }
 
+    /// The common start of every `/v1` POST: the key, the body (within the limit), the
+    /// body as a JSON object and its `model`.
+    pub async fn begin(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<
+        (
+            Arc<ApiKey>,
+            bytes::Bytes,
+            serde_json::Map<String, serde_json::Value>,
+            String,
+        ),
+        GatewayError,
+    > {
+        let key = self.authenticate(headers)?;
+        let bytes = self.read_body(headers, body).await?;
+        let obj = chat::json_object(&bytes)?;
+        let model = chat::model_of(&obj)?;
+        Ok((key, bytes, obj, model))
+    }
+
     /// Reads a request body up to the configured limit.
     pub async fn read_body(
         &self,
