@@ -6,7 +6,7 @@ pub mod session;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::StaticSegment;
+use leptos_router::{SsrMode, StaticSegment};
 use leptos_router::components::{Route, Router, Routes};
 
 use crate::auth::{ConsolePage, DevicePage, LoginPage, SignupPage};
@@ -48,10 +48,12 @@ pub fn App() -> impl IntoView {
             <main>
                 <Routes fallback=NotFound>
                     <Route path=StaticSegment("") view=HomePage/>
-                    <Route path=StaticSegment("login") view=LoginPage/>
-                    <Route path=StaticSegment("signup") view=SignupPage/>
-                    <Route path=StaticSegment("device") view=DevicePage/>
-                    <Route path=StaticSegment("console") view=ConsolePage/>
+                    // In-order streaming renders each page's data in place, so these pages
+                    // are complete without JavaScript.
+                    <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("device") view=DevicePage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("console") view=ConsolePage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
         </Router>
