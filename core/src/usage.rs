@@ -44,8 +44,11 @@ const LOG_COLUMNS: &str = "request_id, user_id, key_id, endpoint, model, served_
      stream, status, error_type, error_message, tokens_in, tokens_out, cached_tokens, cost_nano, \
      latency_ms, ttfb_ms, attempts, attempts_json, created_at";
 const LOG_COLUMN_COUNT: usize = 20;
-/// Rows per INSERT statement (keeps SQLite under its bound-parameter limit).
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per INSERT statement. Binding cost grows faster than linearly with a statement's
+/// parameter count in sqlx, so small multi-row statements are fastest: measured with
+/// `cargo run --release -p tokengate-core --example flushbench`, 16 rows write ~82k rows/s
+/// on SQLite where 500 rows wrote ~4.5k.
+const ROWS_PER_INSERT: usize = 16;
 
 /// Writes a batch of request logs, their ledger entries (one usage entry per account per
 /// batch) and balance/key-spend updates in a single transaction.
