@@ -87,6 +87,9 @@ impl Ticket {
                 .limits
                 .settle(rate, usage.total_input() + usage.output, Instant::now());
         }
+        // A single successful attempt is the row itself; the attempt list is kept when it
+        // says more (fallbacks, skips, failures).
+        let keep_attempts = self.attempts.len() > 1 || err.is_some();
         let (error_type, error_message) = match err {
             Some((t, m)) => (Some(t.to_string()), Some(m)),
             None => (None, None),
@@ -110,8 +113,8 @@ impl Ticket {
             latency_ms: self.started.elapsed().as_millis() as i64,
             ttfb_ms,
             attempts: self.attempts.len().max(1) as i64,
-            attempts_json: (!self.attempts.is_empty())
-                .then(|| Value::Array(self.attempts.clone()).to_string()),
+            attempts_json: (keep_attempts && !self.attempts.is_empty())
+                .then(|| Value::Array(std::mem::take(&mut self.attempts)).to_string()),
             created_at: self.created_at,
         });
     }
@@ -428,19 +431,28 @@ pub async fn run(
     Err(err)
 }
 
-/// A successful upstream body, parsed, with its usage (estimated when absent); `None` if
-/// the body is not the JSON object it should be.
-fn parse_success(call: &Call, target: &Target, body: &[u8]) -> Option<(Value, Option<Usage>)> {
-    let v: Value = serde_json::from_slice(body).ok()?;
-    if !v.is_object() {
-        return None;
-    }
+/// Just the `usage` of an answer: the rest is validated but skipped without building it.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    usage: Option<Value>,
+}
+
+/// A successful upstream body's usage, and the whole body parsed when it is needed (to
+/// translate it, or to estimate usage the upstream did not report); `None` if the body is
+/// not the JSON object it should be.
+fn parse_success(
+    call: &Call,
+    target: &Target,
+    body: &[u8],
+) -> Option<(Option<Value>, Option<Usage>)> {
+    let light: UsageOnly = serde_json::from_slice(body).ok()?;
     let native = match call.op {
         Op::Embeddings => Format::OpenAi,
         Op::Chat => target.adapter.format(),
     };
+    let usage = light.usage.as_ref().filter(|u| u.is_object());
     let usage = match native {
-        Format::OpenAi => v.get("usage").and_then(|u| {
+        Format::OpenAi => usage.and_then(|u| {
             if call.op == Op::Embeddings {
                 u.get("prompt_tokens")
                     .and_then(Value::as_i64)
@@ -452,9 +464,14 @@ fn parse_success(call: &Call, target: &Target, body: &[u8]) -> Option<(Value, Op
                 translate::openai_usage(u)
             }
         }),
-        Format::Anthropic => v.get("usage").and_then(translate::anthropic_usage),
+        Format::Anthropic => usage.and_then(translate::anthropic_usage),
     };
-    Some((v, usage))
+    let full = if native != call.client || usage.is_none() {
+        Some(serde_json::from_slice(body).ok()?)
+    } else {
+        None
+    };
+    Some((full, usage))
 }
 
 /// Characters of generated text in a whole answer of either format.
@@ -497,8 +514,9 @@ fn finish_json(
     target: &Target,
     status: u16,
     raw: Bytes,
-    (parsed, usage): (Value, Option<Usage>),
+    (parsed, usage): (Option<Value>, Option<Usage>),
 ) -> Response {
+    let parsed = parsed.unwrap_or(Value::Null);
     let usage = usage.unwrap_or_else(|| Usage {
         input: ticket.estimated_prompt(),
         output: (answer_chars(&parsed).div_ceil(4)) as i64,
