@@ -6,8 +6,8 @@ pub mod session;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
-use leptos_router::{SsrMode, StaticSegment};
 use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{SsrMode, StaticSegment};
 
 use crate::auth::{ConsolePage, DevicePage, LoginPage, SignupPage};
 
