@@ -70,13 +70,17 @@ end
 LUA
 peak_rss=0
 sample_rss() { local r; r=$(awk '/VmHWM/{print $2}' /proc/$TG_PID/status); peak_rss=$r; }
+# Each case starts from a quiet machine: queued usage written, sockets settled.
+settle() { sleep "${SETTLE:-3}"; }
 sent=0
 printf '%-34s %10s %10s %10s %8s\n' case "req/s" "p50 ms" "p99 ms" errors
 for c in 1 32; do
   t=$([ $c = 1 ] && echo 1 || echo 2)
+  settle
   out=$(BODY="$BODY" wrk -t$t -c$c -d"$DURATION" -s "$WORK/post.lua" "http://127.0.0.1:$UP_PORT/v1/chat/completions" | grep RESULT)
   eval "${out#RESULT }"; printf '%-34s %10s %10s %10s %8s\n' "upstream alone, $c conn" "$rps" "$p50_ms" "$p99_ms" "$errors"
   before=$(sqlite3 "$DB" "select balance_nano from users where id=1")
+  settle
   out=$(KEY="$KEY" BODY="$TG_BODY" wrk -t$t -c$c -d"$DURATION" -s "$WORK/post.lua" "http://127.0.0.1:$TG_PORT/v1/chat/completions" | grep RESULT)
   eval "${out#RESULT }"; printf '%-34s %10s %10s %10s %8s\n' "through tokengate, $c conn" "$rps" "$p50_ms" "$p99_ms" "$errors"
   sent=$((sent + requests))
@@ -86,9 +90,11 @@ TG_STREAM_BODY='{"model":"up/fast-1","stream":true,"messages":[{"role":"user","c
 SECS="${DURATION%s}"
 printf '\n%-34s %10s %12s %12s %8s\n' "streaming case" "req/s" "ttfb p50 ms" "ttfb p99 ms" errors
 for c in 1 32; do
+  settle
   out=$("$TTFB" "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$STREAM_BODY" $c "$SECS" | grep RESULT)
   eval "${out#RESULT }"; up_ttfb=$ttfb_p50_ms
   printf '%-34s %10s %12s %12s %8s\n' "upstream alone, $c conn" "$rps" "$ttfb_p50_ms" "$ttfb_p99_ms" "$errors"
+  settle
   out=$("$TTFB" "http://127.0.0.1:$TG_PORT/v1/chat/completions" "$TG_STREAM_BODY" $c "$SECS" "$KEY" | grep RESULT)
   eval "${out#RESULT }"
   printf '%-34s %10s %12s %12s %8s\n' "through tokengate, $c conn" "$rps" "$ttfb_p50_ms" "$ttfb_p99_ms" "$errors"
@@ -100,6 +106,7 @@ FB_BODY='{"model":"bench-fallback","messages":[{"role":"user","content":"Say hel
 printf '\n%-34s %10s %10s %10s %8s\n' "alias with dead first tier" "req/s" "p50 ms" "p99 ms" errors
 for c in 1 32; do
   t=$([ $c = 1 ] && echo 1 || echo 2)
+  settle
   out=$(KEY="$KEY" BODY="$FB_BODY" wrk -t$t -c$c -d"$DURATION" -s "$WORK/post.lua" "http://127.0.0.1:$TG_PORT/v1/chat/completions" | grep RESULT)
   eval "${out#RESULT }"; printf '%-34s %10s %10s %10s %8s\n' "fallback alias, $c conn" "$rps" "$p50_ms" "$p99_ms" "$errors"
   sent=$((sent + requests))
