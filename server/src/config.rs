@@ -198,6 +198,8 @@ struct FileConfig {
     breaker: Option<BreakerSettings>,
     signup: Option<bool>,
     cli_login: Option<bool>,
+    #[serde(default)]
+    trusted_proxies: Vec<std::net::IpAddr>,
     session_idle_secs: Option<u64>,
     session_absolute_secs: Option<u64>,
     #[serde(default)]
@@ -237,6 +239,9 @@ pub struct Config {
     pub signup: bool,
     /// Whether command-line clients may sign in with the device flow.
     pub cli_login: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the real client (for sign-in
+    /// throttling per client address).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub session_idle_secs: u64,
     pub session_absolute_secs: u64,
     pub oidc: Vec<OidcConfig>,
@@ -405,6 +410,7 @@ impl Config {
             breaker,
             signup,
             cli_login,
+            trusted_proxies: parsed.trusted_proxies,
             session_idle_secs,
             session_absolute_secs,
             oidc: parsed.oidc,

@@ -4,10 +4,11 @@
 //! JavaScript. Failures give one generic message and are throttled per account and per
 //! client address.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Form;
 use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tokengate_core::auth as store;
@@ -22,6 +23,27 @@ use crate::AppState;
 const MAX_FAILURES_PER_ACCOUNT: i64 = 5;
 const MAX_FAILURES_PER_ADDRESS: i64 = 20;
 const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// The client's address: the peer, or — when the peer is a trusted reverse proxy — the
+/// rightmost `X-Forwarded-For` entry that is not itself a trusted proxy (entries left of it
+/// are client-supplied and could be forged).
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
 
 /// A same-site path to return to after sign-in (never another origin).
 pub fn safe_next(next: Option<&str>) -> String {
@@ -60,6 +82,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     session: Session,
     Form(f): Form<LoginForm>,
 ) -> Response {
@@ -68,7 +91,10 @@ pub async fn login(
         Redirect::to(&format!("/login?error={error}&next={}", encode(&next))).into_response()
     };
     let acct = format!("acct:{}", f.email.trim().to_lowercase());
-    let ip = format!("ip:{}", addr.ip());
+    let ip = format!(
+        "ip:{}",
+        client_ip(addr.ip(), &headers, &state.config.trusted_proxies)
+    );
     let since = now_ms() - FAILURE_WINDOW_MS;
     let (a, i) = match (
         store::failures_since(&state.db, &acct, since).await,
@@ -241,6 +267,29 @@ pub async fn decide_device(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_address_behind_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 203.0.113.7, 10.0.0.2".parse().unwrap(),
+        );
+        let trusted = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        // Forged left-most entry ignored; the proxies' own hop skipped.
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        // An untrusted peer is the client, whatever it claims.
+        let peer: IpAddr = "198.51.100.9".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
+        // No proxies configured: the peer.
+        assert_eq!(client_ip(proxy, &h, &[]), proxy);
+        // A trusted proxy without the header: the proxy itself.
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
 
     #[test]
     fn next_stays_on_this_site() {
