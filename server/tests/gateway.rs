@@ -152,7 +152,7 @@ async fn suite(database_url: Option<String>) {
     );
 
     // An upstream failure costs nothing and is logged as failed.
-    let (s, _, v) = chat(&base, &key, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "fail [mock:status:503]"}]})).await;
+    let (s, failed_headers, v) = chat(&base, &key, json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "fail [mock:status:503]"}]})).await;
     assert_eq!(s, 502, "{v}");
     assert_error(&v, "api_error", "upstream_error");
 
@@ -160,6 +160,8 @@ async fn suite(database_url: Option<String>) {
     assert_eq!(logs.len(), 4);
     let failed = logs.iter().find(|l| l.status == 502).unwrap();
     assert_eq!(failed.cost_nano, 0);
+    // The error response names its log row.
+    assert_eq!(failed_headers["x-request-id"], failed.request_id.as_str());
     let ok: Vec<_> = logs.iter().filter(|l| l.status == 200).collect();
     assert_eq!(ok.len(), 3);
     // 5 in × $0.15/M + 10 out × $0.60/M = 750 + 6000 nano.

@@ -83,9 +83,10 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(gw, headers, body).await {
+    let id = pipeline::request_id();
+    match handle(gw, headers, body, id.clone()).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => pipeline::with_request_id(e.into_response(), &id),
     }
 }
 
@@ -93,6 +94,7 @@ async fn handle(
     gw: Arc<Gateway>,
     headers: HeaderMap,
     body: Body,
+    request_id: String,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let (key, bytes, obj, model) = gw.begin(&headers, body).await?;
@@ -117,6 +119,7 @@ async fn handle(
         client_wants_usage,
         max_out,
         body_bytes: bytes.len(),
+        request_id,
     };
     pipeline::run(gw, key, started, call).await
 }

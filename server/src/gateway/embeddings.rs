@@ -21,9 +21,10 @@ pub async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(gw, headers, body).await {
+    let id = pipeline::request_id();
+    match handle(gw, headers, body, id.clone()).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => pipeline::with_request_id(e.into_response(), &id),
     }
 }
 
@@ -44,6 +45,7 @@ async fn handle(
     gw: Arc<Gateway>,
     headers: HeaderMap,
     body: Body,
+    request_id: String,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let (key, bytes, obj, model) = gw.begin(&headers, body).await?;
@@ -73,6 +75,7 @@ async fn handle(
         client_wants_usage: false,
         max_out: None,
         body_bytes: bytes.len(),
+        request_id,
     };
     pipeline::run(gw, key, started, call).await
 }

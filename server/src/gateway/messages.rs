@@ -19,9 +19,10 @@ use super::pipeline::{self, Call, Op};
 use super::translate::Format;
 
 pub async fn messages(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    match handle(gw, headers, body).await {
+    let id = pipeline::request_id();
+    match handle(gw, headers, body, id.clone()).await {
         Ok(r) => r,
-        Err(e) => e.into_anthropic_response(),
+        Err(e) => pipeline::with_request_id(e.into_anthropic_response(), &id),
     }
 }
 
@@ -29,6 +30,7 @@ async fn handle(
     gw: Arc<Gateway>,
     headers: HeaderMap,
     body: Body,
+    request_id: String,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let (key, bytes, obj, model) = gw.begin(&headers, body).await?;
@@ -48,6 +50,7 @@ async fn handle(
         client_wants_usage: true,
         max_out: Some(max_out),
         body_bytes: bytes.len(),
+        request_id,
     };
     pipeline::run(gw, key, started, call).await
 }

@@ -50,6 +50,8 @@ pub struct Call {
     pub max_out: Option<i64>,
     /// Size of the request body, the bound on its prompt tokens.
     pub body_bytes: usize,
+    /// Sent as `x-request-id` and stored in the request log.
+    pub request_id: String,
 }
 
 /// A request that has been admitted: everything needed to log and charge it.
@@ -143,7 +145,8 @@ impl Drop for Ticket {
     }
 }
 
-fn request_id() -> String {
+/// A new request id (`req_` + 24 hex digits).
+pub fn request_id() -> String {
     let bytes: [u8; 12] = rand::random();
     format!("req_{}", hex::encode(bytes))
 }
@@ -265,7 +268,7 @@ pub async fn run(
         rate: Some(rate),
         endpoint: call.endpoint,
         model: call.model.clone(),
-        request_id: request_id(),
+        request_id: call.request_id.clone(),
         stream: call.stream,
         started,
         created_at: now_ms(),
@@ -493,6 +496,15 @@ fn answer_chars(v: &Value) -> usize {
         .map(str::len)
         .sum();
     openai + anthropic
+}
+
+/// Adds `x-request-id` to a response (errors included, so a failed request can be
+/// matched to its log row).
+pub fn with_request_id(mut resp: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 pub fn gateway_headers(resp: &mut Response, target: &Target, attempts: usize, request_id: &str) {
