@@ -124,18 +124,8 @@ pub async fn sign_out_everywhere(db: &Db, user_id: i64) -> Result<(), Error> {
     Ok(())
 }
 
-/// A user's current auth epoch.
-pub async fn auth_epoch(db: &Db, user_id: i64) -> Result<i64, Error> {
-    sqlx::query("SELECT auth_epoch FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(db.pool())
-        .await?
-        .ok_or(Error::NotFound)?
-        .try_get("auth_epoch")
-        .map_err(Error::from)
-}
-
-/// Deletes expired sessions and finished device grants; returns rows removed.
+/// Deletes expired sessions, device grants expired for over a day and sign-in failures
+/// older than a day (all past any window that reads them); returns rows removed.
 pub async fn purge_expired(db: &Db) -> Result<u64, Error> {
     let now = now_ms();
     let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")

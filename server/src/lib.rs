@@ -212,13 +212,22 @@ impl Server {
         let gateway = Arc::new(Gateway::new(db.clone(), secret, meter, money, settings).await?);
         let refresher = {
             let gw = gateway.clone();
+            let db = db.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(2));
                 tick.tick().await;
+                // Expired sessions, grants and sign-in failures: purged every 10 minutes.
+                let mut ticks: u32 = 0;
                 loop {
                     tick.tick().await;
                     if let Err(e) = gw.refresh().await {
                         tracing::warn!(error = %e, "refresh from database failed");
+                    }
+                    ticks = (ticks + 1) % 300;
+                    if ticks == 0
+                        && let Err(e) = tokengate_core::auth::purge_expired(&db).await
+                    {
+                        tracing::warn!(error = %e, "purging expired sessions failed");
                     }
                 }
             })

@@ -1779,3 +1779,68 @@ async fn hostile_input_on_sqlite() {
 async fn hostile_input_on_postgres() {
     on_postgres(hostile_input_suite).await;
 }
+
+// ----- 8. purging expired sign-in state -------------------------------------------------------
+
+async fn purge_suite(database_url: Option<String>) {
+    use tokengate_core::auth::{self as store, NewGrant, SessionRow};
+    let t = T::start(database_url, &[]).await;
+    let db = t.db();
+    let uid = user(&t.r, "purge@example.com", Some(PW), 0).await;
+    let now = now_ms();
+    for (id, expires_at) in [("expired", now - 1), ("live", now + 60_000)] {
+        let row = SessionRow {
+            user_id: Some(uid),
+            data: "{}".into(),
+            created_at: now,
+            expires_at,
+        };
+        store::save_session(db, id, &row).await.unwrap();
+    }
+    for (code, hash, expires_at) in [
+        ("BCDF-GHJK", "h-old", now - 2 * 86_400_000),
+        ("BCDF-GHJL", "h-new", now - 1),
+    ] {
+        let g = NewGrant {
+            device_code_hash: hash,
+            user_code: code,
+            client_id: "tokengate-cli",
+            scope: "account",
+            resource: "r",
+            interval_secs: 5,
+            expires_at,
+        };
+        store::create_grant(db, &g).await.unwrap();
+    }
+    let removed = store::purge_expired(db).await.unwrap();
+    assert_eq!(
+        removed, 2,
+        "one expired session and one grant expired for over a day"
+    );
+    assert!(store::load_session(db, "live").await.unwrap().is_some());
+    assert!(!store::session_exists(db, "expired").await.unwrap());
+    assert!(
+        store::grant_by_user_code(db, "BCDF-GHJK")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store::grant_by_user_code(db, "BCDF-GHJL")
+            .await
+            .unwrap()
+            .is_some(),
+        "recently expired grant kept"
+    );
+    t.r.stop().await;
+}
+
+#[tokio::test]
+async fn purge_on_sqlite() {
+    purge_suite(None).await;
+}
+
+#[tokio::test]
+async fn purge_on_postgres() {
+    on_postgres(purge_suite).await;
+}
