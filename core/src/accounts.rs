@@ -151,53 +151,117 @@ pub async fn all_balances(db: &Db) -> Result<Vec<(i64, String, i64)>, Error> {
         .collect()
 }
 
+/// One balance change: who, what kind, how much, why, and by whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub user_id: i64,
+    pub kind: EntryKind,
+    pub amount_nano: i64,
+    pub reference: Option<&'a str>,
+    pub note: Option<&'a str>,
+    /// The admin who made the change, for adjustments, refunds and promotional credit.
+    pub created_by: Option<i64>,
+    /// Refuse a debit that would leave the balance negative.
+    pub refuse_negative: bool,
+}
+
 /// Applies one balance change and its ledger entry in one transaction; returns the new
-/// balance. `allow_negative = false` refuses a change that would leave a negative balance.
-#[allow(clippy::too_many_arguments)] // one flat call site per ledger operation
-pub async fn apply_entry(
-    db: &Db,
-    user_id: i64,
-    kind: EntryKind,
-    amount_nano: i64,
-    reference: Option<&str>,
-    note: Option<&str>,
-    created_by: Option<i64>,
-    allow_negative: bool,
-) -> Result<i64, Error> {
+/// balance and the entry's id.
+pub async fn apply_entry(db: &Db, entry: Entry<'_>) -> Result<(i64, i64), Error> {
     let mut tx = db.pool().begin().await?;
+    let applied = apply_entry_in(&mut tx, entry).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// [`apply_entry`] inside a caller's transaction; returns the new balance and the entry
+/// id. On [`Error::InsufficientBalance`] or [`Error::NotFound`] the caller must roll back.
+pub(crate) async fn apply_entry_in(
+    conn: &mut sqlx::AnyConnection,
+    e: Entry<'_>,
+) -> Result<(i64, i64), Error> {
+    let now = now_ms();
     let row = sqlx::query(
         "UPDATE users SET balance_nano = balance_nano + $1, updated_at = $3 WHERE id = $2 \
          RETURNING balance_nano",
     )
-    .bind(amount_nano)
-    .bind(user_id)
-    .bind(now_ms())
-    .fetch_optional(&mut *tx)
+    .bind(e.amount_nano)
+    .bind(e.user_id)
+    .bind(now)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else {
         return Err(Error::NotFound);
     };
     let balance: i64 = row.try_get("balance_nano")?;
-    if balance < 0 && !allow_negative && amount_nano < 0 {
-        tx.rollback().await?;
+    if balance < 0 && e.refuse_negative && e.amount_nano < 0 {
         return Err(Error::InsufficientBalance);
     }
-    sqlx::query(
+    let row = sqlx::query(
         "INSERT INTO ledger_entries (user_id, kind, amount_nano, balance_after, reference, note, \
-         created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
-    .bind(user_id)
-    .bind(kind.as_str())
-    .bind(amount_nano)
+    .bind(e.user_id)
+    .bind(e.kind.as_str())
+    .bind(e.amount_nano)
     .bind(balance)
-    .bind(reference)
-    .bind(note)
-    .bind(created_by)
-    .bind(now_ms())
-    .execute(&mut *tx)
+    .bind(e.reference)
+    .bind(e.note)
+    .bind(e.created_by)
+    .bind(now)
+    .fetch_one(&mut *conn)
     .await?;
-    tx.commit().await?;
-    Ok(balance)
+    Ok((balance, row.try_get("id")?))
+}
+
+/// A ledger entry as stored.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: i64,
+    pub user_id: i64,
+    pub kind: String,
+    pub amount_nano: i64,
+    pub balance_after: i64,
+    pub reference: Option<String>,
+    pub note: Option<String>,
+    pub created_by: Option<i64>,
+    pub created_at: i64,
+}
+
+pub(crate) const LEDGER_COLUMNS: &str =
+    "id, user_id, kind, amount_nano, balance_after, reference, note, created_by, created_at";
+
+pub(crate) fn ledger_from_row(r: &sqlx::any::AnyRow) -> Result<LedgerEntry, Error> {
+    Ok(LedgerEntry {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        kind: r.try_get("kind")?,
+        amount_nano: r.try_get("amount_nano")?,
+        balance_after: r.try_get("balance_after")?,
+        reference: r.try_get("reference")?,
+        note: r.try_get("note")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// A user's ledger entries, newest first (at most `limit`, before entry id `before`).
+pub async fn ledger_entries(
+    db: &Db,
+    user_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<LedgerEntry>, Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE user_id = $1 AND id < $2 \
+         ORDER BY id DESC LIMIT $3"
+    ))
+    .bind(user_id)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit.clamp(1, 1000))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(ledger_from_row).collect()
 }
 
 /// An account whose stored balance differs from the sum of its ledger entries.
@@ -291,4 +355,25 @@ pub async fn link_identity(
     .execute(db.pool())
     .await?;
     Ok(())
+}
+
+/// Users whose email or display name contains `query` (case-insensitive), newest first.
+pub async fn search_users(db: &Db, query: &str, limit: i64) -> Result<Vec<User>, Error> {
+    let pattern = format!(
+        "%{}%",
+        query
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email_lower LIKE $1 ESCAPE '\\' \
+         OR LOWER(display_name) LIKE $1 ESCAPE '\\' ORDER BY id DESC LIMIT $2"
+    ))
+    .bind(pattern)
+    .bind(limit.clamp(1, 500))
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(user_from_row).collect()
 }

@@ -103,13 +103,15 @@ pub async fn seed_if_new(
         };
     accounts::apply_entry(
         db,
-        admin.id,
-        EntryKind::Promo,
-        5 * NANOS_PER_USD,
-        Some("demo"),
-        Some("demo credit"),
-        None,
-        false,
+        accounts::Entry {
+            user_id: admin.id,
+            kind: EntryKind::Promo,
+            amount_nano: 5 * NANOS_PER_USD,
+            reference: Some("demo"),
+            note: Some("demo credit"),
+            created_by: None,
+            refuse_negative: false,
+        },
     )
     .await?;
     let (_, raw_key) = keys::create(

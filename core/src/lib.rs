@@ -9,6 +9,8 @@ pub mod demo;
 pub mod keys;
 pub mod money;
 pub mod password;
+pub mod payments;
+pub mod statements;
 pub mod usage;
 
 pub use db::{Db, DbKind};

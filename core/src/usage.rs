@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::accounts::EntryKind;
+use crate::statements::Month;
 use crate::{Db, DbKind, Error, now_ms};
 
 /// One finished `/v1` request as the gateway reports it.
@@ -105,19 +106,24 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
         q.execute(&mut *tx).await?;
     }
 
-    // Per-account and per-key sums of what this batch charged.
-    let mut per_user: BTreeMap<i64, (i64, i64)> = BTreeMap::new(); // cost, requests
+    // Per-account sums of what this batch charged, split by the calendar month of the
+    // requests and dated at the month's last request in the batch, so a month's usage
+    // entries sum to exactly its requests' costs even across a month boundary.
+    let mut per_user: BTreeMap<(i64, Month), (i64, i64, i64)> = BTreeMap::new(); // cost, requests, last
     let mut per_key: BTreeMap<i64, (i64, i64)> = BTreeMap::new(); // cost, last used
     for r in records {
-        let u = per_user.entry(r.user_id).or_default();
+        let u = per_user
+            .entry((r.user_id, Month::of_ms(r.created_at)))
+            .or_default();
         u.0 += r.cost_nano;
         u.1 += 1;
+        u.2 = u.2.max(r.created_at);
         let k = per_key.entry(r.key_id).or_default();
         k.0 += r.cost_nano;
         k.1 = k.1.max(r.created_at);
     }
-    let mut balances = Vec::with_capacity(per_user.len());
-    for (user_id, (cost, requests)) in per_user {
+    let mut balances: BalanceUpdates = Vec::with_capacity(per_user.len());
+    for ((user_id, _), (cost, requests, last)) in per_user {
         if cost == 0 {
             continue;
         }
@@ -141,10 +147,13 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
         .bind(-cost)
         .bind(balance)
         .bind(format!("{requests} requests"))
-        .bind(now)
+        .bind(last)
         .execute(&mut *tx)
         .await?;
-        balances.push((user_id, balance));
+        match balances.iter_mut().find(|(u, _)| *u == user_id) {
+            Some(b) => b.1 = balance,
+            None => balances.push((user_id, balance)),
+        }
     }
     for (key_id, (cost, last_used)) in per_key {
         // last_used_at is not part of updated_at: the key cache does not need to reload for it.
@@ -192,39 +201,180 @@ pub async fn totals_since(db: &Db, user_id: i64, since: i64) -> Result<UsageTota
     })
 }
 
-/// A user's most recent request logs, newest first.
-pub async fn recent_logs(db: &Db, user_id: i64, limit: i64) -> Result<Vec<RequestRecord>, Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {LOG_COLUMNS} FROM request_logs WHERE user_id = $1 ORDER BY id DESC LIMIT $2"
-    ))
-    .bind(user_id)
-    .bind(limit.clamp(1, 1000))
-    .fetch_all(db.pool())
-    .await?;
+/// Which of a user's request logs to list or export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Created at or after (unix ms).
+    pub from: Option<i64>,
+    /// Created before (unix ms).
+    pub to: Option<i64>,
+    pub key_id: Option<i64>,
+    /// The model asked for or the model that served.
+    pub model: Option<String>,
+    pub status: Option<StatusFilter>,
+}
+
+/// A status filter: one code, a class (`2xx`, `4xx`, `5xx`) or every failure (`error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Code(i64),
+    Class(i64),
+    Error,
+}
+
+impl StatusFilter {
+    /// Parses `200`, `4xx` or `error`.
+    pub fn parse(s: &str) -> Result<StatusFilter, Error> {
+        let s = s.trim().to_ascii_lowercase();
+        let bad = || {
+            Error::Invalid(format!(
+                "status must be a code (429), a class (4xx) or `error`, got {s:?}"
+            ))
+        };
+        if s == "error" || s == "failed" {
+            return Ok(StatusFilter::Error);
+        }
+        if let Some(class) = s.strip_suffix("xx") {
+            let c: i64 = class.parse().map_err(|_| bad())?;
+            return if (1..=5).contains(&c) {
+                Ok(StatusFilter::Class(c))
+            } else {
+                Err(bad())
+            };
+        }
+        let code: i64 = s.parse().map_err(|_| bad())?;
+        if (100..=599).contains(&code) {
+            Ok(StatusFilter::Code(code))
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+/// A stored request log with its row id (the pagination cursor).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LogRow {
+    pub id: i64,
+    #[serde(flatten)]
+    pub record: RequestRecord,
+}
+
+fn record_from_row(r: &sqlx::any::AnyRow) -> Result<RequestRecord, Error> {
+    Ok(RequestRecord {
+        request_id: r.try_get("request_id")?,
+        user_id: r.try_get("user_id")?,
+        key_id: r.try_get("key_id")?,
+        endpoint: r.try_get("endpoint")?,
+        model: r.try_get("model")?,
+        served_model: r.try_get("served_model")?,
+        provider: r.try_get("provider")?,
+        stream: r.try_get::<i64, _>("stream")? != 0,
+        status: r.try_get("status")?,
+        error_type: r.try_get("error_type")?,
+        error_message: r.try_get("error_message")?,
+        tokens_in: r.try_get("tokens_in")?,
+        tokens_out: r.try_get("tokens_out")?,
+        cached_tokens: r.try_get("cached_tokens")?,
+        cost_nano: r.try_get("cost_nano")?,
+        latency_ms: r.try_get("latency_ms")?,
+        ttfb_ms: r.try_get("ttfb_ms")?,
+        attempts: r.try_get("attempts")?,
+        attempts_json: r.try_get("attempts_json")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+/// One page of a user's request logs matching `filter`, newest first, with ids below
+/// `before` (the previous page's last id). Pages are keyset-paginated, so an export walks
+/// any number of rows in constant memory.
+pub async fn logs_page(
+    db: &Db,
+    user_id: i64,
+    filter: &LogFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<LogRow>, Error> {
+    let mut sql = format!(
+        "SELECT id, {LOG_COLUMNS} FROM request_logs WHERE user_id = $1 AND id < $2 \
+         AND created_at >= $3 AND created_at < $4"
+    );
+    let mut n = 4;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if filter.key_id.is_some() {
+        sql.push_str(&format!(" AND key_id = ${}", next()));
+    }
+    if filter.model.is_some() {
+        let i = next();
+        sql.push_str(&format!(" AND (model = ${i} OR served_model = ${i})"));
+    }
+    match filter.status {
+        Some(StatusFilter::Code(_)) => sql.push_str(&format!(" AND status = ${}", next())),
+        Some(StatusFilter::Class(_)) => {
+            let (a, b) = (next(), next());
+            sql.push_str(&format!(" AND status >= ${a} AND status < ${b}"));
+        }
+        Some(StatusFilter::Error) => sql.push_str(" AND (status < 200 OR status >= 300)"),
+        None => {}
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
+    let mut q = sqlx::query(&sql)
+        .bind(user_id)
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(filter.from.unwrap_or(i64::MIN))
+        .bind(filter.to.unwrap_or(i64::MAX));
+    if let Some(k) = filter.key_id {
+        q = q.bind(k);
+    }
+    if let Some(m) = &filter.model {
+        q = q.bind(m.clone());
+    }
+    match filter.status {
+        Some(StatusFilter::Code(c)) => q = q.bind(c),
+        Some(StatusFilter::Class(c)) => q = q.bind(c * 100).bind(c * 100 + 100),
+        _ => {}
+    }
+    let rows = q.bind(limit.clamp(1, 5000)).fetch_all(db.pool()).await?;
     rows.iter()
         .map(|r| {
-            Ok(RequestRecord {
-                request_id: r.try_get("request_id")?,
-                user_id: r.try_get("user_id")?,
-                key_id: r.try_get("key_id")?,
-                endpoint: r.try_get("endpoint")?,
-                model: r.try_get("model")?,
-                served_model: r.try_get("served_model")?,
-                provider: r.try_get("provider")?,
-                stream: r.try_get::<i64, _>("stream")? != 0,
-                status: r.try_get("status")?,
-                error_type: r.try_get("error_type")?,
-                error_message: r.try_get("error_message")?,
-                tokens_in: r.try_get("tokens_in")?,
-                tokens_out: r.try_get("tokens_out")?,
-                cached_tokens: r.try_get("cached_tokens")?,
-                cost_nano: r.try_get("cost_nano")?,
-                latency_ms: r.try_get("latency_ms")?,
-                ttfb_ms: r.try_get("ttfb_ms")?,
-                attempts: r.try_get("attempts")?,
-                attempts_json: r.try_get("attempts_json")?,
-                created_at: r.try_get("created_at")?,
+            Ok(LogRow {
+                id: r.try_get("id")?,
+                record: record_from_row(r)?,
             })
         })
         .collect()
+}
+
+/// One of a user's request logs by request id.
+pub async fn log_by_request_id(db: &Db, user_id: i64, request_id: &str) -> Result<LogRow, Error> {
+    let row = sqlx::query(&format!(
+        "SELECT id, {LOG_COLUMNS} FROM request_logs WHERE user_id = $1 AND request_id = $2 \
+         ORDER BY id DESC LIMIT 1"
+    ))
+    .bind(user_id)
+    .bind(request_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let r = row.ok_or(Error::NotFound)?;
+    Ok(LogRow {
+        id: r.try_get("id")?,
+        record: record_from_row(&r)?,
+    })
+}
+
+/// A user's most recent request logs, newest first.
+pub async fn recent_logs(db: &Db, user_id: i64, limit: i64) -> Result<Vec<RequestRecord>, Error> {
+    Ok(logs_page(
+        db,
+        user_id,
+        &LogFilter::default(),
+        None,
+        limit.clamp(1, 1000),
+    )
+    .await?
+    .into_iter()
+    .map(|r| r.record)
+    .collect())
 }

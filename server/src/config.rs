@@ -213,6 +213,27 @@ struct FileConfig {
     aliases: Vec<AliasConfig>,
     #[serde(default)]
     key_groups: Vec<KeyGroupConfig>,
+    stripe: Option<StripeFileConfig>,
+    topup_max_usd: Option<String>,
+    stream_idle_secs: Option<u64>,
+}
+
+/// `[stripe]` in the config file; every key may also come from the environment.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StripeFileConfig {
+    secret_key: Option<Secret>,
+    webhook_secret: Option<Secret>,
+    api_base: Option<String>,
+}
+
+/// Stripe credentials: top-ups are offered only when both secrets are set.
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
+    /// Stripe's API base URL, ending in `/` (tests point it at a local fake).
+    pub api_base: String,
 }
 
 /// The resolved configuration.
@@ -251,6 +272,12 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub aliases: Vec<AliasConfig>,
     pub key_groups: Vec<KeyGroupConfig>,
+    /// Stripe Checkout for top-ups; `None` disables top-ups (503).
+    pub stripe: Option<StripeConfig>,
+    /// Largest single top-up, in nano-USD (the smallest is 1 USD).
+    pub topup_max_nano: i64,
+    /// A stream whose upstream sends nothing for this long is ended and settled.
+    pub stream_idle_secs: u64,
 }
 
 /// A configuration error, with a message meant for the operator.
@@ -393,7 +420,57 @@ impl Config {
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError("log_format must be text or json".into()));
         }
+        let stripe_file = parsed.stripe.unwrap_or_default();
+        let stripe_key = env("TOKENGATE_STRIPE_SECRET_KEY")
+            .map(Secret::new)
+            .or(stripe_file.secret_key);
+        let stripe_webhook = env("TOKENGATE_STRIPE_WEBHOOK_SECRET")
+            .map(Secret::new)
+            .or(stripe_file.webhook_secret);
+        let stripe = match (stripe_key, stripe_webhook) {
+            (Some(secret_key), Some(webhook_secret)) => {
+                let mut api_base = env("TOKENGATE_STRIPE_API_BASE")
+                    .or(stripe_file.api_base)
+                    .unwrap_or_else(|| "https://api.stripe.com/".into());
+                if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+                    return Err(ConfigError("stripe.api_base must be an http(s) URL".into()));
+                }
+                if !api_base.ends_with('/') {
+                    api_base.push('/');
+                }
+                Some(StripeConfig {
+                    secret_key,
+                    webhook_secret,
+                    api_base,
+                })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(
+                    "stripe: set both secret_key and webhook_secret (TOKENGATE_STRIPE_SECRET_KEY, \
+                     TOKENGATE_STRIPE_WEBHOOK_SECRET), or neither"
+                        .into(),
+                ));
+            }
+        };
+        let topup_max = env("TOKENGATE_TOPUP_MAX_USD")
+            .or(parsed.topup_max_usd)
+            .unwrap_or_else(|| "10000".into());
+        let topup_max_nano = tokengate_core::money::parse_usd(&topup_max)
+            .ok()
+            .filter(|v| *v >= tokengate_core::money::NANOS_PER_USD)
+            .ok_or_else(|| {
+                ConfigError(format!("topup_max_usd {topup_max:?} must be at least 1"))
+            })?;
+        let stream_idle_secs =
+            parse_num("TOKENGATE_STREAM_IDLE_SECS", parsed.stream_idle_secs, 300)?;
+        if stream_idle_secs == 0 {
+            return Err(ConfigError("stream_idle_secs must be positive".into()));
+        }
         Ok(Config {
+            stripe,
+            topup_max_nano,
+            stream_idle_secs,
             listen,
             public_url,
             database_url,

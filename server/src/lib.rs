@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod gateway;
 pub mod mock_upstream;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
     pub oidc: Arc<auth::oidc::OidcCache>,
+    pub payments: billing::Payments,
 }
 
 /// A started server's parts, for `main` and for tests that run it in-process.
@@ -200,6 +202,7 @@ impl Server {
             timeouts: Timeouts {
                 attempt: Duration::from_millis(config.upstream_timeout_ms),
                 total: Duration::from_millis(config.request_timeout_ms),
+                stream_idle: Duration::from_secs(config.stream_idle_secs),
             },
             breaker: BreakerConfig {
                 window: Duration::from_secs(b.window_secs),
@@ -232,11 +235,18 @@ impl Server {
                 }
             })
         };
+        let mut providers: Vec<Arc<dyn billing::PaymentProvider>> = Vec::new();
+        if let Some(stripe) = &config.stripe {
+            providers.push(Arc::new(
+                billing::stripe::Stripe::new(stripe).map_err(config::ConfigError)?,
+            ));
+        }
         let state = AppState {
             gateway: gateway.clone(),
             db: db.clone(),
             config: Arc::new(config),
             oidc: Arc::default(),
+            payments: billing::Payments::new(providers),
         };
         let router = router(state.clone());
         Ok(Server {
@@ -296,6 +306,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        // Signed by the payment provider, never by a session: outside the session layer.
+        .route(
+            "/webhooks/payments/{payment_provider}",
+            post(api::billing::webhook),
+        )
         .with_state(state.clone())
         .nest("/v1", gateway::router(state.gateway.clone()))
         .fallback_service(signed_in)

@@ -367,13 +367,15 @@ async fn user(r: &Running, email: &str, pw: Option<&str>, nanos: i64) -> i64 {
     if nanos > 0 {
         accounts::apply_entry(
             db,
-            u.id,
-            EntryKind::Promo,
-            nanos,
-            None,
-            Some("test"),
-            None,
-            false,
+            accounts::Entry {
+                user_id: u.id,
+                kind: EntryKind::Promo,
+                amount_nano: nanos,
+                reference: None,
+                note: Some("test"),
+                created_by: None,
+                refuse_negative: false,
+            },
         )
         .await
         .unwrap();

@@ -14,10 +14,10 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokengate_core::catalog::{self, Catalog, ModelSpec, ProviderSpec, TargetSpec};
-use tokengate_core::money::{format_exact, parse_usd};
+use tokengate_core::money::{format_balance, format_exact, parse_usd, parse_usd_json};
 use tokengate_core::{accounts, now_ms};
 
-use super::{ApiError, ApiJson, ApiPath};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::AppState;
 use crate::auth::AdminUser;
 
@@ -44,6 +44,10 @@ pub fn router() -> Router<AppState> {
             "/key-groups/{name}",
             get(get_group).put(put_group).delete(delete_group),
         )
+        .route("/users", get(search_users))
+        .route("/users/{id}/ledger", get(user_ledger))
+        .route("/users/{id}/credit", post(credit))
+        .route("/ledger/verify", get(verify_ledger))
         .route("/users/{id}/suspend", post(suspend))
         .route("/users/{id}/reactivate", post(reactivate))
         .route("/health", get(health))
@@ -574,6 +578,169 @@ async fn reactivate(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult {
     set_status(&state, &admin, id, "active").await
+}
+
+#[derive(Deserialize, Default)]
+struct UserQuery {
+    q: Option<String>,
+    limit: Option<i64>,
+    user_id: Option<i64>,
+    before: Option<i64>,
+}
+
+fn user_json(u: &accounts::User) -> Value {
+    json!({"id": u.id, "email": u.email, "display_name": u.display_name, "role": u.role,
+           "status": u.status, "balance_usd": format_balance(u.balance_nano),
+           "balance_nano": u.balance_nano, "created_at": super::account::rfc3339(u.created_at)})
+}
+
+async fn search_users(
+    _: AdminUser,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> ApiResult {
+    let users = accounts::search_users(
+        &state.db,
+        q.q.as_deref().unwrap_or("").trim(),
+        q.limit.unwrap_or(50),
+    )
+    .await?;
+    Ok(Json(Value::Array(users.iter().map(user_json).collect())))
+}
+
+async fn user_ledger(
+    _: AdminUser,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> ApiResult {
+    let user = accounts::get_user(&state.db, id)
+        .await
+        .map_err(|e| named(e, "user", &id.to_string()))?;
+    let entries = accounts::ledger_entries(&state.db, id, q.before, q.limit.unwrap_or(100)).await?;
+    let list: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({"id": e.id, "kind": e.kind, "amount_usd": format_exact(e.amount_nano),
+                   "amount_nano": e.amount_nano, "balance_after_usd": format_exact(e.balance_after),
+                   "reference": e.reference, "note": e.note, "created_by": e.created_by,
+                   "created_at": super::account::rfc3339(e.created_at)})
+        })
+        .collect();
+    Ok(Json(json!({"user": user_json(&user), "entries": list})))
+}
+
+#[derive(Deserialize)]
+struct CreditBody {
+    amount_usd: Option<Value>,
+    kind: Option<String>,
+    reason: Option<String>,
+    /// Allow a debit to leave the balance below zero.
+    #[serde(default)]
+    allow_negative: bool,
+}
+
+/// An admin credit or debit (adjustment, refund, promotional credit) with a mandatory
+/// reason, recorded in the ledger with the admin's id.
+async fn credit(
+    AdminUser(admin): AdminUser,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<CreditBody>,
+) -> ApiResult {
+    let amount = body
+        .amount_usd
+        .as_ref()
+        .ok_or_else(|| ApiError::Unprocessable("amount_usd is required".into()))
+        .and_then(|v| parse_usd_json(v).map_err(|e| ApiError::Unprocessable(e.to_string())))?;
+    if amount == 0 {
+        return Err(ApiError::Unprocessable(
+            "amount_usd must not be zero".into(),
+        ));
+    }
+    let kind = match body.kind.as_deref().unwrap_or("adjustment") {
+        "adjustment" => accounts::EntryKind::Adjustment,
+        "refund" => accounts::EntryKind::Refund,
+        "promo" | "promotional" => accounts::EntryKind::Promo,
+        other => {
+            return Err(ApiError::Unprocessable(format!(
+                "kind must be adjustment, refund or promo, not {other:?}"
+            )));
+        }
+    };
+    let reason = body
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| ApiError::Unprocessable("reason is required".into()))?;
+    if reason.chars().count() > 500 {
+        return Err(ApiError::Unprocessable(
+            "reason must be at most 500 characters".into(),
+        ));
+    }
+    let reference = format!("admin:{}", admin.id);
+    let (balance, entry_id) = accounts::apply_entry(
+        &state.db,
+        accounts::Entry {
+            user_id: id,
+            kind,
+            amount_nano: amount,
+            reference: Some(&reference),
+            note: Some(reason),
+            created_by: Some(admin.id),
+            refuse_negative: !body.allow_negative,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        tokengate_core::Error::InsufficientBalance => ApiError::Conflict(
+            "This debit would leave the balance below zero; pass allow_negative to force it."
+                .into(),
+        ),
+        other => named(other, "user", &id.to_string()),
+    })?;
+    if let Err(e) = state.gateway.reload_account(id).await {
+        tracing::warn!(error = %e, "reloading an adjusted account failed; the periodic refresh will apply it");
+    }
+    tracing::info!(admin = admin.id, user = id, kind = kind.as_str(), amount = %format_exact(amount), "balance adjusted");
+    Ok(Json(json!({
+        "user_id": id,
+        "kind": kind.as_str(),
+        "amount_usd": format_exact(amount),
+        "balance_usd": format_balance(balance),
+        "balance_nano": balance,
+        "entry_id": entry_id,
+    })))
+}
+
+async fn verify_ledger(
+    _: AdminUser,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<UserQuery>,
+) -> ApiResult {
+    let checked = match q.user_id {
+        Some(id) => {
+            accounts::get_user(&state.db, id)
+                .await
+                .map_err(|e| named(e, "user", &id.to_string()))?;
+            1
+        }
+        None => accounts::all_balances(&state.db).await?.len(),
+    };
+    let mismatches = accounts::verify_ledger(&state.db, q.user_id).await?;
+    let list: Vec<Value> = mismatches
+        .iter()
+        .map(|m| {
+            json!({"user_id": m.user_id, "balance_usd": format_exact(m.balance_nano),
+                   "balance_nano": m.balance_nano, "ledger_sum_usd": format_exact(m.ledger_sum_nano),
+                   "ledger_sum_nano": m.ledger_sum_nano,
+                   "difference_nano": m.balance_nano - m.ledger_sum_nano})
+        })
+        .collect();
+    Ok(Json(
+        json!({"checked": checked, "ok": list.is_empty(), "mismatches": list}),
+    ))
 }
 
 // ----- health ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod billing;
 
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
@@ -28,6 +29,8 @@ pub enum ApiError {
     /// Well-formed but invalid values.
     Unprocessable(String),
     Unavailable(String),
+    /// Top-ups cannot be taken now (no provider configured, or it cannot be reached).
+    PaymentsUnavailable(String),
     /// Logged, never sent.
     Internal(String),
 }
@@ -75,6 +78,12 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
                 "unavailable",
+                m.clone(),
+            ),
+            ApiError::PaymentsUnavailable(m) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "api_error",
+                "payments_unavailable",
                 m.clone(),
             ),
             ApiError::Internal(_) => (
@@ -159,10 +168,32 @@ where
     }
 }
 
+/// A query string whose rejection is an [`ApiError`] (400), never axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::BadRequest(format!("Invalid query string: {}", e.body_text())))
+    }
+}
+
 /// Everything under `/api/v1`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(account::router())
+        .merge(billing::router())
         .route(
             "/auth/discovery",
             axum::routing::get(crate::auth::device::discovery),

@@ -110,6 +110,17 @@ impl Gateway {
         self.reload_routes().await
     }
 
+    /// Reloads one account's balance and status after a change outside the request path
+    /// (a top-up, an admin adjustment). A flush racing with it wins; the periodic refresh
+    /// then applies the change within a few seconds.
+    pub async fn reload_account(&self, user_id: i64) -> Result<(), Error> {
+        let epoch = self.money.epoch();
+        let u = accounts::get_user(&self.db, user_id).await?;
+        self.money
+            .refresh_accounts(epoch, &[(u.id, u.status, u.balance_nano)]);
+        Ok(())
+    }
+
     /// Rebuilds the routing snapshot from the catalog. Provider keys set through the admin
     /// API (sealed in the database) take precedence over keys from the config file.
     pub async fn reload_routes(&self) -> Result<(), Error> {

@@ -81,9 +81,24 @@ impl Ticket {
         err: Option<(&str, String)>,
         ttfb_ms: Option<i64>,
     ) {
-        if let Some(hold) = self.hold.take() {
-            self.gw.money.settle(hold, cost);
-        }
+        // A request is never charged more than the hold it was admitted with: that is
+        // what makes a balance impossible to overdraw.
+        let cost = match self.hold.take() {
+            Some(hold) => {
+                let capped = cost.min(hold.amount);
+                if capped < cost {
+                    tracing::warn!(
+                        request_id = %self.request_id,
+                        cost,
+                        hold = hold.amount,
+                        "cost above the request's hold; charged the hold"
+                    );
+                }
+                self.gw.money.settle(hold, capped);
+                capped
+            }
+            None => cost,
+        };
         if let Some(rate) = self.rate.take() {
             self.gw
                 .limits
@@ -648,8 +663,31 @@ fn stream_response(
         if relay.outcome.is_some() {
             return None;
         }
+        let idle = relay
+            .ticket
+            .as_ref()
+            .map_or(Duration::from_secs(300), |t| t.gw.timeouts.stream_idle);
         loop {
-            match relay.upstream.next().await {
+            let next = match tokio::time::timeout(idle, relay.upstream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!(provider = %relay.target.provider, "upstream stream went silent; ending it");
+                    relay.outcome = Some((
+                        504,
+                        Some((
+                            "upstream_timeout",
+                            "upstream stream went silent".to_string(),
+                        )),
+                    ));
+                    let out = translate::stream::error_event(
+                        relay.client,
+                        "The upstream provider stopped sending; the stream was ended.",
+                    );
+                    relay.settle();
+                    return Some((Ok(Bytes::from(out)), relay));
+                }
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     let mut out = Vec::new();
                     for ev in relay.parser.push(&chunk) {
@@ -734,4 +772,6 @@ fn stream_response(
 pub struct Timeouts {
     pub attempt: Duration,
     pub total: Duration,
+    /// Longest silence of an upstream stream before it is ended (and its hold settled).
+    pub stream_idle: Duration,
 }

@@ -121,13 +121,15 @@ impl Running {
         if nanos > 0 {
             accounts::apply_entry(
                 db,
-                user.id,
-                EntryKind::Promo,
-                nanos,
-                None,
-                Some("test"),
-                None,
-                false,
+                accounts::Entry {
+                    user_id: user.id,
+                    kind: EntryKind::Promo,
+                    amount_nano: nanos,
+                    reference: None,
+                    note: Some("test"),
+                    created_by: None,
+                    refuse_negative: false,
+                },
             )
             .await
             .unwrap();
