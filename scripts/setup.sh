@@ -34,11 +34,17 @@ if [ "$MODE" = "test" ]; then
     say "installing Debian chromium"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium sqlite3 >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium sqlite3 poppler-utils >/dev/null
   fi
   command -v sqlite3 >/dev/null || {
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sqlite3 >/dev/null; }
+  # pdftotext reads the statement and receipt PDFs back in the billing tests.
+  command -v pdftotext >/dev/null || {
+    say "installing poppler-utils (pdftotext)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq poppler-utils >/dev/null; }
   if [ ! -x end2end/.venv/bin/python ]; then
     say "creating the Python venv for the SDK tests"
     python3 -m venv end2end/.venv
@@ -48,7 +54,8 @@ if [ "$MODE" = "test" ]; then
     end2end/.venv/bin/pip install -q -r end2end/requirements.txt
     touch end2end/.venv/.installed
   fi
-  if [ ! -d end2end/node_modules/playwright-core ] || [ end2end/package.json -nt end2end/node_modules/.package-lock.json ]; then
+  if [ ! -d end2end/node_modules/playwright-core ] || [ ! -f end2end/node_modules/stripe/package.json ] || \
+     [ end2end/package.json -nt end2end/node_modules/.package-lock.json ]; then
     say "installing end2end npm packages"
     (cd end2end && npm install --no-audit --no-fund --silent)
   fi

@@ -239,7 +239,7 @@ pub async fn apply_event(
                     }
                     let reference = format!("{provider}:{session_id}");
                     let (balance, entry_id) = accounts::apply_entry_in(
-                        &mut *tx,
+                        &mut tx,
                         accounts::Entry {
                             user_id,
                             kind: EntryKind::Topup,

@@ -636,9 +636,7 @@ async fn export_logs(
                 if (rows.len() as i64) < EXPORT_PAGE {
                     c.done = true;
                 }
-                let Some(last) = rows.last() else {
-                    return None;
-                };
+                let last = rows.last()?;
                 c.before = Some(last.id);
                 let mut out = String::with_capacity(rows.len() * 160);
                 for r in &rows {

@@ -42,9 +42,13 @@ impl Doc {
     fn advance(&mut self, lines: f32) {
         self.y -= LINE * lines;
         if self.y < MARGIN + LINE {
-            self.pages.push(Vec::new());
-            self.y = PAGE_H - MARGIN;
+            self.new_page();
         }
+    }
+
+    fn new_page(&mut self) {
+        self.pages.push(Vec::new());
+        self.y = PAGE_H - MARGIN;
     }
 
     fn text_at(&mut self, x: f32, s: &str, size: f32, bold: bool) {
@@ -69,12 +73,33 @@ impl Doc {
         ops.push(Op::EndTextSection);
     }
 
-    /// One row of cells at the given x positions (mm from the left edge).
+    /// One row of cells at the given x positions (mm from the left edge). Each cell
+    /// wraps within its column (up to the next cell, or the right margin), so no text
+    /// is cut off or drawn over its neighbour.
     fn row(&mut self, cells: &[(f32, &str)], bold: bool) {
-        for (x, s) in cells {
-            self.text_at(*x, s, 9.5, bold);
+        const SIZE: f32 = 9.5;
+        let wrapped: Vec<(f32, Vec<String>)> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, (x, s))| {
+                let right = cells.get(i + 1).map_or(PAGE_W - MARGIN, |n| n.0 - 2.0);
+                (*x, wrap(s, right - x, SIZE))
+            })
+            .collect();
+        let lines = wrapped.iter().map(|(_, l)| l.len()).max().unwrap_or(1);
+        if lines > 1 && self.y - LINE * (lines as f32) < MARGIN + LINE {
+            self.new_page();
         }
-        self.advance(1.0);
+        let top = self.y;
+        for (x, cell) in &wrapped {
+            self.y = top;
+            for line in cell {
+                self.text_at(*x, line, SIZE, bold);
+                self.y -= LINE;
+            }
+        }
+        self.y = top;
+        self.advance(lines as f32);
     }
 
     fn heading(&mut self, s: &str) {
@@ -130,6 +155,64 @@ impl Doc {
         doc.with_pages(pages)
             .save(&PdfSaveOptions::default(), &mut warnings)
     }
+}
+
+/// Helvetica advance widths (1/1000 em) of ASCII 32..=126, from its AFM metrics.
+const HELVETICA: [u16; 95] = [
+    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278, 556, 556, 556,
+    556, 556, 556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556, 1015, 667, 667, 722, 722, 667,
+    611, 778, 722, 278, 500, 667, 556, 833, 722, 778, 667, 778, 722, 667, 611, 722, 667, 944, 667,
+    667, 611, 278, 278, 278, 469, 556, 333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500,
+    222, 833, 556, 556, 556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584,
+];
+
+/// Width of `s` in mm at `size` points (bold is up to ~5% wider: allowed for).
+fn width_mm(s: &str, size: f32) -> f32 {
+    let units: u32 = s
+        .chars()
+        .map(|c| {
+            let i = c as u32;
+            if (32..=126).contains(&i) {
+                u32::from(HELVETICA[(i - 32) as usize])
+            } else {
+                611
+            }
+        })
+        .sum();
+    units as f32 / 1000.0 * size * 1.05 * 25.4 / 72.0
+}
+
+/// Splits `s` into lines no wider than `max_mm`: at spaces where possible, inside a word
+/// (an id, a URL) where it is longer than a line.
+fn wrap(s: &str, max_mm: f32, size: f32) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in s.split(' ') {
+        let candidate = if line.is_empty() {
+            word.to_string()
+        } else {
+            format!("{line} {word}")
+        };
+        if width_mm(&candidate, size) <= max_mm {
+            line = candidate;
+            continue;
+        }
+        if !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        for c in word.chars() {
+            line.push(c);
+            if width_mm(&line, size) > max_mm && line.chars().count() > 1 {
+                line.pop();
+                lines.push(std::mem::take(&mut line));
+                line.push(c);
+            }
+        }
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 /// The built-in fonts speak WinAnsi: anything outside Latin-1 prints as `?`.
@@ -224,7 +307,6 @@ pub fn statement(s: &Statement, generated_ms: i64) -> Vec<u8> {
                 }
                 what.push_str(n);
             }
-            let what: String = what.chars().take(48).collect();
             let amount = format_exact(e.amount_nano);
             d.row(
                 &[
@@ -261,7 +343,7 @@ pub fn statement(s: &Statement, generated_ms: i64) -> Vec<u8> {
         );
         d.rule();
         for u in &s.usage {
-            let model: String = u.model.chars().take(40).collect();
+            let model = u.model.clone();
             let (n, tin, tout, cost) = (
                 u.requests.to_string(),
                 u.tokens_in.to_string(),
@@ -333,4 +415,127 @@ pub fn receipt(p: &Payment, user: &User) -> Vec<u8> {
         false,
     );
     d.finish(&format!("tokengate receipt {receipt_no}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokengate_core::accounts::LedgerEntry;
+    use tokengate_core::statements::ModelUsage;
+
+    fn sample() -> Statement {
+        Statement {
+            user_id: 7,
+            email: "ana@example.com".into(),
+            display_name: "Ana Müller".into(),
+            month: "2026-02".into(),
+            period_start_ms: 1_769_904_000_000,
+            period_end_ms: 1_772_323_200_000,
+            opening_nano: 5_000_000_000,
+            closing_nano: 14_999_876_544,
+            credits: vec![LedgerEntry {
+                id: 1,
+                user_id: 7,
+                kind: "topup".into(),
+                amount_nano: 10_000_000_000,
+                balance_after: 15_000_000_000,
+                reference: Some("stripe:cs_test_1".into()),
+                note: Some("top-up".into()),
+                created_by: None,
+                created_at: 1_770_000_000_000,
+            }],
+            topups_nano: 10_000_000_000,
+            adjustments_nano: 0,
+            usage_ledger_nano: -123_456,
+            usage: vec![ModelUsage {
+                model: "mock/fast".into(),
+                requests: 3,
+                tokens_in: 30,
+                tokens_out: 60,
+                cost_nano: 123_456,
+            }],
+            usage_cost_nano: 123_456,
+            usage_requests: 3,
+        }
+    }
+
+    /// The text `pdftotext` (poppler-utils, installed by `scripts/setup.sh`) reads back.
+    fn text_of(pdf: &[u8]) -> String {
+        let path = std::env::temp_dir().join(format!("tg-pdf-{}.pdf", rand::random::<u64>()));
+        std::fs::write(&path, pdf).unwrap();
+        let out = std::process::Command::new("pdftotext")
+            .args(["-layout", path.to_str().unwrap(), "-"])
+            .output()
+            .expect("pdftotext from poppler-utils (scripts/setup.sh installs it)");
+        let _ = std::fs::remove_file(&path);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn statement_pdf_reads_back_with_its_totals() {
+        let pdf = statement(&sample(), 1_772_000_000_000);
+        if let Ok(dir) = std::env::var("TOKENGATE_PDF_SAMPLES") {
+            std::fs::write(format!("{dir}/statement.pdf"), &pdf).unwrap();
+        }
+        assert!(pdf.starts_with(b"%PDF"));
+        let text = text_of(&pdf);
+        for needle in [
+            "ana@example.com",
+            "2026-02",
+            "Opening balance",
+            "5.00",
+            "Total usage",
+            "-0.000123456",
+            "Closing balance",
+            "14.999876544",
+            "mock/fast",
+            "stripe:cs_test_1",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn long_text_wraps_inside_its_column() {
+        let s = "stripe:cs_test_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8s9T0u1V2w3X4y5Z6 - top-up";
+        let lines = wrap(s, 60.0, 9.5);
+        assert!(lines.len() > 1, "{lines:?}");
+        assert!(lines.iter().all(|l| width_mm(l, 9.5) <= 60.0), "{lines:?}");
+        assert_eq!(lines.concat().replace(' ', ""), s.replace(' ', ""));
+        assert_eq!(wrap("", 10.0, 9.5), vec![String::new()]);
+    }
+
+    #[test]
+    fn receipt_pdf_names_amount_and_session() {
+        let p = Payment {
+            id: 42,
+            user_id: 7,
+            provider: "stripe".into(),
+            session_id: "cs_test_abc".into(),
+            amount_nano: 12_500_000_000,
+            currency: "usd".into(),
+            status: "paid".into(),
+            checkout_url: None,
+            expires_at: None,
+            ledger_entry_id: Some(3),
+            created_at: 1_770_000_000_000,
+            paid_at: Some(1_770_000_100_000),
+        };
+        let u = User {
+            id: 7,
+            email: "ana@example.com".into(),
+            display_name: "Ana".into(),
+            role: "user".into(),
+            status: "active".into(),
+            balance_nano: 0,
+            created_at: 0,
+            auth_epoch: 0,
+        };
+        let pdf = receipt(&p, &u);
+        assert!(pdf.starts_with(b"%PDF"));
+        let text = text_of(&pdf);
+        for needle in ["TG-00000042", "12.50 USD", "cs_test_abc", "ana@example.com"] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+    }
 }

@@ -684,7 +684,7 @@ fn stream_response(
                         "The upstream provider stopped sending; the stream was ended.",
                     );
                     relay.settle();
-                    return Some((Ok(Bytes::from(out)), relay));
+                    return Some((Ok(out), relay));
                 }
             };
             match next {
