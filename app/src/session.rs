@@ -23,6 +23,16 @@ pub struct SignInOptions {
     /// (id, button label) of each configured OpenID Connect provider.
     pub oidc: Vec<(String, String)>,
     pub signup: bool,
+    /// The URL clients reach this server at (for snippets: `<public_url>/v1`).
+    pub public_url: String,
+}
+
+/// An answer of the account or admin API (`/api/v1`), as the portal received it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiReply {
+    pub status: u16,
+    /// The JSON body.
+    pub body: String,
 }
 
 /// A pending device-flow request, for the approval page.
@@ -42,6 +52,16 @@ pub trait PortalServices: Send + Sync {
         &self,
         user_code: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<DeviceRequest>> + Send>>;
+
+    /// Calls the account or admin API as `user_id` (same authorisation as a bearer token
+    /// of that user: admin routes still require role admin).
+    fn api(
+        &self,
+        user_id: i64,
+        method: String,
+        path: String,
+        body: Option<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiReply> + Send>>;
 }
 
 /// The per-request portal context the server puts in the request's extensions.
@@ -82,4 +102,29 @@ pub async fn find_device_request(
         return Ok(None);
     }
     Ok(ctx.services.device_request(user_code).await)
+}
+
+/// Calls the account or admin API (`/api/v1/...`) as the signed-in user: one bridge, so
+/// every portal page shows exactly what the API answers. Signed out: 401.
+#[server(prefix = "/portal/fn")]
+pub async fn api(
+    method: String,
+    path: String,
+    body: Option<String>,
+) -> Result<ApiReply, ServerFnError> {
+    let ctx = context()?;
+    if !path.starts_with("/api/v1/") || path.contains("..") {
+        return Err(ServerFnError::new("the portal calls only /api/v1 paths"));
+    }
+    let method = method.to_ascii_uppercase();
+    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+        return Err(ServerFnError::new("unsupported method"));
+    }
+    let Some(user) = ctx.user else {
+        return Ok(ApiReply {
+            status: 401,
+            body: r#"{"error":{"message":"Sign in to continue.","type":"authentication_error","code":"unauthorized"}}"#.into(),
+        });
+    };
+    Ok(ctx.services.api(user.id, method, path, body).await)
 }

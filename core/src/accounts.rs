@@ -377,3 +377,17 @@ pub async fn search_users(db: &Db, query: &str, limit: i64) -> Result<Vec<User>,
     .await?;
     rows.iter().map(user_from_row).collect()
 }
+
+/// Changes a user's display name.
+pub async fn set_display_name(db: &Db, user_id: i64, name: &str) -> Result<(), Error> {
+    let r = sqlx::query("UPDATE users SET display_name = $1, updated_at = $2 WHERE id = $3")
+        .bind(name)
+        .bind(now_ms())
+        .bind(user_id)
+        .execute(db.pool())
+        .await?;
+    if r.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}

@@ -78,6 +78,13 @@ impl std::fmt::Display for Month {
     }
 }
 
+/// `YYYY-MM-DD` (UTC) of unix milliseconds.
+pub fn day_string(ms: i64) -> String {
+    let t = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
+}
+
 /// Usage of one model in a statement period.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ModelUsage {

@@ -201,6 +201,74 @@ pub async fn totals_since(db: &Db, user_id: i64, since: i64) -> Result<UsageTota
     })
 }
 
+/// Usage of one bucket (a UTC day, a model or a key) over a period.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct Bucket {
+    /// The day (`YYYY-MM-DD`), model name or key id, as text.
+    pub key: String,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_nano: i64,
+}
+
+/// A user's successful requests from `since` (ms), per UTC day, per model and per key.
+/// The three breakdowns each sum to [`totals_since`] over the same period.
+pub async fn breakdown_since(
+    db: &Db,
+    user_id: i64,
+    since: i64,
+) -> Result<(Vec<Bucket>, Vec<Bucket>, Vec<Bucket>), Error> {
+    let by = |expr: &str| {
+        format!(
+            "SELECT {expr} AS k, CAST(COUNT(*) AS BIGINT) AS n, \
+             CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS tin, \
+             CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS tout, \
+             CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost FROM request_logs \
+             WHERE user_id = $1 AND created_at >= $2 AND status >= 200 AND status < 300 \
+             GROUP BY {expr} ORDER BY {expr}"
+        )
+    };
+    let read = |rows: Vec<sqlx::any::AnyRow>, day: bool| -> Result<Vec<Bucket>, Error> {
+        rows.iter()
+            .map(|r| {
+                let key = if day {
+                    let d: i64 = r.try_get("k")?;
+                    crate::statements::day_string(d * 86_400_000)
+                } else if let Ok(k) = r.try_get::<i64, _>("k") {
+                    k.to_string()
+                } else {
+                    r.try_get::<String, _>("k")?
+                };
+                Ok(Bucket {
+                    key,
+                    requests: r.try_get("n")?,
+                    tokens_in: r.try_get("tin")?,
+                    tokens_out: r.try_get("tout")?,
+                    cost_nano: r.try_get("cost")?,
+                })
+            })
+            .collect()
+    };
+    let mut out = Vec::with_capacity(3);
+    for (expr, day) in [
+        ("CAST(created_at / 86400000 AS BIGINT)", true),
+        ("COALESCE(served_model, model)", false),
+        ("key_id", false),
+    ] {
+        let rows = sqlx::query(&by(expr))
+            .bind(user_id)
+            .bind(since)
+            .fetch_all(db.pool())
+            .await?;
+        out.push(read(rows, day)?);
+    }
+    let keys = out.pop().unwrap_or_default();
+    let models = out.pop().unwrap_or_default();
+    let days = out.pop().unwrap_or_default();
+    Ok((days, models, keys))
+}
+
 /// Which of a user's request logs to list or export.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
@@ -294,8 +362,24 @@ pub async fn logs_page(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<LogRow>, Error> {
+    logs_page_of(db, Some(user_id), filter, before, limit).await
+}
+
+/// [`logs_page`] across every account when `user_id` is `None` (for administrators).
+pub async fn logs_page_of(
+    db: &Db,
+    user_id: Option<i64>,
+    filter: &LogFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<LogRow>, Error> {
+    let user_clause = if user_id.is_some() {
+        "user_id = $1"
+    } else {
+        "$1 = $1"
+    };
     let mut sql = format!(
-        "SELECT id, {LOG_COLUMNS} FROM request_logs WHERE user_id = $1 AND id < $2 \
+        "SELECT id, {LOG_COLUMNS} FROM request_logs WHERE {user_clause} AND id < $2 \
          AND created_at >= $3 AND created_at < $4"
     );
     let mut n = 4;
@@ -321,7 +405,7 @@ pub async fn logs_page(
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
     let mut q = sqlx::query(&sql)
-        .bind(user_id)
+        .bind(user_id.unwrap_or(0))
         .bind(before.unwrap_or(i64::MAX))
         .bind(filter.from.unwrap_or(i64::MIN))
         .bind(filter.to.unwrap_or(i64::MAX));

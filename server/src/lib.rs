@@ -294,6 +294,8 @@ pub fn router(state: AppState) -> Router {
             post(auth::login::logout_everywhere),
         )
         .route("/auth/device", post(auth::login::decide_device))
+        .route("/console/keys/new", post(portal::forms::create_key))
+        .route("/console/billing/topup", post(portal::forms::topup))
         .route("/auth/oidc/{id}/start", get(auth::oidc::start))
         .route("/auth/oidc/{id}/callback", get(auth::oidc::callback))
         .with_state(state.clone())

@@ -25,7 +25,9 @@ use crate::auth::device::normalise_user_code;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/me", get(me))
+        .route("/me", get(me).patch(patch_me))
+        .route("/me/sessions", get(list_sessions))
+        .route("/me/usage/daily", get(usage_daily))
         .route("/balance", get(balance))
         .route("/me/keys", get(list_keys).post(create_key))
         .route(
@@ -99,6 +101,45 @@ async fn me(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<
         "balance_usd": format_balance(u.balance_nano - pending), "status": u.status, "role": u.role,
         "created_at": rfc3339(u.created_at)}),
     )
+}
+
+#[derive(Deserialize)]
+struct MePatch {
+    display_name: Option<String>,
+}
+
+/// Changes the profile (the display name).
+async fn patch_me(
+    CurrentUser(u): CurrentUser,
+    State(state): State<AppState>,
+    ApiJson(p): ApiJson<MePatch>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(name) = p.display_name {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(ApiError::Unprocessable(
+                "display_name must be 1 to 100 characters".into(),
+            ));
+        }
+        tokengate_core::accounts::set_display_name(&state.db, u.id, name).await?;
+    }
+    let u = tokengate_core::accounts::get_user(&state.db, u.id).await?;
+    Ok(me(CurrentUser(u), State(state)).await)
+}
+
+/// The user's live portal sessions.
+async fn list_sessions(
+    CurrentUser(u): CurrentUser,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let list = store::user_sessions(&state.db, u.id).await?;
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|(_, created, expires)| {
+                json!({"created_at": rfc3339(*created), "expires_at": rfc3339(*expires)})
+            })
+            .collect(),
+    )))
 }
 
 async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<Value> {
@@ -339,6 +380,75 @@ async fn usage_summary(
         "total_tokens_in": t.total_tokens_in, "total_tokens_out": t.total_tokens_out,
         "total_cost_usd": format_exact(t.total_cost_nano)}),
     ))
+}
+
+/// Usage per UTC day (every day of the range, zeros included), per model and per key,
+/// with totals equal to `/me/usage` for the same `days`.
+async fn usage_daily(
+    CurrentUser(u): CurrentUser,
+    State(state): State<AppState>,
+    Query(q): Query<UsageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let days: i64 = match q.days.as_deref() {
+        None => 30,
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (1..=365).contains(d))
+            .ok_or_else(|| ApiError::BadRequest("days must be an integer from 1 to 365".into()))?,
+    };
+    let now = now_ms();
+    let since = now - days * 86_400_000;
+    let t = usage::totals_since(&state.db, u.id, since).await?;
+    let (by_day, by_model, by_key) = usage::breakdown_since(&state.db, u.id, since).await?;
+    let names: std::collections::HashMap<String, String> = keys::list_for_user(&state.db, u.id)
+        .await?
+        .into_iter()
+        .map(|k| (k.id.to_string(), k.name))
+        .collect();
+    let bucket = |b: &usage::Bucket| {
+        json!({"requests": b.requests, "tokens_in": b.tokens_in, "tokens_out": b.tokens_out,
+               "cost_usd": format_exact(b.cost_nano), "cost_nano": b.cost_nano})
+    };
+    let mut daily = Vec::new();
+    let first_day = since.div_euclid(86_400_000);
+    for d in first_day..=now.div_euclid(86_400_000) {
+        let date = tokengate_core::statements::day_string(d * 86_400_000);
+        let mut v = match by_day.iter().find(|b| b.key == date) {
+            Some(b) => bucket(b),
+            None => bucket(&usage::Bucket::default()),
+        };
+        v["date"] = json!(date);
+        daily.push(v);
+    }
+    let models: Vec<Value> = by_model
+        .iter()
+        .map(|b| {
+            let mut v = bucket(b);
+            v["model"] = json!(b.key);
+            v
+        })
+        .collect();
+    let per_key: Vec<Value> = by_key
+        .iter()
+        .map(|b| {
+            let mut v = bucket(b);
+            v["key_id"] = json!(b.key.parse::<i64>().ok());
+            v["key_name"] = json!(names.get(&b.key));
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "range_days": days,
+        "total_requests": t.total_requests,
+        "total_tokens_in": t.total_tokens_in,
+        "total_tokens_out": t.total_tokens_out,
+        "total_cost_usd": format_exact(t.total_cost_nano),
+        "total_cost_nano": t.total_cost_nano,
+        "days": daily,
+        "by_model": models,
+        "by_key": per_key,
+    })))
 }
 
 async fn logout_everywhere(

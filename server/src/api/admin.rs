@@ -33,6 +33,8 @@ pub fn router() -> Router<AppState> {
             "/models/{*name}",
             get(get_model).put(put_model).delete(delete_model),
         )
+        .route("/providers/{name}/test", post(test_provider))
+        .route("/request-logs", get(request_logs))
         .route("/aliases", get(list_aliases))
         .route(
             "/aliases/{name}",
@@ -741,6 +743,95 @@ async fn verify_ledger(
     Ok(Json(
         json!({"checked": checked, "ok": list.is_empty(), "mismatches": list}),
     ))
+}
+
+/// Checks a provider: lists its models with its key and reports the status and latency.
+async fn test_provider(
+    _: AdminUser,
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult {
+    let c = catalog_of(&state).await?;
+    let p = c
+        .providers
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| not_found("provider", &name))?;
+    if !p.enabled {
+        return Ok(Json(json!({"provider": name, "ok": false,
+            "message": "The provider is disabled; enable it to test the connection."})));
+    }
+    let adapter = state
+        .gateway
+        .routes
+        .load()
+        .provider(&name)
+        .ok_or_else(|| ApiError::Conflict(format!("Provider {name:?} is not loaded.")))?;
+    let started = Instant::now();
+    let result = adapter.probe(std::time::Duration::from_secs(10)).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let (ok, status, message) = match result {
+        Ok(s) if (200..300).contains(&s) => (
+            true,
+            Some(s),
+            "Connected; the provider accepted the key.".to_string(),
+        ),
+        Ok(s @ (401 | 403)) => (false, Some(s), "The provider refused the key.".to_string()),
+        Ok(s) => (false, Some(s), format!("The provider answered HTTP {s}.")),
+        Err(e) => (false, None, e.to_string()),
+    };
+    Ok(Json(
+        json!({"provider": name, "ok": ok, "status": status, "latency_ms": latency_ms,
+                   "message": message}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct AdminLogQuery {
+    user_id: Option<i64>,
+    status: Option<String>,
+    model: Option<String>,
+    limit: Option<i64>,
+    before: Option<i64>,
+}
+
+/// Request logs across accounts, newest first (`status=error` for failed requests).
+async fn request_logs(
+    _: AdminUser,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AdminLogQuery>,
+) -> ApiResult {
+    let filter = tokengate_core::usage::LogFilter {
+        model: q.model.filter(|m| !m.is_empty()),
+        status: q
+            .status
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(tokengate_core::usage::StatusFilter::parse)
+            .transpose()?,
+        ..Default::default()
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let rows =
+        tokengate_core::usage::logs_page_of(&state.db, q.user_id, &filter, q.before, limit).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let rec = &r.record;
+            json!({"id": r.id, "request_id": rec.request_id, "user_id": rec.user_id,
+                   "key_id": rec.key_id, "created_at": super::account::rfc3339(rec.created_at),
+                   "endpoint": rec.endpoint, "model": rec.model, "served_model": rec.served_model,
+                   "provider": rec.provider, "status": rec.status, "error_type": rec.error_type,
+                   "error_message": rec.error_message, "attempts": rec.attempts,
+                   "attempts_detail": rec.attempts_json.as_deref()
+                       .and_then(|s| serde_json::from_str::<Value>(s).ok()),
+                   "latency_ms": rec.latency_ms, "cost_usd": format_exact(rec.cost_nano)})
+        })
+        .collect();
+    Ok(Json(json!({"data": data, "next_before": next})))
 }
 
 // ----- health ---------------------------------------------------------------------------

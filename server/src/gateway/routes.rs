@@ -48,6 +48,8 @@ pub struct Routes {
     models: HashMap<String, Arc<Target>>,
     aliases: HashMap<String, AliasRoute>,
     groups: HashMap<i64, KeyGroup>,
+    /// The adapter of each enabled provider, by provider name.
+    providers: HashMap<String, Arc<Adapter>>,
     pub listing: Vec<Listing>,
 }
 
@@ -58,6 +60,11 @@ pub struct AdapterEnv<'a> {
 }
 
 impl Routes {
+    /// The adapter of an enabled provider.
+    pub fn provider(&self, name: &str) -> Option<Arc<Adapter>> {
+        self.providers.get(name).cloned()
+    }
+
     /// Builds the snapshot; disabled providers, models and aliases are left out, as are
     /// providers whose adapter kind this build cannot serve (logged).
     pub fn build(catalog: &Catalog, env: &AdapterEnv<'_>) -> Routes {
@@ -85,7 +92,13 @@ impl Routes {
             };
             adapters.insert(p.id, (p.name.clone(), Arc::new(adapter)));
         }
-        let mut routes = Routes::default();
+        let mut routes = Routes {
+            providers: adapters
+                .values()
+                .map(|(name, a)| (name.clone(), a.clone()))
+                .collect(),
+            ..Routes::default()
+        };
         let mut by_id: HashMap<i64, Arc<Target>> = HashMap::new();
         for m in catalog.models.iter().filter(|m| m.enabled) {
             let Some((provider, adapter)) = adapters.get(&m.provider_id) else {

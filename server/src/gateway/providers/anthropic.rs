@@ -38,4 +38,16 @@ impl AnthropicAdapter {
         }
         post_json(req, body, stream, timeout).await
     }
+
+    /// `GET /models` with the provider key: whether the provider answers and accepts it.
+    pub async fn probe(&self, timeout: Duration) -> Result<u16, UpstreamError> {
+        let mut req = self
+            .client
+            .get(join(&self.base_url, "models"))
+            .header("anthropic-version", ANTHROPIC_VERSION);
+        if let Some(key) = &self.api_key {
+            req = req.header("x-api-key", key.expose());
+        }
+        super::http::probe(req, timeout).await
+    }
 }

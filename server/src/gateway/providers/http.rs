@@ -63,6 +63,15 @@ pub async fn post_json(
     Ok(UpstreamReply::Json { status, body })
 }
 
+/// Sends `req` (a prepared GET) and returns the status: a connection check.
+pub async fn probe(req: reqwest::RequestBuilder, timeout: Duration) -> Result<u16, UpstreamError> {
+    let resp = tokio::time::timeout(timeout, req.send())
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|e| classify(&e))?;
+    Ok(resp.status().as_u16())
+}
+
 /// `base` and `path` joined with exactly one slash.
 pub fn join(base: &str, path: &str) -> String {
     format!(

@@ -72,6 +72,16 @@ impl Adapter {
         }
     }
 
+    /// Checks that the provider answers and accepts its key (HTTP status of a model
+    /// listing; the mock always answers 200).
+    pub async fn probe(&self, timeout: Duration) -> Result<u16, UpstreamError> {
+        match self {
+            Adapter::OpenAi(a) => a.probe(timeout).await,
+            Adapter::Anthropic(a) => a.probe(timeout).await,
+            Adapter::Mock(_) => Ok(200),
+        }
+    }
+
     /// Sends an OpenAI embeddings body (model already rewritten).
     pub async fn embeddings(
         &self,

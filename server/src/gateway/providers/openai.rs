@@ -36,6 +36,16 @@ impl OpenAiAdapter {
         post_json(self.post("chat/completions"), body, stream, timeout).await
     }
 
+    /// `GET /models` with the provider key: whether the provider answers and accepts it.
+    pub async fn probe(&self, timeout: Duration) -> Result<u16, UpstreamError> {
+        let req = self.client.get(join(&self.base_url, "models"));
+        let req = match &self.api_key {
+            Some(key) => req.bearer_auth(key.expose()),
+            None => req,
+        };
+        super::http::probe(req, timeout).await
+    }
+
     pub async fn embeddings(
         &self,
         body: &Value,

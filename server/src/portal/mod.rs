@@ -1,20 +1,27 @@
 //! The portal's place in the router: Leptos server-side rendering of the app's routes (and
 //! its server functions under `/portal/fn`), the static site (`/pkg`, CSS, `public/`)
 //! that cargo-leptos builds into the site root, and the per-request portal context (who
-//! is signed in, how one can sign in, device-request lookups) the app reads.
+//! is signed in, how one can sign in, device-request lookups, the `/api/v1` bridge) the
+//! app reads. `forms.rs` holds the form endpoints that work without JavaScript.
+
+pub mod forms;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::session::{DeviceRequest, PortalContext, PortalServices, PortalUser, SignInOptions};
+use app::session::{
+    ApiReply, DeviceRequest, PortalContext, PortalServices, PortalUser, SignInOptions,
+};
 use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use leptos::config::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokengate_core::money::format_balance;
 use tokengate_core::{Db, auth as store, now_ms};
+use tower::ServiceExt;
 use tower_sessions::Session;
 
 use crate::AppState;
@@ -32,6 +39,9 @@ pub fn leptos_options(state: &AppState) -> LeptosOptions {
 
 struct Services {
     db: Db,
+    state: AppState,
+    /// `/api/v1` with its state, for [`PortalServices::api`].
+    api: Router,
 }
 
 impl PortalServices for Services {
@@ -51,10 +61,85 @@ impl PortalServices for Services {
             })
         })
     }
+
+    fn api(
+        &self,
+        user_id: i64,
+        method: String,
+        path: String,
+        body: Option<String>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ApiReply> + Send>> {
+        let state = self.state.clone();
+        let api = self.api.clone();
+        Box::pin(async move { dispatch(api, &state, user_id, &method, &path, body).await })
+    }
+}
+
+/// Calls `/api/v1` as `user_id`, in process (for the portal's form endpoints).
+pub(crate) async fn call_api(
+    state: &AppState,
+    user_id: i64,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> ApiReply {
+    let api = crate::api::router().with_state(state.clone());
+    dispatch(api, state, user_id, method, path, body).await
+}
+
+/// Sends one request to the `/api/v1` router with a one-minute access token of
+/// `user_id` that never leaves the server, and collects the answer.
+async fn dispatch(
+    api: Router,
+    state: &AppState,
+    user_id: i64,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> ApiReply {
+    let failed = |status: u16| {
+        ApiReply {
+        status,
+        body: r#"{"error":{"message":"The server had an error processing your request.","type":"api_error","code":"internal_error"}}"#.into(),
+    }
+    };
+    let Ok(user) = tokengate_core::accounts::get_user(&state.db, user_id).await else {
+        return failed(401);
+    };
+    let token = crate::auth::token::mint(
+        &state.config.secret_bytes(),
+        user.id,
+        user.auth_epoch,
+        &state.config.api_audience(),
+        "portal",
+        now_ms() / 1000,
+        60,
+    );
+    let uri = path.strip_prefix("/api/v1").unwrap_or(path).to_string();
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(body.unwrap_or_default()));
+    let Ok(req) = req else { return failed(400) };
+    let Ok(resp) = api.oneshot(req).await;
+    let status = resp.status().as_u16();
+    match axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024).await {
+        Ok(b) => ApiReply {
+            status,
+            body: String::from_utf8_lossy(&b).into_owned(),
+        },
+        Err(_) => failed(500),
+    }
 }
 
 /// Puts the [`PortalContext`] of this request into its extensions.
-async fn portal_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn portal_context(
+    State((state, services)): State<(AppState, Arc<Services>)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let absolute = Duration::from_secs(state.config.session_absolute_secs);
     let user = match req.extensions().get::<Session>() {
         Some(s) => crate::auth::session::current_user(s, &state.db, absolute)
@@ -81,13 +166,12 @@ async fn portal_context(State(state): State<AppState>, mut req: Request, next: N
             .map(|o| (o.id.clone(), o.name.clone()))
             .collect(),
         signup: state.config.signup,
+        public_url: state.config.public_url.clone(),
     };
     req.extensions_mut().insert(PortalContext {
         user,
         options,
-        services: Arc::new(Services {
-            db: state.db.clone(),
-        }),
+        services,
     });
     next.run(req).await
 }
@@ -96,6 +180,11 @@ async fn portal_context(State(state): State<AppState>, mut req: Request, next: N
 pub fn router(state: &AppState) -> Router {
     let options = leptos_options(state);
     let routes = generate_route_list(app::App);
+    let services = Arc::new(Services {
+        db: state.db.clone(),
+        state: state.clone(),
+        api: crate::api::router().with_state(state.clone()),
+    });
     Router::new()
         .leptos_routes(&options, routes, {
             let options = options.clone();
@@ -104,7 +193,7 @@ pub fn router(state: &AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler(app::shell))
         .with_state(options)
         .layer(middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), services),
             portal_context,
         ))
 }
