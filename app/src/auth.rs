@@ -179,30 +179,3 @@ pub fn DevicePage() -> impl IntoView {
         </section>
     }
 }
-
-/// `/console`: the signed-in home (the full dashboard comes with the portal pages).
-#[component]
-pub fn ConsolePage() -> impl IntoView {
-    let user = Resource::new_blocking(|| (), |_| async { whoami().await.ok().flatten() });
-    view! {
-        <Title text="Console — tokengate"/>
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                let Some(u) = user.await else {
-                    require_sign_in("/console".into());
-                    return view! { <p>"Sign in to continue."</p> }.into_any();
-                };
-                view! {
-                    <section class="card">
-                        <h1>"Welcome, " {u.display_name}</h1>
-                        <p>"Signed in as " <strong id="console-email">{u.email}</strong> " · balance $" {u.balance_usd}</p>
-                        <div class="row">
-                            <form method="post" action="/auth/logout"><button class="button secondary" type="submit">"Sign out"</button></form>
-                            <form method="post" action="/auth/logout-everywhere"><button class="button secondary" type="submit">"Sign out everywhere"</button></form>
-                        </div>
-                    </section>
-                }.into_any()
-            })}
-        </Suspense>
-    }
-}

@@ -1,15 +1,20 @@
 //! The portal's Leptos application: the HTML shell, the router and the pages. Rendered on
 //! the server (feature `ssr`) and hydrated in the browser (feature `hydrate`).
 
+pub mod api;
 pub mod auth;
+pub mod pages;
 pub mod session;
+pub mod ui;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{SsrMode, StaticSegment};
 
-use crate::auth::{ConsolePage, DevicePage, LoginPage, SignupPage};
+use crate::auth::{DevicePage, LoginPage, SignupPage};
+use crate::pages::{admin, billing, console, keys, logs, settings, usage};
+use crate::session::whoami;
 
 /// The HTML document around the app, rendered on the server for every page.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -38,25 +43,67 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/tokengate.css"/>
         <Title text="tokengate"/>
         <Router>
-            <header class="topbar">
-                <a class="brand" href="/">"tokengate"</a>
-                <nav>
-                    <a href="/console">"Console"</a>
-                    <a href="/login">"Sign in"</a>
-                </nav>
-            </header>
+            <TopBar/>
             <main>
+                // In-order streaming renders each page's data in place, so every page is
+                // complete without JavaScript.
                 <Routes fallback=NotFound>
                     <Route path=StaticSegment("") view=HomePage/>
-                    // In-order streaming renders each page's data in place, so these pages
-                    // are complete without JavaScript.
                     <Route path=StaticSegment("login") view=LoginPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("signup") view=SignupPage ssr=SsrMode::InOrder/>
                     <Route path=StaticSegment("device") view=DevicePage ssr=SsrMode::InOrder/>
-                    <Route path=StaticSegment("console") view=ConsolePage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("console") view=console::ConsolePage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("me"), StaticSegment("keys")) view=keys::KeysPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("me"), StaticSegment("usage")) view=usage::UsagePage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("me"), StaticSegment("request-logs")) view=logs::LogsPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("me"), StaticSegment("billing")) view=billing::BillingPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("me"), StaticSegment("billing"), StaticSegment("statement")) view=billing::StatementPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("me"), StaticSegment("settings")) view=settings::SettingsPage ssr=SsrMode::InOrder/>
+                    <Route path=StaticSegment("admin") view=admin::AdminHome ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("admin"), StaticSegment("providers")) view=admin::ProvidersPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("admin"), StaticSegment("models")) view=admin::ModelsPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("admin"), StaticSegment("aliases")) view=admin::AliasesPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("admin"), StaticSegment("key-groups")) view=admin::GroupsPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("admin"), StaticSegment("users")) view=admin::UsersPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("admin"), StaticSegment("health")) view=admin::HealthPage ssr=SsrMode::InOrder/>
+                    <Route path=(StaticSegment("admin"), StaticSegment("failed-requests")) view=admin::FailedPage ssr=SsrMode::InOrder/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// The top bar: the portal's sections for a signed-in user (admin links for admins), or
+/// sign-in links.
+#[component]
+fn TopBar() -> impl IntoView {
+    let user = Resource::new_blocking(|| (), |_| async { whoami().await.ok().flatten() });
+    view! {
+        <header class="topbar">
+            <a class="brand" href="/">"tokengate"</a>
+            <nav aria-label="Main">
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        match user.await {
+                            Some(u) => view! {
+                                <a href="/console">"Dashboard"</a>
+                                <a href="/me/keys">"API keys"</a>
+                                <a href="/me/usage">"Usage"</a>
+                                <a href="/me/request-logs">"Logs"</a>
+                                <a href="/me/billing">"Billing"</a>
+                                <a href="/docs">"Docs"</a>
+                                {(u.role == "admin").then(|| view! { <a href="/admin">"Admin"</a> })}
+                                <a href="/me/settings" title=u.email.clone()>"Settings"</a>
+                            }.into_any(),
+                            None => view! {
+                                <a href="/docs">"Docs"</a>
+                                <a href="/login">"Sign in"</a>
+                            }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </nav>
+        </header>
     }
 }
 
