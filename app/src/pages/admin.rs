@@ -27,14 +27,17 @@ fn AdminNav() -> impl IntoView {
     }
 }
 
-/// Runs one admin API call and reports its outcome in `status`.
-fn runner(
-    reload: WriteSignal<u32>,
-) -> (
-    Action<(String, String, Option<Value>), Result<Value, String>>,
+/// One API call: (method, path, JSON body).
+type Call = (String, String, Option<Value>);
+/// The action running [`Call`]s, and the outcome of the latest.
+type Runner = (
+    Action<Call, Result<Value, String>>,
     Signal<Option<Result<Value, String>>>,
-) {
-    let act = Action::new(move |(m, p, b): &(String, String, Option<Value>)| {
+);
+
+/// Runs one admin API call and reports its outcome in `status`.
+fn runner(reload: WriteSignal<u32>) -> Runner {
+    let act = Action::new(move |(m, p, b): &Call| {
         let (m, p, b) = (m.clone(), p.clone(), b.clone());
         async move {
             let r = api::call(&m, &p, b).await;
