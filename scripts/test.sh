@@ -16,6 +16,8 @@ step "cargo clippy (ssr workspace, wasm frontend)"
 cargo clippy --workspace --exclude tokengate-frontend --all-targets -- -D warnings
 cargo clippy -p tokengate-frontend --target wasm32-unknown-unknown -- -D warnings
 step "unit and integration tests (SQLite and PostgreSQL)"
+# cli/tests run the tokengate-server binary this same command builds: server/ has
+# integration tests, so cargo builds its binary before it runs any test.
 cargo test --workspace --exclude tokengate-frontend
 # After cargo test: the end-to-end suites need the server binary exactly as cargo-leptos
 # builds it (its SSR must match the wasm it hydrates with).

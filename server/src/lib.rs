@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod billing;
 pub mod config;
+pub mod docs;
 pub mod gateway;
 pub mod mock_upstream;
 pub mod portal;
@@ -20,11 +21,13 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use serde_json::json;
 use tokengate_core::catalog::{self, ModelSpec, ProviderSpec, TargetSpec};
 use tokengate_core::money::parse_usd;
 use tokengate_core::{Db, demo, password};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::{Config, Secret};
 use crate::gateway::health::BreakerConfig;
@@ -286,18 +289,9 @@ pub fn router(state: AppState) -> Router {
     let idle = Duration::from_secs(state.config.session_idle_secs);
     let signed_in = Router::new()
         .nest("/api/v1", api::router())
-        .route("/auth/login", post(auth::login::login))
-        .route("/auth/signup", post(auth::login::signup))
-        .route("/auth/logout", post(auth::login::logout))
-        .route(
-            "/auth/logout-everywhere",
-            post(auth::login::logout_everywhere),
-        )
-        .route("/auth/device", post(auth::login::decide_device))
-        .route("/console/keys/new", post(portal::forms::create_key))
-        .route("/console/billing/topup", post(portal::forms::topup))
-        .route("/auth/oidc/{id}/start", get(auth::oidc::start))
-        .route("/auth/oidc/{id}/callback", get(auth::oidc::callback))
+        .merge(Router::from(portal_route_table()))
+        .route("/me/keys/new", post(portal::forms::create_key))
+        .route("/me/billing/topup", post(portal::forms::topup))
         .with_state(state.clone())
         .fallback_service(portal)
         .layer(middleware::from_fn_with_state(
@@ -305,15 +299,10 @@ pub fn router(state: AppState) -> Router {
             auth::csrf::protect,
         ))
         .layer(auth::session::layer(state.db.clone(), secure, idle));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        // Signed by the payment provider, never by a session: outside the session layer.
-        .route(
-            "/webhooks/payments/{payment_provider}",
-            post(api::billing::webhook),
-        )
+    Router::from(root_route_table())
         .with_state(state.clone())
+        // The docs, the OpenAPI document and its explorer: public, outside the session layer.
+        .merge(docs::router(&state.config.public_url))
         .nest("/v1", gateway::router(state.gateway.clone()))
         .fallback_service(signed_in)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
@@ -323,10 +312,48 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_request))
 }
 
+/// Routes outside the session layer: health and the payment webhook (signed by the payment
+/// provider, never by a session). Registered from each handler's `#[utoipa::path]`, like
+/// every documented route, so the router and `/openapi.json` are built from one list.
+pub fn root_route_table() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(api::billing::webhook))
+}
+
+/// The portal's sign-in form endpoints (session layer, CSRF-checked): local sign-in and
+/// sign-up, sign-out, device approval and OpenID Connect.
+pub fn portal_route_table() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(auth::login::login))
+        .routes(routes!(auth::login::signup))
+        .routes(routes!(auth::login::logout))
+        .routes(routes!(auth::login::logout_everywhere))
+        .routes(routes!(auth::login::decide_device))
+        .routes(routes!(auth::oidc::start))
+        .routes(routes!(auth::oidc::callback))
+}
+
+/// Liveness
+///
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "Health", operation_id = "healthz",
+    responses((status = 200, description = "Up.", body = docs::schemas::Healthz,
+        example = json!({"status": "ok"}))))]
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
+/// Readiness
+///
+/// The database answers; 503 otherwise (take the instance out of the load balancer).
+#[utoipa::path(get, path = "/readyz", tag = "Health", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready.", body = docs::schemas::Readyz),
+        (status = 503, description = "The database is unreachable.", body = docs::schemas::Readyz,
+            example = json!({"status": "unavailable", "database": "unreachable"})),
+    ))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.db.ping().await {
         Ok(()) => axum::Json(json!({"status": "ready", "database": "ok"})).into_response(),

@@ -103,7 +103,10 @@ pub fn ProvidersPage() -> impl IntoView {
 #[component]
 fn Providers() -> impl IntoView {
     let (version, set_version) = signal(0u32);
-    let list = Resource::new(move || version.get(), |_| api::get("/admin/providers".into()));
+    let list = Resource::new(
+        move || version.get(),
+        |_| api::get("/admin/providers".into()),
+    );
     let (act, status) = runner(set_version);
     let (name, set_name) = signal(String::new());
     let (kind, set_kind) = signal("openai".to_string());
@@ -183,7 +186,14 @@ fn Models() -> impl IntoView {
     let (version, set_version) = signal(0u32);
     let list = Resource::new(move || version.get(), |_| api::get("/admin/models".into()));
     let (act, status) = runner(set_version);
-    let fields = ["name", "provider", "upstream_model", "input_usd_per_m", "output_usd_per_m", "max_output_tokens"];
+    let fields = [
+        "name",
+        "provider",
+        "upstream_model",
+        "input_usd_per_m",
+        "output_usd_per_m",
+        "max_output_tokens",
+    ];
     let values = fields.map(|_| signal(String::new()));
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -193,7 +203,11 @@ fn Models() -> impl IntoView {
         if let Ok(m) = get(5).parse::<i64>() {
             body["max_output_tokens"] = json!(m);
         }
-        act.dispatch(("PUT".into(), format!("/admin/models/{}", get(0)), Some(body)));
+        act.dispatch((
+            "PUT".into(),
+            format!("/admin/models/{}", get(0)),
+            Some(body),
+        ));
     };
     view! {
         <section class="card"><h1>"Models and prices"</h1><AdminNav/>
@@ -269,7 +283,11 @@ fn Aliases() -> impl IntoView {
         match parse_targets(&targets.get_untracked()) {
             Ok(t) => {
                 set_error.set(None);
-                act.dispatch(("PUT".into(), format!("/admin/aliases/{}", enc(name.get_untracked().trim())), Some(json!({"targets": t}))));
+                act.dispatch((
+                    "PUT".into(),
+                    format!("/admin/aliases/{}", enc(name.get_untracked().trim())),
+                    Some(json!({"targets": t})),
+                ));
             }
             Err(e) => set_error.set(Some(e)),
         }
@@ -334,7 +352,10 @@ fn split_list(s: &str) -> Option<Vec<String>> {
 #[component]
 fn Groups() -> impl IntoView {
     let (version, set_version) = signal(0u32);
-    let list = Resource::new(move || version.get(), |_| api::get("/admin/key-groups".into()));
+    let list = Resource::new(
+        move || version.get(),
+        |_| api::get("/admin/key-groups".into()),
+    );
     let (act, status) = runner(set_version);
     let (name, set_name) = signal(String::new());
     let (providers, set_providers) = signal(String::new());
@@ -343,7 +364,11 @@ fn Groups() -> impl IntoView {
         ev.prevent_default();
         let body = json!({"allowed_providers": split_list(&providers.get_untracked()),
                           "allowed_models": split_list(&models.get_untracked())});
-        act.dispatch(("PUT".into(), format!("/admin/key-groups/{}", enc(name.get_untracked().trim())), Some(body)));
+        act.dispatch((
+            "PUT".into(),
+            format!("/admin/key-groups/{}", enc(name.get_untracked().trim())),
+            Some(body),
+        ));
     };
     view! {
         <section class="card"><h1>"Key groups"</h1><AdminNav/>
@@ -491,7 +516,9 @@ fn Health() -> impl IntoView {
 }
 
 fn ms(v: &Value) -> String {
-    v.as_f64().map(|m| format!("{m:.1} ms")).unwrap_or_else(|| "—".into())
+    v.as_f64()
+        .map(|m| format!("{m:.1} ms"))
+        .unwrap_or_else(|| "—".into())
 }
 
 #[component]
@@ -501,7 +528,10 @@ pub fn FailedPage() -> impl IntoView {
 
 #[component]
 fn Failed() -> impl IntoView {
-    let data = Resource::new(|| (), |_| api::get("/admin/request-logs?status=error&limit=100".into()));
+    let data = Resource::new(
+        || (),
+        |_| api::get("/admin/request-logs?status=error&limit=100".into()),
+    );
     view! {
         <section class="card"><h1>"Failed requests"</h1><AdminNav/>
             <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>

@@ -29,7 +29,10 @@ fn Dashboard(user: PortalUser) -> impl IntoView {
             Ok::<_, String>((month, today, balance))
         },
     );
-    let options = Resource::new(|| (), |_| async { load_sign_in_options().await.unwrap_or_default() });
+    let options = Resource::new(
+        || (),
+        |_| async { load_sign_in_options().await.unwrap_or_default() },
+    );
     let (lang, set_lang) = signal("curl");
     view! {
         <section class="card">

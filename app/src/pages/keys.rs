@@ -53,11 +53,10 @@ fn create_body(fields: &[(&str, String)]) -> Result<Value, String> {
     for field in ["rpm", "tpm"] {
         let v = get(field);
         if !v.is_empty() {
-            let n: i64 = v
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(format!("{} must be a positive number.", field.to_uppercase()))?;
+            let n: i64 = v.parse().ok().filter(|n| *n > 0).ok_or(format!(
+                "{} must be a positive number.",
+                field.to_uppercase()
+            ))?;
             body[field] = json!(n);
         }
     }
@@ -80,7 +79,10 @@ fn js_now_secs() -> i64 {
 
 /// Reads the named fields of the submitted form.
 #[cfg(feature = "hydrate")]
-fn form_fields(ev: &leptos::ev::SubmitEvent, names: &[&'static str]) -> Vec<(&'static str, String)> {
+fn form_fields(
+    ev: &leptos::ev::SubmitEvent,
+    names: &[&'static str],
+) -> Vec<(&'static str, String)> {
     use wasm_bindgen::JsCast;
     let Some(form) = ev
         .target()
@@ -95,7 +97,10 @@ fn form_fields(ev: &leptos::ev::SubmitEvent, names: &[&'static str]) -> Vec<(&'s
             let value = el
                 .dyn_ref::<web_sys::HtmlInputElement>()
                 .map(|i| i.value())
-                .or_else(|| el.dyn_ref::<web_sys::HtmlTextAreaElement>().map(|t| t.value()))?;
+                .or_else(|| {
+                    el.dyn_ref::<web_sys::HtmlTextAreaElement>()
+                        .map(|t| t.value())
+                })?;
             Some((*n, value))
         })
         .collect()
@@ -124,7 +129,10 @@ fn Keys() -> impl IntoView {
     let query = use_query_map();
     let (version, set_version) = signal(0u32);
     let keys = Resource::new(move || version.get(), |_| api::get("/me/keys".into()));
-    let options = Resource::new(|| (), |_| async { load_sign_in_options().await.unwrap_or_default() });
+    let options = Resource::new(
+        || (),
+        |_| async { load_sign_in_options().await.unwrap_or_default() },
+    );
     let (revealed, set_revealed) = signal::<Revealed>(None);
     let (error, set_error) = signal::<Option<String>>(None);
     let (confirm, set_confirm) = signal::<Option<(String, i64, String)>>(None); // action, id, name
@@ -150,10 +158,12 @@ fn Keys() -> impl IntoView {
             }
         }
     });
-    let act = Action::new(move |(method, path, body): &(String, String, Option<Value>)| {
-        let (method, path, body) = (method.clone(), path.clone(), body.clone());
-        async move { api::call(&method, &path, body).await }
-    });
+    let act = Action::new(
+        move |(method, path, body): &(String, String, Option<Value>)| {
+            let (method, path, body) = (method.clone(), path.clone(), body.clone());
+            async move { api::call(&method, &path, body).await }
+        },
+    );
     Effect::new(move |_| {
         if let Some(r) = act.value().get() {
             match r {
@@ -309,7 +319,10 @@ fn key_row(
     } else {
         format!("${} (of ${limit})", text(&k, "spent_usd"))
     };
-    let group = k["group_id"].as_i64().map(|g| format!("#{g}")).unwrap_or_default();
+    let group = k["group_id"]
+        .as_i64()
+        .map(|g| format!("#{g}"))
+        .unwrap_or_default();
     let name_for_confirm = name.clone();
     let name_for_rotate = name.clone();
     view! {

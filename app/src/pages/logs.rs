@@ -39,7 +39,9 @@ fn Logs() -> impl IntoView {
     let page = Resource::new(
         move || (filter_qs(), query.read().get("before")),
         |(qs, before)| async move {
-            let before = before.map(|b| format!("&before={}", enc(&b))).unwrap_or_default();
+            let before = before
+                .map(|b| format!("&before={}", enc(&b)))
+                .unwrap_or_default();
             api::get(format!("/me/request-logs?limit=50&{qs}{before}")).await
         },
     );

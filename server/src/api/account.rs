@@ -4,11 +4,9 @@
 //! lookup. Every query is scoped to the caller: another user's key is a 404, never a 403.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -17,27 +15,32 @@ use tokengate_core::catalog;
 use tokengate_core::keys::{self, ApiKey, KeyPatch, NewKey};
 use tokengate_core::money::{format_balance, format_exact, parse_usd_json};
 use tokengate_core::{auth as store, now_ms, usage};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, ApiJson, ApiPath};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::auth::device::normalise_user_code;
+use crate::docs::schemas::{
+    ApiKeyView, BadRequest, Balance, CreatedKey, DeviceRequestView, Me, NotFound, RevokedKey,
+    SessionInfo, SignedOut, Unauthorized, Unprocessable, UsageDaily, UsageSummary,
+};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/me", get(me).patch(patch_me))
-        .route("/me/sessions", get(list_sessions))
-        .route("/me/usage/daily", get(usage_daily))
-        .route("/balance", get(balance))
-        .route("/me/keys", get(list_keys).post(create_key))
-        .route(
-            "/me/keys/{id}",
-            get(get_key).patch(patch_key).delete(revoke_key),
-        )
-        .route("/me/keys/{id}/rotate", post(rotate_key))
-        .route("/me/usage", get(usage_summary))
-        .route("/me/logout-everywhere", post(logout_everywhere))
-        .route("/auth/device/request", get(device_request))
+/// The account routes; each handler's `#[utoipa::path]` names its method and path.
+pub fn route_table() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me, patch_me))
+        .routes(routes!(list_sessions))
+        .routes(routes!(usage_daily))
+        .routes(routes!(balance))
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(get_key, patch_key, revoke_key))
+        .routes(routes!(rotate_key))
+        .routes(routes!(usage_summary))
+        .routes(routes!(logout_everywhere))
+        .routes(routes!(device_request))
 }
 
 /// Unix milliseconds as RFC 3339 (UTC).
@@ -94,6 +97,13 @@ fn key_json(state: &AppState, k: &ApiKey) -> Value {
     })
 }
 
+/// The signed-in user
+///
+/// Profile and balance (less what running requests hold) of the account the access token
+/// or session belongs to.
+#[utoipa::path(get, path = "/me", tag = "Account", operation_id = "get_me",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The user.", body = Me), Unauthorized))]
 async fn me(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<Value> {
     let pending = state.gateway.money.account_funds(u.id).pending;
     Json(
@@ -103,12 +113,23 @@ async fn me(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<
     )
 }
 
-#[derive(Deserialize)]
+/// Profile changes.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ProfilePatch)]
 struct MePatch {
+    /// 1 to 100 characters.
+    #[schema(example = "Ada Lovelace")]
     display_name: Option<String>,
 }
 
-/// Changes the profile (the display name).
+/// Change the profile
+///
+/// Changes the display name; answers with the updated user.
+#[utoipa::path(patch, path = "/me", tag = "Account", operation_id = "update_me",
+    security(("access_token" = []), ("session_cookie" = [])),
+    request_body = MePatch,
+    responses((status = 200, description = "The updated user.", body = Me), BadRequest,
+        Unauthorized, Unprocessable))]
 async fn patch_me(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -127,7 +148,12 @@ async fn patch_me(
     Ok(me(CurrentUser(u), State(state)).await)
 }
 
+/// List portal sessions
+///
 /// The user's live portal sessions.
+#[utoipa::path(get, path = "/me/sessions", tag = "Account", operation_id = "list_sessions",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Live sessions.", body = Vec<SessionInfo>), Unauthorized))]
 async fn list_sessions(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -142,11 +168,24 @@ async fn list_sessions(
     )))
 }
 
+/// Balance
+///
+/// The account's balance in USD, less what running requests hold.
+#[utoipa::path(get, path = "/balance", tag = "Account", operation_id = "get_balance",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The balance.", body = Balance), Unauthorized))]
 async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<Value> {
     let pending = state.gateway.money.account_funds(u.id).pending;
     Json(json!({"balance_usd": format_balance(u.balance_nano - pending), "currency": "USD"}))
 }
 
+/// List API keys
+///
+/// Every key of the account, newest first, with what each can still spend. The secret is
+/// never included.
+#[utoipa::path(get, path = "/me/keys", tag = "Keys", operation_id = "list_keys",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The keys (a JSON array).", body = Vec<ApiKeyView>), Unauthorized))]
 async fn list_keys(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -157,6 +196,11 @@ async fn list_keys(
     )))
 }
 
+/// Get an API key
+#[utoipa::path(get, path = "/me/keys/{id}", tag = "Keys", operation_id = "get_key",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The key's id")),
+    responses((status = 200, description = "The key.", body = ApiKeyView), Unauthorized, NotFound))]
 async fn get_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -205,19 +249,42 @@ fn limit(field: &str, v: &Option<Value>) -> Result<Option<i64>, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+/// A new API key.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateKeyRequest)]
 struct CreateKey {
+    /// A name to recognise the key by, e.g. the project using it.
+    #[schema(example = "fieryeye")]
     name: String,
+    /// After this time the key answers 401.
+    #[schema(value_type = Option<crate::docs::schemas::Timestamp>)]
     expires_at: Option<Value>,
+    /// The most this key may spend in total (its requests are held against it).
+    #[schema(value_type = Option<crate::docs::schemas::UsdAmount>)]
     spend_limit_usd: Option<Value>,
+    /// Models and aliases the key may use (exact names or `provider/*`); absent = all.
+    #[schema(value_type = Option<Vec<String>>, example = json!(["tokengate-fast", "openai/*"]))]
     models: Option<Value>,
+    /// Requests per minute.
+    #[schema(value_type = Option<i64>, minimum = 1)]
     rpm: Option<Value>,
+    /// Tokens per minute.
+    #[schema(value_type = Option<i64>, minimum = 1)]
     tpm: Option<Value>,
     /// A key group's name.
     group: Option<String>,
 }
 
+/// Create an API key
+///
+/// Creates a key and returns its secret in `raw` — in this response only, ever. Store it
+/// at once (e.g. as `OPENAI_API_KEY` in the project's environment).
+#[utoipa::path(post, path = "/me/keys", tag = "Keys", operation_id = "create_key",
+    security(("access_token" = []), ("session_cookie" = [])),
+    request_body(content = CreateKey, example = json!({"name": "fieryeye"})),
+    responses((status = 201, description = "The key, with its secret in `raw`.", body = CreatedKey),
+        BadRequest, Unauthorized, Unprocessable))]
 async fn create_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -257,20 +324,29 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
+/// Changes to a key: absent fields stay, `null` clears a limit.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateKeyRequest)]
 struct PatchKey {
     name: Option<String>,
+    /// `active` or `disabled`.
+    #[schema(example = "disabled")]
     status: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<crate::docs::schemas::Timestamp>)]
     expires_at: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<crate::docs::schemas::UsdAmount>)]
     spend_limit_usd: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
     models: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     rpm: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 1)]
     tpm: Option<Value>,
 }
 
@@ -279,6 +355,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     Value::deserialize(d).map(Some)
 }
 
+/// Update an API key
+///
+/// Renames, disables or re-enables a key, or changes its limits. Applies to the running
+/// gateway at once.
+#[utoipa::path(patch, path = "/me/keys/{id}", tag = "Keys", operation_id = "update_key",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The key's id")),
+    request_body(content = PatchKey, example = json!({"status": "disabled"})),
+    responses((status = 200, description = "The updated key.", body = ApiKeyView), BadRequest,
+        Unauthorized, NotFound, Unprocessable))]
 async fn patch_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -327,6 +413,14 @@ async fn patch_key(
     Ok(Json(key_json(&state, &key)))
 }
 
+/// Rotate an API key
+///
+/// Gives the key a new secret (in `raw`, shown once); the old secret fails at once.
+#[utoipa::path(post, path = "/me/keys/{id}/rotate", tag = "Keys", operation_id = "rotate_key",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The key's id")),
+    responses((status = 200, description = "The key with its new secret in `raw`.", body = CreatedKey),
+        Unauthorized, NotFound))]
 async fn rotate_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -342,6 +436,13 @@ async fn rotate_key(
     Ok(Json(body))
 }
 
+/// Revoke an API key
+///
+/// Revokes the key for good: its next request gets 401.
+#[utoipa::path(delete, path = "/me/keys/{id}", tag = "Keys", operation_id = "revoke_key",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The key's id")),
+    responses((status = 200, description = "The key is revoked.", body = RevokedKey), Unauthorized, NotFound))]
 async fn revoke_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -355,11 +456,22 @@ async fn revoke_key(
     Ok(Json(json!({"id": key.id, "status": "revoked"})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UsageQuery {
+    /// Days back from now, 1 to 365 (default 30).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 365, example = 7)]
     days: Option<String>,
 }
 
+/// Usage summary
+///
+/// Requests, tokens and cost over the last `days` days. Only successful requests count;
+/// the cost is the exact sum of the requests' stored costs.
+#[utoipa::path(get, path = "/me/usage", tag = "Account", operation_id = "get_usage",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(UsageQuery),
+    responses((status = 200, description = "Totals.", body = UsageSummary), BadRequest, Unauthorized))]
 async fn usage_summary(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -382,8 +494,14 @@ async fn usage_summary(
     ))
 }
 
+/// Daily usage
+///
 /// Usage per UTC day (every day of the range, zeros included), per model and per key,
 /// with totals equal to `/me/usage` for the same `days`.
+#[utoipa::path(get, path = "/me/usage/daily", tag = "Account", operation_id = "get_usage_daily",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(UsageQuery),
+    responses((status = 200, description = "Breakdown.", body = UsageDaily), BadRequest, Unauthorized))]
 async fn usage_daily(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -451,6 +569,13 @@ async fn usage_daily(
     })))
 }
 
+/// Sign out everywhere
+///
+/// Ends every portal session, revokes every refresh token and invalidates every access
+/// token of the account, this one included.
+#[utoipa::path(post, path = "/me/logout-everywhere", tag = "Account", operation_id = "logout_everywhere",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Signed out.", body = SignedOut), Unauthorized))]
 async fn logout_everywhere(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -459,14 +584,23 @@ async fn logout_everywhere(
     Ok(Json(json!({"signed_out": true})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeviceQuery {
+    /// The code the command-line client shows, e.g. `BCDF-GHJK`.
     user_code: String,
 }
 
+/// Look up a device request
+///
 /// What a pending device request asks for, for the approval page.
+#[utoipa::path(get, path = "/auth/device/request", tag = "Device flow", operation_id = "get_device_request",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(DeviceQuery),
+    responses((status = 200, description = "The pending request.", body = DeviceRequestView),
+        Unauthorized, NotFound))]
 async fn device_request(
-    CurrentUser(_): CurrentUser,
+    CurrentUser(_user): CurrentUser,
     State(state): State<AppState>,
     Query(q): Query<DeviceQuery>,
 ) -> Result<Json<Value>, ApiError> {

@@ -8,51 +8,47 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokengate_core::catalog::{self, Catalog, ModelSpec, ProviderSpec, TargetSpec};
 use tokengate_core::money::{format_balance, format_exact, parse_usd, parse_usd_json};
 use tokengate_core::{accounts, now_ms};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::AppState;
 use crate::auth::AdminUser;
+use crate::docs::schemas::{
+    AdminErrors, AdminModelView, AdminRequestLogPage, AdminUserView, AliasView, BadRequest,
+    Conflict, CreditResult, Deleted, DryRun, HealthReport, KeyGroupView, LedgerVerify, NotFound,
+    ProviderTest, ProviderView, Unprocessable, UserLedger, UserStatus,
+};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/providers", get(list_providers))
-        .route(
-            "/providers/{name}",
-            get(get_provider).put(put_provider).delete(delete_provider),
-        )
-        .route("/models", get(list_models))
-        .route(
-            "/models/{*name}",
-            get(get_model).put(put_model).delete(delete_model),
-        )
-        .route("/providers/{name}/test", post(test_provider))
-        .route("/request-logs", get(request_logs))
-        .route("/aliases", get(list_aliases))
-        .route(
-            "/aliases/{name}",
-            get(get_alias).put(put_alias).delete(delete_alias),
-        )
-        .route("/aliases/{name}/dry-run", get(dry_run))
-        .route("/key-groups", get(list_groups))
-        .route(
-            "/key-groups/{name}",
-            get(get_group).put(put_group).delete(delete_group),
-        )
-        .route("/users", get(search_users))
-        .route("/users/{id}/ledger", get(user_ledger))
-        .route("/users/{id}/credit", post(credit))
-        .route("/ledger/verify", get(verify_ledger))
-        .route("/users/{id}/suspend", post(suspend))
-        .route("/users/{id}/reactivate", post(reactivate))
-        .route("/health", get(health))
+/// The admin routes; each handler's `#[utoipa::path]` names its method and path. (A
+/// catch-all such as `{*name}` is written `{name}` in the OpenAPI document.)
+pub fn route_table() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_providers))
+        .routes(routes!(get_provider, put_provider, delete_provider))
+        .routes(routes!(list_models))
+        .routes(routes!(get_model, put_model, delete_model))
+        .routes(routes!(test_provider))
+        .routes(routes!(request_logs))
+        .routes(routes!(list_aliases))
+        .routes(routes!(get_alias, put_alias, delete_alias))
+        .routes(routes!(dry_run))
+        .routes(routes!(list_groups))
+        .routes(routes!(get_group, put_group, delete_group))
+        .routes(routes!(search_users))
+        .routes(routes!(user_ledger))
+        .routes(routes!(credit))
+        .routes(routes!(verify_ledger))
+        .routes(routes!(suspend))
+        .routes(routes!(reactivate))
+        .routes(routes!(health))
 }
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -77,6 +73,10 @@ fn provider_json(p: &catalog::Provider) -> Value {
            "created_at": p.created_at})
 }
 
+/// List providers
+#[utoipa::path(get, path = "/providers", tag = "Admin", operation_id = "admin_list_providers",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Providers.", body = Vec<ProviderView>), AdminErrors))]
 async fn list_providers(_: AdminUser, State(state): State<AppState>) -> ApiResult {
     let c = catalog_of(&state).await?;
     Ok(Json(Value::Array(
@@ -93,6 +93,11 @@ async fn provider_view(state: &AppState, name: &str) -> ApiResult {
         .ok_or_else(|| not_found("provider", name))
 }
 
+/// Get a provider
+#[utoipa::path(get, path = "/providers/{name}", tag = "Admin", operation_id = "admin_get_provider",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    responses((status = 200, description = "The provider.", body = ProviderView), AdminErrors, NotFound))]
 async fn get_provider(
     _: AdminUser,
     State(state): State<AppState>,
@@ -103,16 +108,27 @@ async fn get_provider(
 
 /// Body of `PUT /providers/{name}`. `api_key`: absent keeps the stored key, a string
 /// replaces it, `null` clears it.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProviderRequest)]
 struct ProviderBody {
+    /// `openai` (any OpenAI-compatible server), `anthropic` or `mock`.
+    #[schema(example = "openai")]
     kind: String,
+    /// E.g. `https://api.openai.com/v1`.
+    #[schema(example = "https://api.openai.com/v1")]
     base_url: Option<String>,
+    /// Write-only: sealed with the server secret, reported as `set`/`unset`. Absent keeps
+    /// the stored key, `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
     api_key: Option<Option<String>>,
+    /// Provider-specific settings (the mock provider's `latency_ms`, `fail_status`, …).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     enabled: bool,
 }
 
@@ -126,6 +142,14 @@ fn double_option<'de, D: serde::Deserializer<'de>>(
     Option::<String>::deserialize(d).map(Some)
 }
 
+/// Create or replace a provider
+///
+/// Applies to the running gateway at once.
+#[utoipa::path(put, path = "/providers/{name}", tag = "Admin", operation_id = "admin_put_provider",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    request_body(content = ProviderBody, example = json!({"kind": "openai", "base_url": "https://api.openai.com/v1", "api_key": "sk-..."})),
+    responses((status = 200, description = "The provider.", body = ProviderView), BadRequest, AdminErrors, Unprocessable))]
 async fn put_provider(
     _: AdminUser,
     State(state): State<AppState>,
@@ -168,6 +192,13 @@ async fn put_provider(
     provider_view(&state, &name).await
 }
 
+/// Delete a provider
+///
+/// 409 while models use it.
+#[utoipa::path(delete, path = "/providers/{name}", tag = "Admin", operation_id = "admin_delete_provider",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    responses((status = 200, description = "Deleted.", body = Deleted), AdminErrors, NotFound, Conflict))]
 async fn delete_provider(
     _: AdminUser,
     State(state): State<AppState>,
@@ -204,6 +235,10 @@ fn model_json(c: &Catalog, m: &catalog::Model) -> Value {
         "enabled": m.enabled, "created_at": m.created_at})
 }
 
+/// List models and prices
+#[utoipa::path(get, path = "/models", tag = "Admin", operation_id = "admin_list_models",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Models.", body = Vec<AdminModelView>), AdminErrors))]
 async fn list_models(_: AdminUser, State(state): State<AppState>) -> ApiResult {
     let c = catalog_of(&state).await?;
     Ok(Json(Value::Array(
@@ -220,6 +255,11 @@ async fn model_view(state: &AppState, name: &str) -> ApiResult {
         .ok_or_else(|| not_found("model", name))
 }
 
+/// Get a model
+#[utoipa::path(get, path = "/models/{*name}", tag = "Admin", operation_id = "admin_get_model",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The model's name, e.g. `openai/gpt-4o-mini` (slashes allowed)")),
+    responses((status = 200, description = "The model.", body = AdminModelView), AdminErrors, NotFound))]
 async fn get_model(
     _: AdminUser,
     State(state): State<AppState>,
@@ -229,20 +269,33 @@ async fn get_model(
 }
 
 /// Body of `PUT /models/{name}`; prices are USD per million tokens, as strings.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ModelRequest)]
 struct ModelBody {
+    /// The provider's name.
     provider: String,
+    /// The model's name at the provider.
     upstream_model: String,
+    /// USD per million input tokens.
+    #[schema(example = "0.15")]
     input_usd_per_m: String,
+    /// USD per million output tokens.
+    #[schema(example = "0.60")]
     output_usd_per_m: String,
+    /// USD per million cache-read input tokens (default: the input price).
     cache_read_usd_per_m: Option<String>,
+    /// USD per million cache-write input tokens (default: the input price).
     cache_write_usd_per_m: Option<String>,
+    /// Used for the balance hold when a request sets no `max_tokens`.
     #[serde(default = "default_max_output")]
+    #[schema(default = 4096)]
     max_output_tokens: i64,
     #[serde(default = "default_tier")]
+    #[schema(default = "standard")]
     complexity_tier: String,
     #[serde(default = "yes")]
+    #[schema(default = true)]
     enabled: bool,
 }
 
@@ -257,6 +310,14 @@ fn price(field: &str, v: &str) -> Result<i64, ApiError> {
     parse_usd(v).map_err(|_| ApiError::Unprocessable(format!("{field} {v:?} is not a USD amount")))
 }
 
+/// Create or replace a model
+///
+/// Prices are USD per million tokens, as decimal strings. Applies at once.
+#[utoipa::path(put, path = "/models/{*name}", tag = "Admin", operation_id = "admin_put_model",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The model's name, e.g. `openai/gpt-4o-mini` (slashes allowed)")),
+    request_body(content = ModelBody, example = json!({"provider": "openai", "upstream_model": "gpt-4o-mini", "input_usd_per_m": "0.15", "output_usd_per_m": "0.60", "max_output_tokens": 16384, "complexity_tier": "fast"})),
+    responses((status = 200, description = "The model.", body = AdminModelView), BadRequest, AdminErrors, Unprocessable))]
 async fn put_model(
     _: AdminUser,
     State(state): State<AppState>,
@@ -284,6 +345,13 @@ async fn put_model(
     model_view(&state, &name).await
 }
 
+/// Delete a model
+///
+/// 409 while aliases target it.
+#[utoipa::path(delete, path = "/models/{*name}", tag = "Admin", operation_id = "admin_delete_model",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The model's name, e.g. `openai/gpt-4o-mini` (slashes allowed)")),
+    responses((status = 200, description = "Deleted.", body = Deleted), AdminErrors, NotFound, Conflict))]
 async fn delete_model(
     _: AdminUser,
     State(state): State<AppState>,
@@ -309,6 +377,10 @@ fn alias_json(c: &Catalog, a: &catalog::Alias) -> Value {
            "enabled": a.enabled, "targets": targets, "created_at": a.created_at})
 }
 
+/// List aliases
+#[utoipa::path(get, path = "/aliases", tag = "Admin", operation_id = "admin_list_aliases",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Aliases.", body = Vec<AliasView>), AdminErrors))]
 async fn list_aliases(_: AdminUser, State(state): State<AppState>) -> ApiResult {
     let c = catalog_of(&state).await?;
     Ok(Json(Value::Array(
@@ -325,6 +397,11 @@ async fn alias_view(state: &AppState, name: &str) -> ApiResult {
         .ok_or_else(|| not_found("alias", name))
 }
 
+/// Get an alias
+#[utoipa::path(get, path = "/aliases/{name}", tag = "Admin", operation_id = "admin_get_alias",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The alias's name")),
+    responses((status = 200, description = "The alias.", body = AliasView), AdminErrors, NotFound))]
 async fn get_alias(
     _: AdminUser,
     State(state): State<AppState>,
@@ -333,13 +410,19 @@ async fn get_alias(
     alias_view(&state, &name).await
 }
 
-#[derive(Deserialize)]
+/// One target of an alias.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AliasTargetRequest)]
 struct TargetBody {
+    /// A model's name.
     model: String,
+    /// Tier: lower tiers are tried first (default 0).
     #[serde(default)]
     priority: i64,
+    /// Share of traffic inside its tier (default 1).
     #[serde(default = "one")]
+    #[schema(default = 1)]
     weight: i64,
 }
 
@@ -347,8 +430,11 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Deserialize)]
+/// Body of `PUT /aliases/{name}`: targets are tried tier by tier (lowest `priority`
+/// first), weighted at random inside a tier.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AliasRequest)]
 struct AliasBody {
     #[serde(default)]
     description: String,
@@ -357,6 +443,14 @@ struct AliasBody {
     targets: Vec<TargetBody>,
 }
 
+/// Create or replace an alias
+///
+/// Applies at once.
+#[utoipa::path(put, path = "/aliases/{name}", tag = "Admin", operation_id = "admin_put_alias",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The alias's name")),
+    request_body(content = AliasBody, example = json!({"targets": [{"model": "openai/gpt-4o-mini", "priority": 0, "weight": 1}, {"model": "mock/fast-1", "priority": 1}]})),
+    responses((status = 200, description = "The alias.", body = AliasView), BadRequest, AdminErrors, Unprocessable))]
 async fn put_alias(
     _: AdminUser,
     State(state): State<AppState>,
@@ -384,6 +478,11 @@ async fn put_alias(
     alias_view(&state, &name).await
 }
 
+/// Delete an alias
+#[utoipa::path(delete, path = "/aliases/{name}", tag = "Admin", operation_id = "admin_delete_alias",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The alias's name")),
+    responses((status = 200, description = "Deleted.", body = Deleted), AdminErrors, NotFound))]
 async fn delete_alias(
     _: AdminUser,
     State(state): State<AppState>,
@@ -396,9 +495,15 @@ async fn delete_alias(
     Ok(Json(json!({"name": name, "deleted": true})))
 }
 
+/// Alias dry run
+///
 /// Which target would serve a request for the alias now, and why: each target in tier
 /// order with its weight share and breaker state; the first tier with an admissible
 /// target is the one that serves.
+#[utoipa::path(get, path = "/aliases/{name}/dry-run", tag = "Admin", operation_id = "admin_alias_dry_run",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The alias's name")),
+    responses((status = 200, description = "The dry run.", body = DryRun), AdminErrors, NotFound))]
 async fn dry_run(
     _: AdminUser,
     State(state): State<AppState>,
@@ -479,6 +584,10 @@ fn group_json(g: &catalog::KeyGroup) -> Value {
            "allowed_models": g.allowed_models, "created_at": g.created_at})
 }
 
+/// List key groups
+#[utoipa::path(get, path = "/key-groups", tag = "Admin", operation_id = "admin_list_key_groups",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Key groups.", body = Vec<KeyGroupView>), AdminErrors))]
 async fn list_groups(_: AdminUser, State(state): State<AppState>) -> ApiResult {
     let c = catalog_of(&state).await?;
     Ok(Json(Value::Array(
@@ -495,6 +604,11 @@ async fn group_view(state: &AppState, name: &str) -> ApiResult {
         .ok_or_else(|| not_found("key group", name))
 }
 
+/// Get a key group
+#[utoipa::path(get, path = "/key-groups/{name}", tag = "Admin", operation_id = "admin_get_key_group",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The key group's name")),
+    responses((status = 200, description = "The key group.", body = KeyGroupView), AdminErrors, NotFound))]
 async fn get_group(
     _: AdminUser,
     State(state): State<AppState>,
@@ -503,13 +617,21 @@ async fn get_group(
     group_view(&state, &name).await
 }
 
-#[derive(Deserialize)]
+/// Body of `PUT /key-groups/{name}`; null = no restriction.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = KeyGroupRequest)]
 struct GroupBody {
     allowed_providers: Option<Vec<String>>,
     allowed_models: Option<Vec<String>>,
 }
 
+/// Create or replace a key group
+#[utoipa::path(put, path = "/key-groups/{name}", tag = "Admin", operation_id = "admin_put_key_group",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The key group's name")),
+    request_body(content = GroupBody, example = json!({"allowed_providers": ["openai"], "allowed_models": ["openai/*", "tokengate-fast"]})),
+    responses((status = 200, description = "The key group.", body = KeyGroupView), BadRequest, AdminErrors, Unprocessable))]
 async fn put_group(
     _: AdminUser,
     State(state): State<AppState>,
@@ -527,6 +649,13 @@ async fn put_group(
     group_view(&state, &name).await
 }
 
+/// Delete a key group
+///
+/// 409 while keys belong to it.
+#[utoipa::path(delete, path = "/key-groups/{name}", tag = "Admin", operation_id = "admin_delete_key_group",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The key group's name")),
+    responses((status = 200, description = "Deleted.", body = Deleted), AdminErrors, NotFound, Conflict))]
 async fn delete_group(
     _: AdminUser,
     State(state): State<AppState>,
@@ -566,6 +695,13 @@ async fn set_status(state: &AppState, admin: &accounts::User, id: i64, status: &
     ))
 }
 
+/// Suspend a user
+///
+/// Effective on the user's next request: keys answer 401, sessions and tokens stop working.
+#[utoipa::path(post, path = "/users/{id}/suspend", tag = "Admin", operation_id = "admin_suspend_user",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The user's id")),
+    responses((status = 200, description = "The new status.", body = UserStatus), AdminErrors, NotFound, Conflict))]
 async fn suspend(
     AdminUser(admin): AdminUser,
     State(state): State<AppState>,
@@ -574,6 +710,11 @@ async fn suspend(
     set_status(&state, &admin, id, "suspended").await
 }
 
+/// Reactivate a user
+#[utoipa::path(post, path = "/users/{id}/reactivate", tag = "Admin", operation_id = "admin_reactivate_user",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The user's id")),
+    responses((status = 200, description = "The new status.", body = UserStatus), AdminErrors, NotFound))]
 async fn reactivate(
     AdminUser(admin): AdminUser,
     State(state): State<AppState>,
@@ -596,6 +737,13 @@ fn user_json(u: &accounts::User) -> Value {
            "balance_nano": u.balance_nano, "created_at": super::account::rfc3339(u.created_at)})
 }
 
+/// Search users
+///
+/// Users whose email or name contains `q`, with balances.
+#[utoipa::path(get, path = "/users", tag = "Admin", operation_id = "admin_search_users",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("q" = Option<String>, Query, description = "Part of an email or name"), ("limit" = Option<i64>, Query, description = "At most this many (default 50)")),
+    responses((status = 200, description = "Users.", body = Vec<AdminUserView>), BadRequest, AdminErrors))]
 async fn search_users(
     _: AdminUser,
     State(state): State<AppState>,
@@ -610,6 +758,13 @@ async fn search_users(
     Ok(Json(Value::Array(users.iter().map(user_json).collect())))
 }
 
+/// A user's ledger
+///
+/// Ledger entries, newest first.
+#[utoipa::path(get, path = "/users/{id}/ledger", tag = "Admin", operation_id = "admin_user_ledger",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The user's id"), ("before" = Option<i64>, Query, description = "Entries older than this entry id"), ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
+    responses((status = 200, description = "The ledger.", body = UserLedger), BadRequest, AdminErrors, NotFound))]
 async fn user_ledger(
     _: AdminUser,
     State(state): State<AppState>,
@@ -632,18 +787,34 @@ async fn user_ledger(
     Ok(Json(json!({"user": user_json(&user), "entries": list})))
 }
 
-#[derive(Deserialize)]
+/// An admin credit or debit.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreditRequest)]
 struct CreditBody {
+    /// Positive credits, negative debits; not zero.
+    #[schema(value_type = crate::docs::schemas::UsdAmount, required = true, example = "-1.50")]
     amount_usd: Option<Value>,
+    /// `adjustment` (default), `refund` or `promo`.
+    #[schema(example = "refund")]
     kind: Option<String>,
+    /// Why; required, up to 500 characters; kept in the ledger with the admin's id.
+    #[schema(required = true, example = "Duplicate charge on 2026-11-03")]
     reason: Option<String>,
     /// Allow a debit to leave the balance below zero.
     #[serde(default)]
     allow_negative: bool,
 }
 
+/// Credit or debit a user
+///
 /// An admin credit or debit (adjustment, refund, promotional credit) with a mandatory
-/// reason, recorded in the ledger with the admin's id.
+/// reason, recorded in the ledger with the admin's id. A debit below zero is 409 unless
+/// `allow_negative` is true.
+#[utoipa::path(post, path = "/users/{id}/credit", tag = "Admin", operation_id = "admin_credit_user",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The user's id")),
+    request_body(content = CreditBody, example = json!({"amount_usd": "1.50", "kind": "refund", "reason": "Duplicate charge on 2026-11-03"})),
+    responses((status = 200, description = "The ledger entry.", body = CreditResult), BadRequest, AdminErrors, NotFound, Conflict, Unprocessable))]
 async fn credit(
     AdminUser(admin): AdminUser,
     State(state): State<AppState>,
@@ -682,7 +853,29 @@ async fn credit(
         ));
     }
     let reference = format!("admin:{}", admin.id);
-    let (balance, entry_id) = accounts::apply_entry(
+    // A debit must also fit what the gateway sees: costs settled but not yet flushed and
+    // holds of requests in flight. Holding the debit while it is written keeps concurrent
+    // requests from spending the same money.
+    let conflict = || {
+        ApiError::Conflict(
+            "This debit would leave the balance below zero; pass allow_negative to force it."
+                .into(),
+        )
+    };
+    let hold = if amount < 0 && !body.allow_negative {
+        if let Err(e) = state.gateway.reload_account(id).await {
+            tracing::warn!(error = %e, "reloading an account before a debit failed");
+        }
+        match state.gateway.money.hold(id, 0, None, -amount) {
+            Ok(h) => Some(h),
+            // A suspended account spends nothing: the stored balance is the whole truth.
+            Err(crate::gateway::money::Refusal::AccountInactive) => None,
+            Err(_) => return Err(conflict()),
+        }
+    } else {
+        None
+    };
+    let applied = accounts::apply_entry(
         &state.db,
         accounts::Entry {
             user_id: id,
@@ -694,17 +887,17 @@ async fn credit(
             refuse_negative: !body.allow_negative,
         },
     )
-    .await
-    .map_err(|e| match e {
-        tokengate_core::Error::InsufficientBalance => ApiError::Conflict(
-            "This debit would leave the balance below zero; pass allow_negative to force it."
-                .into(),
-        ),
-        other => named(other, "user", &id.to_string()),
-    })?;
+    .await;
     if let Err(e) = state.gateway.reload_account(id).await {
         tracing::warn!(error = %e, "reloading an adjusted account failed; the periodic refresh will apply it");
     }
+    if let Some(hold) = hold {
+        state.gateway.money.settle(hold, 0);
+    }
+    let (balance, entry_id) = applied.map_err(|e| match e {
+        tokengate_core::Error::InsufficientBalance => conflict(),
+        other => named(other, "user", &id.to_string()),
+    })?;
     tracing::info!(admin = admin.id, user = id, kind = kind.as_str(), amount = %format_exact(amount), "balance adjusted");
     Ok(Json(json!({
         "user_id": id,
@@ -716,6 +909,13 @@ async fn credit(
     })))
 }
 
+/// Verify the ledger
+///
+/// Checks balance = Σ ledger entries for every account (or one).
+#[utoipa::path(get, path = "/ledger/verify", tag = "Admin", operation_id = "admin_verify_ledger",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("user_id" = Option<i64>, Query, description = "Check only this user")),
+    responses((status = 200, description = "The check.", body = LedgerVerify), BadRequest, AdminErrors, NotFound))]
 async fn verify_ledger(
     _: AdminUser,
     State(state): State<AppState>,
@@ -745,7 +945,13 @@ async fn verify_ledger(
     ))
 }
 
-/// Checks a provider: lists its models with its key and reports the status and latency.
+/// Test a provider connection
+///
+/// Lists the provider's models with its key and reports the status and latency.
+#[utoipa::path(post, path = "/providers/{name}/test", tag = "Admin", operation_id = "admin_test_provider",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("name" = String, Path, description = "The provider's name")),
+    responses((status = 200, description = "The outcome.", body = ProviderTest), AdminErrors, NotFound, Conflict))]
 async fn test_provider(
     _: AdminUser,
     State(state): State<AppState>,
@@ -786,16 +992,28 @@ async fn test_provider(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AdminLogQuery {
+    /// Only this user's requests.
     user_id: Option<i64>,
+    /// An HTTP status (`429`), a class (`5xx`), or `error` for every non-2xx.
     status: Option<String>,
+    /// Model or alias.
     model: Option<String>,
+    /// Page size, 1 to 500 (default 50).
     limit: Option<i64>,
+    /// `next_before` of the previous page.
     before: Option<i64>,
 }
 
+/// Request logs of every account
+///
 /// Request logs across accounts, newest first (`status=error` for failed requests).
+#[utoipa::path(get, path = "/request-logs", tag = "Admin", operation_id = "admin_request_logs",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(AdminLogQuery),
+    responses((status = 200, description = "A page of requests.", body = AdminRequestLogPage), BadRequest, AdminErrors, Unprocessable))]
 async fn request_logs(
     _: AdminUser,
     State(state): State<AppState>,
@@ -836,6 +1054,13 @@ async fn request_logs(
 
 // ----- health ---------------------------------------------------------------------------
 
+/// Provider health
+///
+/// Per routing target: breaker state, requests and errors in the window, error rate,
+/// latency percentiles.
+#[utoipa::path(get, path = "/health", tag = "Admin", operation_id = "admin_health",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Health.", body = HealthReport), AdminErrors))]
 async fn health(_: AdminUser, State(state): State<AppState>) -> ApiResult {
     let cfg = state.gateway.health.config();
     Ok(Json(json!({

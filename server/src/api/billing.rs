@@ -10,12 +10,10 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
@@ -25,34 +23,57 @@ use tokengate_core::payments::{self, Applied, NewPayment, Payment};
 use tokengate_core::statements::{self, Month, Statement};
 use tokengate_core::usage::{self, LogFilter, LogRow, StatusFilter};
 use tokengate_core::{Db, keys, now_ms};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::account::rfc3339;
 use super::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::billing::{self, CheckoutRequest, ProviderError, csv};
+use crate::docs::schemas::{
+    ApiErrorBody, BadRequest, Checkout, NotFound, PaymentView, PaymentsUnavailable, RequestLog,
+    RequestLogPage, StatementView, Unauthorized, Unprocessable, WebhookAck,
+};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/topup", post(topup))
-        .route("/me/billing/payments", get(list_payments))
-        .route("/me/billing/payments/{id}/receipt.pdf", get(receipt_pdf))
-        .route("/me/billing/statement", get(statement_json))
-        .route("/me/billing/statement.csv", get(statement_csv))
-        .route("/me/billing/statement.pdf", get(statement_pdf))
-        .route("/me/request-logs", get(list_logs))
-        .route("/me/request-logs.csv", get(export_logs))
-        .route("/me/request-logs/{request_id}", get(get_log))
+/// The billing routes; each handler's `#[utoipa::path]` names its method and path.
+pub fn route_table() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(topup))
+        .routes(routes!(list_payments))
+        .routes(routes!(receipt_pdf))
+        .routes(routes!(statement_json))
+        .routes(routes!(statement_csv))
+        .routes(routes!(statement_pdf))
+        .routes(routes!(list_logs))
+        .routes(routes!(export_logs))
+        .routes(routes!(get_log))
 }
 
 // ---------------------------------------------------------------------------------------
 // Top-up and payments
 
-#[derive(Deserialize)]
+/// A top-up amount.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = TopupRequest)]
 struct TopupBody {
+    /// USD, at least 1.00, at most `topup_max_usd` (10000 by default), whole cents.
+    #[schema(value_type = crate::docs::schemas::UsdAmount, required = true, example = "5.00")]
     amount_usd: Option<Value>,
 }
 
+/// Start a top-up
+///
+/// Creates a checkout session at the payment provider and returns its URL for a person to
+/// open and pay. **The API never charges anyone**: agents hand `checkout_url` to a person
+/// and never open or pay it themselves. The credit arrives when the provider's webhook
+/// confirms the payment.
+#[utoipa::path(post, path = "/topup", tag = "Billing", operation_id = "create_topup",
+    security(("access_token" = []), ("session_cookie" = [])),
+    request_body(content = TopupBody, example = json!({"amount_usd": "5.00"})),
+    responses((status = 200, description = "The checkout to hand to a person.", body = Checkout),
+        BadRequest, Unauthorized, Unprocessable, PaymentsUnavailable))]
 async fn topup(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -148,6 +169,12 @@ fn payment_view(p: &Payment) -> Value {
     })
 }
 
+/// List payments
+///
+/// The account's top-up payments, newest first.
+#[utoipa::path(get, path = "/me/billing/payments", tag = "Billing", operation_id = "list_payments",
+    security(("access_token" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Payments (a JSON array).", body = Vec<PaymentView>), Unauthorized))]
 async fn list_payments(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -173,6 +200,14 @@ fn pdf_response(bytes: Vec<u8>, filename: &str) -> Response {
     resp
 }
 
+/// Receipt PDF
+///
+/// The receipt of a paid top-up (404 until it is paid).
+#[utoipa::path(get, path = "/me/billing/payments/{id}/receipt.pdf", tag = "Billing", operation_id = "get_receipt_pdf",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("id" = i64, Path, description = "The payment's id")),
+    responses((status = 200, description = "The receipt.", content_type = "application/pdf", body = Vec<u8>),
+        Unauthorized, NotFound))]
 async fn receipt_pdf(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -194,8 +229,11 @@ async fn receipt_pdf(
 // ---------------------------------------------------------------------------------------
 // Statements
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MonthQuery {
+    /// `YYYY-MM` (UTC); default: this month.
+    #[param(example = "2026-11")]
     month: Option<String>,
 }
 
@@ -252,6 +290,15 @@ fn statement_view(s: &Statement) -> Value {
     })
 }
 
+/// Monthly statement
+///
+/// One UTC calendar month: opening balance, top-ups, adjustments, refunds and promotional
+/// credit, usage by model, closing balance. Every amount is exact, with a `…_nano` twin.
+#[utoipa::path(get, path = "/me/billing/statement", tag = "Billing", operation_id = "get_statement",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(MonthQuery),
+    responses((status = 200, description = "The statement.", body = StatementView),
+        BadRequest, Unauthorized, Unprocessable))]
 async fn statement_json(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -362,6 +409,16 @@ fn csv_response(body: Body, filename: &str) -> Response {
     resp
 }
 
+/// Monthly statement as CSV
+///
+/// RFC 4180 CSV: an `opening_balance` row, one row per credit and per model's usage, a
+/// `closing_balance` row; opening + Σ rows = closing.
+#[utoipa::path(get, path = "/me/billing/statement.csv", tag = "Billing", operation_id = "get_statement_csv",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(MonthQuery),
+    responses((status = 200, description = "The statement as CSV.", content_type = "text/csv", body = String,
+        example = json!("kind,date,description,reference,model,requests,tokens_in,tokens_out,amount_usd\r\nopening_balance,2026-11-01T00:00:00Z,Opening balance,,,,,,0.00\r\n")),
+        BadRequest, Unauthorized, Unprocessable))]
 async fn statement_csv(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -374,6 +431,12 @@ async fn statement_csv(
     ))
 }
 
+/// Monthly statement as PDF
+#[utoipa::path(get, path = "/me/billing/statement.pdf", tag = "Billing", operation_id = "get_statement_pdf",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(MonthQuery),
+    responses((status = 200, description = "The statement as PDF.", content_type = "application/pdf", body = Vec<u8>),
+        BadRequest, Unauthorized, Unprocessable))]
 async fn statement_pdf(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -390,14 +453,27 @@ async fn statement_pdf(
 // ---------------------------------------------------------------------------------------
 // Request logs
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// From this time: RFC 3339, `YYYY-MM-DD` (UTC) or unix seconds.
+    #[param(example = "2026-11-01")]
     from: Option<String>,
+    /// Until this time; a date includes that whole day.
     to: Option<String>,
+    /// Only this key's requests.
+    #[param(value_type = Option<i64>)]
     key_id: Option<String>,
+    /// The model or alias asked for, or the model that served it.
     model: Option<String>,
+    /// An HTTP status (`429`), a class (`4xx`), or `error` for every non-2xx.
+    #[param(example = "error")]
     status: Option<String>,
+    /// Page size, 1 to 500 (default 50). Not used by the CSV export.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     limit: Option<String>,
+    /// `next_before` of the previous page. Not used by the CSV export.
+    #[param(value_type = Option<i64>)]
     before: Option<String>,
 }
 
@@ -509,6 +585,15 @@ fn log_view(r: &LogRow, names: &HashMap<i64, String>) -> Value {
     })
 }
 
+/// Request log
+///
+/// The account's requests, newest first, one page at a time: pass `next_before` as
+/// `before` for the next page.
+#[utoipa::path(get, path = "/me/request-logs", tag = "Billing", operation_id = "list_request_logs",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(LogQuery),
+    responses((status = 200, description = "A page of requests.", body = RequestLogPage),
+        BadRequest, Unauthorized, Unprocessable))]
 async fn list_logs(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -543,6 +628,13 @@ async fn list_logs(
     })))
 }
 
+/// One request
+///
+/// One request by its `x-request-id`: attempts, provider, tokens, cost, latency, error.
+#[utoipa::path(get, path = "/me/request-logs/{request_id}", tag = "Billing", operation_id = "get_request_log",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(("request_id" = String, Path, description = "The `x-request-id` of the answer")),
+    responses((status = 200, description = "The request.", body = RequestLog), Unauthorized, NotFound))]
 async fn get_log(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -597,6 +689,15 @@ fn log_csv_row(out: &mut String, r: &LogRow, names: &HashMap<i64, String>) {
 /// Rows per page of the export: memory stays bounded whatever the number of rows.
 const EXPORT_PAGE: i64 = 1000;
 
+/// Request log as CSV
+///
+/// The filtered log as RFC 4180 CSV, streamed (any number of rows). Text a person typed is
+/// prefixed with `'` when a spreadsheet would evaluate it.
+#[utoipa::path(get, path = "/me/request-logs.csv", tag = "Billing", operation_id = "export_request_logs_csv",
+    security(("access_token" = []), ("session_cookie" = [])),
+    params(LogQuery),
+    responses((status = 200, description = "The log as CSV.", content_type = "text/csv", body = String),
+        BadRequest, Unauthorized, Unprocessable))]
 async fn export_logs(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -665,10 +766,32 @@ async fn export_logs(
 /// Payment providers tokengate knows, configured or not.
 const KNOWN_PROVIDERS: [&str; 1] = ["stripe"];
 
-/// `POST /webhooks/payments/{payment_provider}`: verifies the delivery on its raw body
-/// and applies it once. 400 (nothing changed) for a bad signature or body; 200 for
-/// processed, repeated and ignored events; 5xx only when the database fails, so the
+/// Payment webhook
+///
+/// Signed events from the payment provider (`stripe`: `Stripe-Signature`, the endpoint's
+/// signing secret as `webhook_secret`). The delivery is verified on its raw body and
+/// applied once: the paid amount is credited exactly once per payment, whatever the
+/// number or order of deliveries. 400 (nothing changed) for a bad signature or body; 200
+/// for processed, repeated and ignored events; 5xx only when the database fails, so the
 /// provider retries.
+#[utoipa::path(post, path = "/webhooks/payments/{payment_provider}", tag = "Billing",
+    operation_id = "payment_webhook",
+    params(
+        ("payment_provider" = String, Path, description = "`stripe`", example = "stripe"),
+        ("Stripe-Signature" = String, Header, description = "Stripe's signature header: `t=<unix>,v1=<hex HMAC-SHA-256>`"),
+    ),
+    request_body(content = Object, content_type = "application/json",
+        description = "The provider's event, exactly as it sent it.",
+        example = json!({"id": "evt_1Q2w3E", "type": "checkout.session.completed", "data": {"object": {"id": "cs_test_a1B2c3"}}})),
+    responses(
+        (status = 200, description = "Processed, repeated or ignored.", body = WebhookAck),
+        (status = 400, description = "Bad signature, stale timestamp or malformed body; nothing changed.", body = ApiErrorBody,
+            example = json!({"error": {"message": "Webhook rejected: signature mismatch.", "type": "invalid_request_error", "code": "invalid_request"}})),
+        (status = 404, description = "Unknown payment provider.", body = ApiErrorBody,
+            example = json!({"error": {"message": "Unknown payment provider.", "type": "invalid_request_error", "code": "not_found"}})),
+        (status = 503, description = "The provider is not configured on this server.", body = ApiErrorBody,
+            example = json!({"error": {"message": "The stripe payment provider is not configured on this server.", "type": "api_error", "code": "payments_unavailable"}})),
+    ))]
 pub async fn webhook(
     State(state): State<AppState>,
     Path(provider_name): Path<String>,

@@ -13,6 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
@@ -189,23 +191,22 @@ where
     }
 }
 
+/// The route table of `/api/v1`: every route is registered with `routes!` from its
+/// handler's `#[utoipa::path]`, so this router and the OpenAPI document (`crate::docs`)
+/// are built from the same list.
+pub fn route_table() -> OpenApiRouter<AppState> {
+    use crate::auth::device;
+    OpenApiRouter::new()
+        .merge(account::route_table())
+        .merge(billing::route_table())
+        .routes(routes!(device::discovery))
+        .routes(routes!(device::device_authorization))
+        .routes(routes!(device::token_endpoint))
+        .nest("/admin", admin::route_table())
+}
+
 /// Everything under `/api/v1`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .merge(account::router())
-        .merge(billing::router())
-        .route(
-            "/auth/discovery",
-            axum::routing::get(crate::auth::device::discovery),
-        )
-        .route(
-            "/auth/device/code",
-            axum::routing::post(crate::auth::device::device_authorization),
-        )
-        .route(
-            "/auth/token",
-            axum::routing::post(crate::auth::device::token_endpoint),
-        )
-        .nest("/admin", admin::router())
+    Router::from(route_table())
         .fallback(|| async { ApiError::NotFound("Unknown API route.".into()) })
 }

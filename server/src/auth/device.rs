@@ -21,6 +21,10 @@ use tokengate_core::{keys, now_ms};
 
 use super::token;
 use crate::AppState;
+use crate::docs::schemas::{
+    ApiErrorBody, DeviceAuthorization, DeviceCodeForm, Discovery, OAuthError, TokenForm,
+    TokenResponse,
+};
 
 /// The client id command-line clients use (from discovery).
 pub const CLI_CLIENT_ID: &str = "tokengate-cli";
@@ -88,7 +92,17 @@ fn hashed(state: &AppState, secret: &str) -> String {
     hex::encode(keys::hash(&state.config.secret_bytes(), secret))
 }
 
-/// `GET /api/v1/auth/discovery`.
+/// Discover command-line login
+///
+/// Where and how a command-line client signs in: the device authorization and token
+/// endpoints (OAuth 2.0 device flow, RFC 8628), the client id and the audience of the
+/// access tokens. 503 when command-line login is disabled (`cli_login = false`).
+#[utoipa::path(get, path = "/auth/discovery", tag = "Device flow", operation_id = "discovery",
+    responses(
+        (status = 200, description = "The login configuration.", body = Discovery),
+        (status = 503, description = "Command-line login is disabled on this server.", body = ApiErrorBody,
+            example = json!({"error": {"message": "Command-line login is disabled on this server.", "type": "api_error", "code": "unavailable"}})),
+    ))]
 pub async fn discovery(State(state): State<AppState>) -> Response {
     let c = &state.config;
     if !c.cli_login {
@@ -108,7 +122,23 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
-/// `POST /api/v1/auth/device/code` (form: client_id, scope, resource).
+/// Start a device login
+///
+/// RFC 8628 device authorization request. Show `user_code` to the person and send them
+/// to `verification_uri` (the portal's `/device` page), where they sign in and approve;
+/// meanwhile poll the token endpoint every `interval` seconds. Codes expire after 10
+/// minutes and work once.
+#[utoipa::path(post, path = "/auth/device/code", tag = "Device flow", operation_id = "device_authorization",
+    request_body(content = DeviceCodeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The pending authorization.", body = DeviceAuthorization),
+        (status = 400, description = "`invalid_request` (not a form), `invalid_scope` or `invalid_target`.", body = OAuthError,
+            example = json!({"error": "invalid_scope", "error_description": "Unknown scope requested."})),
+        (status = 401, description = "`invalid_client`: the client id is not `tokengate-cli`.", body = OAuthError,
+            example = json!({"error": "invalid_client", "error_description": "Unknown client_id."})),
+        (status = 503, description = "`temporarily_unavailable`: command-line login is disabled.", body = OAuthError,
+            example = json!({"error": "temporarily_unavailable", "error_description": "Command-line login is disabled."})),
+    ))]
 pub async fn device_authorization(State(state): State<AppState>, body: Bytes) -> Response {
     let c = &state.config;
     if !c.cli_login {
@@ -249,7 +279,26 @@ async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
     r
 }
 
-/// `POST /api/v1/auth/token` (form): the device-code grant and the refresh-token grant.
+/// Get or refresh tokens
+///
+/// The token endpoint (form-encoded). With the device-code grant it answers 400
+/// `authorization_pending` until the person approves (`slow_down` when polling faster
+/// than `interval`, `expired_token`, `access_denied`), then 200 with an access token
+/// (HS256 JWT, 1 hour, for `/api/v1`) and a refresh token (30 days). With
+/// `grant_type=refresh_token` it returns new tokens; refresh tokens rotate, and
+/// presenting a rotated one revokes its whole family.
+#[utoipa::path(post, path = "/auth/token", tag = "Device flow", operation_id = "token",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded",
+        example = json!({"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": "vXq0…", "client_id": "tokengate-cli"})),
+    responses(
+        (status = 200, description = "Tokens (`Cache-Control: no-store`).", body = TokenResponse),
+        (status = 400, description = "Not yet (`authorization_pending`, `slow_down`) or not at all (`expired_token`, \
+            `access_denied`, `invalid_grant`, `invalid_request`, `invalid_target`, `unsupported_grant_type`).",
+            body = OAuthError,
+            example = json!({"error": "authorization_pending", "error_description": "The user has not approved yet."})),
+        (status = 401, description = "`invalid_client`.", body = OAuthError,
+            example = json!({"error": "invalid_client", "error_description": "Unknown client_id."})),
+    ))]
 pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Response {
     let Some(f) = form(&body) else {
         return not_a_form();

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tokengate_core::auth as store;
 use tokengate_core::{accounts, now_ms, password};
 use tower_sessions::Session;
+use utoipa::ToSchema;
 
 use super::device::normalise_user_code;
 use super::session;
@@ -66,10 +67,15 @@ fn encode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Deserialize)]
+/// The sign-in form.
+#[derive(Deserialize, ToSchema)]
 pub struct LoginForm {
+    #[schema(example = "ada@example.com")]
     email: String,
+    #[schema(format = Password)]
     password: String,
+    /// A path on this site to return to (default `/console`).
+    #[schema(example = "/console")]
     next: Option<String>,
 }
 
@@ -78,7 +84,16 @@ fn internal(e: impl std::fmt::Display) -> Response {
     Redirect::to("/login?error=unavailable").into_response()
 }
 
-/// `POST /auth/login`.
+/// Sign in (portal form)
+///
+/// The portal's sign-in form (email and password). Answers with a redirect: to `next` with
+/// a new session cookie, or back to `/login?error=…` (`invalid`, `throttled`,
+/// `unavailable`). Failures are throttled per account (5) and per client address (20) in
+/// 15 minutes.
+#[utoipa::path(post, path = "/auth/login", tag = "Portal sign-in", operation_id = "portal_login",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "Signed in (cookie `tg_session` set), or back to the form with an error.",
+        headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -142,14 +157,26 @@ pub async fn login(
     Redirect::to(&next).into_response()
 }
 
-#[derive(Deserialize)]
+/// The sign-up form.
+#[derive(Deserialize, ToSchema)]
 pub struct SignupForm {
+    #[schema(example = "ada@example.com")]
     email: String,
+    /// At least 10 characters.
+    #[schema(format = Password, min_length = 10)]
     password: String,
     display_name: Option<String>,
 }
 
-/// `POST /auth/signup` (when sign-up is enabled).
+/// Sign up (portal form)
+///
+/// Creates a local account and signs it in (when sign-up is enabled). Answers with a
+/// redirect to `/console`, or back to `/signup?error=…` (`weak_password`,
+/// `invalid_email`, `taken`).
+#[utoipa::path(post, path = "/auth/signup", tag = "Portal sign-in", operation_id = "portal_signup",
+    request_body(content = SignupForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "Signed up and in, or back to the form with an error.",
+        headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn signup(
     State(state): State<AppState>,
     session: Session,
@@ -195,14 +222,23 @@ pub async fn signup(
     Redirect::to("/console").into_response()
 }
 
-/// `POST /auth/logout`.
+/// Sign out (portal form)
+///
+/// Ends this session.
+#[utoipa::path(post, path = "/auth/logout", tag = "Portal sign-in", operation_id = "portal_logout",
+    security(("session_cookie" = [])),
+    responses((status = 303, description = "Signed out; to `/login?signed_out=1`.", headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn logout(session: Session) -> Response {
     let _ = session::sign_out(&session).await;
     Redirect::to("/login?signed_out=1").into_response()
 }
 
-/// `POST /auth/logout-everywhere`: every session, refresh token and access token of the
-/// user stops working.
+/// Sign out everywhere (portal form)
+///
+/// Every session, refresh token and access token of the user stops working.
+#[utoipa::path(post, path = "/auth/logout-everywhere", tag = "Portal sign-in", operation_id = "portal_logout_everywhere",
+    security(("session_cookie" = [])),
+    responses((status = 303, description = "Signed out everywhere; to `/login?signed_out=everywhere`.", headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn logout_everywhere(State(state): State<AppState>, session: Session) -> Response {
     let absolute = std::time::Duration::from_secs(state.config.session_absolute_secs);
     match session::current_user(&session, &state.db, absolute).await {
@@ -218,13 +254,26 @@ pub async fn logout_everywhere(State(state): State<AppState>, session: Session) 
     }
 }
 
-#[derive(Deserialize)]
+/// The device-approval form.
+#[derive(Deserialize, ToSchema)]
 pub struct DeviceForm {
+    /// The code the command-line client shows.
+    #[schema(example = "BCDF-GHJK")]
     user_code: String,
+    /// `approve` or `deny`.
+    #[schema(example = "approve")]
     action: String,
 }
 
-/// `POST /device`: approve or deny a pending device grant as the signed-in user.
+/// Approve or deny a device (portal form)
+///
+/// Approves or denies a pending device-flow request as the signed-in user; the command-line
+/// client polling the token endpoint then gets its tokens or `access_denied`.
+#[utoipa::path(post, path = "/auth/device", tag = "Device flow", operation_id = "decide_device",
+    security(("session_cookie" = [])),
+    request_body(content = DeviceForm, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 303, description = "To `/device?done=approved|denied`, `/device?error=invalid_code`, or to sign-in first.",
+        headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn decide_device(
     State(state): State<AppState>,
     session: Session,

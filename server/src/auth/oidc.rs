@@ -21,6 +21,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokengate_core::accounts;
 use tower_sessions::Session;
+use utoipa::IntoParams;
 
 use super::login::safe_next;
 use super::session;
@@ -116,12 +117,21 @@ async fn client_for(
     Ok((http, client))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StartQuery {
+    /// A path on this site to return to after sign-in.
     next: Option<String>,
 }
 
-/// `GET /auth/oidc/{id}/start`: redirects to the provider.
+/// Sign in with an OpenID provider
+///
+/// Redirects the browser to the configured OpenID Connect provider (authorization code
+/// with PKCE).
+#[utoipa::path(get, path = "/auth/oidc/{id}/start", tag = "Portal sign-in", operation_id = "oidc_start",
+    params(("id" = String, Path, description = "The provider's `id` from the `[[oidc]]` configuration"), StartQuery),
+    responses((status = 303, description = "To the provider's authorization page, or `/login?error=oidc`.",
+        headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn start(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -159,15 +169,25 @@ pub async fn start(
     Redirect::to(url.as_str()).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
+    /// The authorization code.
     code: Option<String>,
+    /// The state sent at the start.
     state: Option<String>,
+    /// The provider's error, if it refused.
     error: Option<String>,
 }
 
-/// `GET /auth/oidc/{id}/callback`: validates the answer, finds or creates the user, signs
-/// them in.
+/// OpenID provider callback
+///
+/// Validates the provider's answer, finds or creates the user, signs them in. Register
+/// `<public_url>/auth/oidc/<id>/callback` as the redirect URI at the provider.
+#[utoipa::path(get, path = "/auth/oidc/{id}/callback", tag = "Portal sign-in", operation_id = "oidc_callback",
+    params(("id" = String, Path, description = "The provider's `id`"), CallbackQuery),
+    responses((status = 303, description = "Signed in, to the page the sign-in started from; or `/login?error=…`.",
+        headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn callback(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -15,6 +15,7 @@ use super::Gateway;
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
+use crate::docs::schemas::{ChatCompletion, ChatCompletionRequest, GatewayErrors};
 
 /// `name` as a positive integer, if present.
 pub fn positive_int(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, GatewayError> {
@@ -78,6 +79,41 @@ pub fn require_messages(obj: &Map<String, Value>) -> Result<(), GatewayError> {
     }
 }
 
+/// Create a chat completion (OpenAI Chat Completions)
+///
+/// OpenAI's Chat Completions API. Any model or alias from `GET /v1/models` works,
+/// whichever provider serves it: requests served by an Anthropic provider are translated
+/// both ways (system prompts, tools and tool calls, images, stop sequences, usage).
+/// `stream: true` answers with server-sent events, `data: {chunk}` lines ending with
+/// `data: [DONE]`. The request is held against the balance at its worst case before it
+/// is forwarded and billed on the upstream's reported usage when it ends.
+#[utoipa::path(
+    post,
+    path = "/chat/completions",
+    tag = "Gateway",
+    operation_id = "create_chat_completion",
+    security(("api_key" = [])),
+    request_body(content = ChatCompletionRequest, content_type = "application/json",
+        example = json!({"model": "tokengate-fast", "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello"}]})),
+    responses(
+        (status = 200, description = "The completion (JSON), or with `stream: true` a stream of \
+            server-sent events in OpenAI's chunk format ending with `data: [DONE]`.",
+            headers(
+                ("x-request-id" = String, description = "The request log's id"),
+                ("x-tokengate-provider" = String, description = "Provider that served the request"),
+                ("x-tokengate-model" = String, description = "Model that served the request"),
+                ("x-tokengate-attempts" = u32, description = "Upstream attempts (more than 1 after fallback)"),
+            ),
+            content(
+                (ChatCompletion = "application/json"),
+                (String = "text/event-stream", example = json!(
+                    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"mock/fast-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\ndata: [DONE]\n\n")),
+            )),
+        GatewayErrors,
+    ),
+)]
 pub async fn chat_completions(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,

@@ -15,7 +15,30 @@ use super::Gateway;
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
+use crate::docs::schemas::{EmbeddingsRequest, EmbeddingsResponse, GatewayErrors};
 
+/// Create embeddings (OpenAI embeddings)
+///
+/// OpenAI's embeddings API, `encoding_format` `float` (default) or `base64`. Billed on
+/// input tokens.
+#[utoipa::path(
+    post,
+    path = "/embeddings",
+    tag = "Gateway",
+    operation_id = "create_embeddings",
+    security(("api_key" = [])),
+    request_body(content = EmbeddingsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "One embedding per input, in input order.",
+            body = EmbeddingsResponse,
+            headers(
+                ("x-request-id" = String, description = "The request log's id"),
+                ("x-tokengate-provider" = String, description = "Provider that served the request"),
+                ("x-tokengate-model" = String, description = "Model that served the request"),
+            )),
+        GatewayErrors,
+    ),
+)]
 pub async fn embeddings(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,

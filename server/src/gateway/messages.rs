@@ -17,7 +17,43 @@ use super::chat::{positive_int, require_messages, stream_flag};
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
+use crate::docs::schemas::{MessagesErrors, MessagesRequest, MessagesResponse};
 
+/// Create a message (Anthropic Messages)
+///
+/// Anthropic's Messages API, for the Anthropic SDKs (`base_url` is the server's root URL;
+/// the SDK appends `/v1/messages`). The key goes in `x-api-key` or
+/// `Authorization: Bearer`; any `anthropic-version` is accepted. Any model or alias works,
+/// whichever provider serves it. `stream: true` answers with Anthropic's event sequence
+/// (`message_start` … `message_stop`). Errors use Anthropic's shape.
+#[utoipa::path(
+    post,
+    path = "/messages",
+    tag = "Gateway",
+    operation_id = "create_message",
+    security(("x_api_key" = []), ("api_key" = [])),
+    params(
+        ("anthropic-version" = Option<String>, Header, description = "Accepted and ignored (any version)", example = "2023-06-01"),
+    ),
+    request_body(content = MessagesRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The message (JSON), or with `stream: true` Anthropic's \
+            server-sent events (`message_start`, `content_block_start`, `content_block_delta`, \
+            `content_block_stop`, `message_delta`, `message_stop`).",
+            headers(
+                ("x-request-id" = String, description = "The request log's id"),
+                ("x-tokengate-provider" = String, description = "Provider that served the request"),
+                ("x-tokengate-model" = String, description = "Model that served the request"),
+                ("x-tokengate-attempts" = u32, description = "Upstream attempts (more than 1 after fallback)"),
+            ),
+            content(
+                (MessagesResponse = "application/json"),
+                (String = "text/event-stream", example = json!(
+                    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"mock/fast-1\",\"usage\":{\"input_tokens\":9,\"output_tokens\":0}}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")),
+            )),
+        MessagesErrors,
+    ),
+)]
 pub async fn messages(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
     let id = pipeline::request_id();
     match handle(gw, headers, body, id.clone()).await {

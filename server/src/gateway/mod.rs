@@ -29,9 +29,9 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use axum::routing::{get, post};
 use tokengate_core::keys::ApiKey;
 use tokengate_core::{Db, Error, accounts, catalog};
+use utoipa_axum::router::OpenApiRouter;
 
 use self::error::GatewayError;
 use self::health::Health;
@@ -230,13 +230,20 @@ impl Gateway {
     }
 }
 
+/// The `/v1` route table. Each handler's `#[utoipa::path]` names its method and path, and
+/// `routes!` registers it from there, so this router and the OpenAPI document
+/// (`crate::docs`) are built from the same list and cannot disagree.
+pub fn route_table() -> OpenApiRouter<Arc<Gateway>> {
+    OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(chat::chat_completions))
+        .routes(utoipa_axum::routes!(messages::messages))
+        .routes(utoipa_axum::routes!(embeddings::embeddings))
+        .routes(utoipa_axum::routes!(models::list_models))
+}
+
 /// The `/v1` router; unknown paths and methods answer in the OpenAI error shape.
 pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/chat/completions", post(chat::chat_completions))
-        .route("/messages", post(messages::messages))
-        .route("/embeddings", post(embeddings::embeddings))
-        .route("/models", get(models::list_models))
+    Router::from(route_table())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gw)

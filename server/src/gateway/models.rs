@@ -10,7 +10,23 @@ use tokengate_core::money::format_price_per_1k;
 
 use super::Gateway;
 use super::error::GatewayError;
+use crate::docs::schemas::{InvalidApiKey, ModelList};
 
+/// List models
+///
+/// Every model and alias this key may use, with its price per 1,000 tokens. Send the `id`
+/// as `model`.
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "Gateway",
+    operation_id = "list_models",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The models and aliases the key may use.", body = ModelList),
+        InvalidApiKey,
+    ),
+)]
 pub async fn list_models(
     State(gw): State<Arc<Gateway>>,
     headers: HeaderMap,

@@ -597,7 +597,7 @@ impl Relay {
         let Some(mut ticket) = self.ticket.take() else {
             return;
         };
-        let (status, err) = self.outcome.take().unwrap_or((
+        let (status, err) = self.outcome.clone().unwrap_or((
             499,
             Some(("client_closed", "client disconnected mid-stream".into())),
         ));

@@ -92,7 +92,7 @@ pub fn key_request(f: &NewKeyForm, now_secs: i64) -> Result<Value, String> {
     Ok(body)
 }
 
-/// `POST /console/keys/new`: creates the key and answers with the page that shows its
+/// `POST /me/keys/new`: creates the key and answers with the page that shows its
 /// secret, once.
 pub async fn create_key(
     CurrentUser(u): CurrentUser,
@@ -101,7 +101,7 @@ pub async fn create_key(
 ) -> Response {
     let body = match key_request(&f, tokengate_core::now_ms() / 1000) {
         Ok(b) => b,
-        Err(m) => return back_with_error("/console/keys", &m),
+        Err(m) => return back_with_error("/me/keys", &m),
     };
     let reply = super::call_api(
         &state,
@@ -112,13 +112,10 @@ pub async fn create_key(
     )
     .await;
     if reply.status != 201 {
-        return back_with_error("/console/keys", &api_error_message(&reply.body));
+        return back_with_error("/me/keys", &api_error_message(&reply.body));
     }
     let Ok(key) = serde_json::from_str::<Value>(&reply.body) else {
-        return back_with_error(
-            "/console/keys",
-            "The key was created but could not be shown.",
-        );
+        return back_with_error("/me/keys", "The key was created but could not be shown.");
     };
     let raw = key["raw"].as_str().unwrap_or_default();
     let name = key["name"].as_str().unwrap_or_default();
@@ -127,7 +124,7 @@ pub async fn create_key(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"/><meta name="viewport" content="width=device-width, initial-scale=1"/>
 <title>New API key — tokengate</title><link rel="stylesheet" href="/pkg/tokengate.css"/><link rel="icon" href="/favicon.svg" type="image/svg+xml"/></head>
-<body><header class="topbar"><a class="brand" href="/">tokengate</a><nav><a href="/console">Dashboard</a><a href="/console/keys">API keys</a></nav></header>
+<body><header class="topbar"><a class="brand" href="/">tokengate</a><nav><a href="/console">Dashboard</a><a href="/me/keys">API keys</a></nav></header>
 <main><section class="card secret-once" role="alertdialog" aria-labelledby="secret-title">
 <h1 id="secret-title">Your new API key “{name}”</h1>
 <p class="warning"><strong>Copy it now: this is the only time it is shown.</strong> tokengate stores only a hash; no page, API or reload can show it again.</p>
@@ -136,7 +133,7 @@ pub async fn create_key(
 <label for="new-key-env">Environment</label>
 <pre><code id="new-key-env">OPENAI_API_KEY={raw}
 OPENAI_BASE_URL={base}</code></pre>
-<p><a class="button" href="/console/keys">Done</a></p>
+<p><a class="button" href="/me/keys">Done</a></p>
 </section></main></body></html>"#,
         name = esc(name),
         raw = esc(raw),
@@ -161,7 +158,7 @@ pub struct TopupForm {
     amount_usd: String,
 }
 
-/// `POST /console/billing/topup`: starts a checkout and sends the browser to it.
+/// `POST /me/billing/topup`: starts a checkout and sends the browser to it.
 pub async fn topup(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -175,7 +172,7 @@ pub async fn topup(
         .and_then(|v| v["checkout_url"].as_str().map(str::to_string));
     match url {
         Some(url) => Redirect::to(&url).into_response(),
-        None => back_with_error("/console/billing", &api_error_message(&reply.body)),
+        None => back_with_error("/me/billing", &api_error_message(&reply.body)),
     }
 }
 

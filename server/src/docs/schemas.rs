@@ -1,0 +1,1329 @@
+//! Schema types of the OpenAPI document: the bodies tokengate answers with (its handlers
+//! build them as JSON values; these types describe them field by field), the `/v1` wire
+//! formats it accepts, the error bodies of each boundary and the error response sets
+//! that operations list. Nothing here is used at run time; `server/tests/docs.rs` and
+//! `end2end/tests/test_docs.py` check live answers against these schemas.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use utoipa::{IntoResponses, ToSchema};
+
+// ---------------------------------------------------------------------------------------
+// Shared value types
+
+/// A USD amount: a decimal string such as `"5.00"` (preferred) or a JSON number.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(example = "5.00")]
+pub enum UsdAmount {
+    /// Decimal string, up to 9 decimals, e.g. `"5.00"`.
+    Text(String),
+    Number(f64),
+}
+
+/// A point in time: an RFC 3339 string or unix seconds.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(example = "2026-12-31T23:59:59Z")]
+pub enum Timestamp {
+    #[schema(format = DateTime)]
+    Rfc3339(String),
+    /// Unix seconds.
+    UnixSeconds(i64),
+}
+
+// ---------------------------------------------------------------------------------------
+// Error bodies
+
+/// The error body of `/v1` (OpenAI's shape).
+#[derive(ToSchema)]
+#[schema(example = json!({"error": {"message": "Invalid API key provided.",
+    "type": "authentication_error", "param": null, "code": "invalid_api_key"}}))]
+pub struct OpenAiError {
+    pub error: OpenAiErrorDetail,
+}
+
+/// What went wrong, in OpenAI's terms.
+#[derive(ToSchema)]
+pub struct OpenAiErrorDetail {
+    /// A sentence for people.
+    pub message: String,
+    /// `authentication_error`, `insufficient_quota`, `permission_error`,
+    /// `invalid_request_error`, `rate_limit_error` or `api_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request parameter at fault (`model`, `messages`, …), or null.
+    #[schema(required = true)]
+    pub param: Option<String>,
+    /// Machine-readable code: `invalid_api_key`, `insufficient_balance`,
+    /// `model_not_allowed`, `model_not_found`, `rate_limit_exceeded`, `invalid_request`,
+    /// `request_too_large`, `upstream_rejected`, `upstream_error`, `internal_error`.
+    pub code: String,
+}
+
+/// The error body of `/v1/messages` (Anthropic's shape).
+#[derive(ToSchema)]
+#[schema(example = json!({"type": "error", "error": {"type": "authentication_error",
+    "message": "Invalid API key provided."}}))]
+pub struct AnthropicError {
+    /// Always `error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub error: AnthropicErrorDetail,
+}
+
+/// What went wrong, in Anthropic's terms.
+#[derive(ToSchema)]
+pub struct AnthropicErrorDetail {
+    /// `invalid_request_error`, `authentication_error`, `billing_error`,
+    /// `permission_error`, `not_found_error`, `request_too_large`, `rate_limit_error`,
+    /// `api_error`, `overloaded_error` or `timeout_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: String,
+}
+
+/// The error body of `/api/v1` and of the payment webhook.
+#[derive(ToSchema)]
+#[schema(example = json!({"error": {"message": "Sign in or present a valid access token.",
+    "type": "authentication_error", "code": "unauthorized"}}))]
+pub struct ApiErrorBody {
+    pub error: ApiErrorDetail,
+}
+
+/// What went wrong.
+#[derive(ToSchema)]
+pub struct ApiErrorDetail {
+    pub message: String,
+    /// `authentication_error`, `permission_error`, `invalid_request_error` or `api_error`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `unauthorized`, `forbidden`, `not_found`, `invalid_request`, `conflict`,
+    /// `validation_error`, `unavailable`, `payments_unavailable` or `internal_error`.
+    pub code: String,
+}
+
+/// An OAuth 2.0 error (RFC 6749 §5.2, RFC 8628 §3.5).
+#[derive(ToSchema)]
+#[schema(example = json!({"error": "authorization_pending",
+    "error_description": "The user has not approved yet."}))]
+pub struct OAuthError {
+    /// `authorization_pending`, `slow_down`, `expired_token`, `access_denied`,
+    /// `invalid_grant`, `invalid_client`, `invalid_request`, `invalid_scope`,
+    /// `invalid_target`, `unsupported_grant_type`, `temporarily_unavailable` or
+    /// `server_error`.
+    pub error: String,
+    pub error_description: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Error response sets
+
+/// Errors of `POST /v1/chat/completions` and `POST /v1/embeddings`.
+#[derive(IntoResponses)]
+pub enum GatewayErrors {
+    /// Malformed body or parameters (`invalid_request_error` / `invalid_request`), or the
+    /// upstream refused the request as the caller's mistake (`upstream_rejected`). Fix the
+    /// request; retrying it unchanged fails again.
+    #[response(status = 400, example = json!({"error": {"message": "'messages' must be a non-empty array.",
+        "type": "invalid_request_error", "param": "messages", "code": "invalid_request"}}))]
+    BadRequest(OpenAiError),
+    /// Missing, malformed, unknown, revoked, disabled or expired API key, or a suspended
+    /// account (`authentication_error` / `invalid_api_key`).
+    #[response(status = 401, example = json!({"error": {"message": "Invalid API key provided.",
+        "type": "authentication_error", "param": null, "code": "invalid_api_key"}}))]
+    Unauthorized(OpenAiError),
+    /// The balance (less running requests' holds) or the key's spend limit cannot cover
+    /// the request's worst case (`insufficient_quota` / `insufficient_balance`). Top up.
+    #[response(status = 402, example = json!({"error": {"message": "Your balance is too low for this request. Top up your account to continue.",
+        "type": "insufficient_quota", "param": null, "code": "insufficient_balance"}}))]
+    PaymentRequired(OpenAiError),
+    /// The key may not use this model (`permission_error` / `model_not_allowed`).
+    #[response(status = 403, example = json!({"error": {"message": "This API key is not allowed to use the model `mock/smart-1`.",
+        "type": "permission_error", "param": "model", "code": "model_not_allowed"}}))]
+    Forbidden(OpenAiError),
+    /// No model or alias of that name (`invalid_request_error` / `model_not_found`).
+    #[response(status = 404, example = json!({"error": {"message": "The model `gpt-9` does not exist or you do not have access to it.",
+        "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}))]
+    NotFound(OpenAiError),
+    /// The body is larger than `max_body_bytes` (`request_too_large`).
+    #[response(status = 413, example = json!({"error": {"message": "Request body is larger than the limit of 10485760 bytes.",
+        "type": "invalid_request_error", "param": null, "code": "request_too_large"}}))]
+    TooLarge(OpenAiError),
+    /// The key's RPM or TPM limit is reached (`rate_limit_error` /
+    /// `rate_limit_exceeded`); wait `Retry-After` seconds.
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds until the request can be admitted")),
+        example = json!({"error": {"message": "Rate limit reached for this API key (requests per minute). Retry after 12 s.",
+        "type": "rate_limit_error", "param": null, "code": "rate_limit_exceeded"}}))]
+    RateLimited(OpenAiError),
+    /// No upstream could answer: bad answer from every target (`api_error` /
+    /// `upstream_error`). Retry with backoff.
+    #[response(status = 502, example = json!({"error": {"message": "The upstream provider failed (500).",
+        "type": "api_error", "param": null, "code": "upstream_error"}}))]
+    BadGateway(OpenAiError),
+    /// No target is available now (all failing or circuit open). Retry with backoff.
+    #[response(status = 503, example = json!({"error": {"message": "No provider is available for this model.",
+        "type": "api_error", "param": null, "code": "upstream_error"}}))]
+    Unavailable(OpenAiError),
+    /// The upstream did not answer in time. Retry with backoff.
+    #[response(status = 504, example = json!({"error": {"message": "The upstream provider timed out.",
+        "type": "api_error", "param": null, "code": "upstream_error"}}))]
+    Timeout(OpenAiError),
+}
+
+/// Errors of `POST /v1/messages`, in Anthropic's shape.
+#[derive(IntoResponses)]
+pub enum MessagesErrors {
+    /// Malformed body (`invalid_request_error`), e.g. `max_tokens` missing.
+    #[response(status = 400, example = json!({"type": "error", "error": {"type": "invalid_request_error",
+        "message": "max_tokens: Field required"}}))]
+    BadRequest(AnthropicError),
+    /// Missing or unusable API key (`authentication_error`).
+    #[response(status = 401, example = json!({"type": "error", "error": {"type": "authentication_error",
+        "message": "Invalid API key provided."}}))]
+    Unauthorized(AnthropicError),
+    /// Balance or spend limit exhausted (`billing_error`). Top up.
+    #[response(status = 402, example = json!({"type": "error", "error": {"type": "billing_error",
+        "message": "Your balance is too low for this request. Top up your account to continue."}}))]
+    PaymentRequired(AnthropicError),
+    /// Model not enabled for the key (`permission_error`).
+    #[response(status = 403, example = json!({"type": "error", "error": {"type": "permission_error",
+        "message": "This API key is not allowed to use the model `mock/smart-1`."}}))]
+    Forbidden(AnthropicError),
+    /// Unknown model (`not_found_error`).
+    #[response(status = 404, example = json!({"type": "error", "error": {"type": "not_found_error",
+        "message": "The model `claude-9` does not exist or you do not have access to it."}}))]
+    NotFound(AnthropicError),
+    /// Body over the limit (`request_too_large`).
+    #[response(status = 413, example = json!({"type": "error", "error": {"type": "request_too_large",
+        "message": "Request body is larger than the limit of 10485760 bytes."}}))]
+    TooLarge(AnthropicError),
+    /// Rate limit of the key (`rate_limit_error`); wait `Retry-After` seconds.
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds until the request can be admitted")),
+        example = json!({"type": "error", "error": {"type": "rate_limit_error",
+        "message": "Rate limit reached for this API key (requests per minute). Retry after 12 s."}}))]
+    RateLimited(AnthropicError),
+    /// Every upstream failed (`api_error`).
+    #[response(status = 502, example = json!({"type": "error", "error": {"type": "api_error",
+        "message": "The upstream provider failed (500)."}}))]
+    BadGateway(AnthropicError),
+    /// No upstream available (`overloaded_error`).
+    #[response(status = 503, example = json!({"type": "error", "error": {"type": "overloaded_error",
+        "message": "No provider is available for this model."}}))]
+    Unavailable(AnthropicError),
+    /// Upstream timeout (`timeout_error`).
+    #[response(status = 504, example = json!({"type": "error", "error": {"type": "timeout_error",
+        "message": "The upstream provider timed out."}}))]
+    Timeout(AnthropicError),
+}
+
+/// Missing, malformed, unknown, revoked, disabled or expired API key.
+#[derive(IntoResponses)]
+#[response(status = 401, example = json!({"error": {"message": "Invalid API key provided.",
+    "type": "authentication_error", "param": null, "code": "invalid_api_key"}}))]
+pub struct InvalidApiKey(pub OpenAiError);
+
+/// No valid access token or portal session (missing, expired, revoked by "sign out
+/// everywhere", or the account is suspended). Sign in again or refresh the token.
+#[derive(IntoResponses)]
+#[response(status = 401, example = json!({"error": {"message": "Sign in or present a valid access token.",
+    "type": "authentication_error", "code": "unauthorized"}}))]
+pub struct Unauthorized(pub ApiErrorBody);
+
+/// The admin API needs an administrator's access token or session.
+#[derive(IntoResponses)]
+pub enum AdminErrors {
+    /// No valid access token or session.
+    #[response(status = 401, example = json!({"error": {"message": "Sign in or present a valid access token.",
+        "type": "authentication_error", "code": "unauthorized"}}))]
+    Unauthorized(ApiErrorBody),
+    /// Signed in, but not an administrator.
+    #[response(status = 403, example = json!({"error": {"message": "This endpoint requires an administrator.",
+        "type": "permission_error", "code": "forbidden"}}))]
+    Forbidden(ApiErrorBody),
+}
+
+/// The body is not JSON of the expected shape (or the query string is malformed).
+#[derive(IntoResponses)]
+#[response(status = 400, example = json!({"error": {"message": "The request body is not valid JSON.",
+    "type": "invalid_request_error", "code": "invalid_request"}}))]
+pub struct BadRequest(pub ApiErrorBody);
+
+/// Nothing of that id or name belongs to the caller (another user's key is a 404
+/// too).
+#[derive(IntoResponses)]
+#[response(status = 404, example = json!({"error": {"message": "No such key.",
+    "type": "invalid_request_error", "code": "not_found"}}))]
+pub struct NotFound(pub ApiErrorBody);
+
+/// The change conflicts with the current state (e.g. deleting something still in
+/// use, a debit below zero).
+#[derive(IntoResponses)]
+#[response(status = 409, example = json!({"error": {"message": "The model is used by an alias.",
+    "type": "invalid_request_error", "code": "conflict"}}))]
+pub struct Conflict(pub ApiErrorBody);
+
+/// Well-formed, but a value is invalid; the message names the field.
+#[derive(IntoResponses)]
+#[response(status = 422, example = json!({"error": {"message": "amount_usd must be at least 1.00",
+    "type": "invalid_request_error", "code": "validation_error"}}))]
+pub struct Unprocessable(pub ApiErrorBody);
+
+/// Top-ups are not available (no payment provider configured, or it cannot be
+/// reached).
+#[derive(IntoResponses)]
+#[response(status = 503, example = json!({"error": {"message": "Top-ups are not available: no payment provider is configured on this server.",
+    "type": "api_error", "code": "payments_unavailable"}}))]
+pub struct PaymentsUnavailable(pub ApiErrorBody);
+
+// ---------------------------------------------------------------------------------------
+// /v1 wire formats
+
+/// An OpenAI Chat Completions request. Fields not listed are passed to OpenAI-compatible
+/// upstreams as they are; see the docs page "OpenAI and Anthropic SDKs" for how they are
+/// translated for Anthropic upstreams.
+#[derive(ToSchema)]
+#[schema(example = json!({"model": "tokengate-fast", "messages": [{"role": "user", "content": "Hello"}]}))]
+pub struct ChatCompletionRequest {
+    /// A model or alias from `GET /v1/models`.
+    #[schema(example = "tokengate-fast")]
+    pub model: String,
+    #[schema(min_items = 1)]
+    pub messages: Vec<ChatMessage>,
+    /// `true` answers with server-sent events.
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    /// Upper bound of generated tokens; also sizes the balance hold.
+    #[schema(minimum = 1)]
+    pub max_completion_tokens: Option<i64>,
+    /// Older name of `max_completion_tokens`.
+    #[schema(minimum = 1)]
+    pub max_tokens: Option<i64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    /// A stop string or up to 4 of them.
+    #[schema(value_type = Option<Value>)]
+    pub stop: Option<Value>,
+    /// Function tools, OpenAI format.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<Value>>,
+    #[schema(value_type = Option<Value>)]
+    pub tool_choice: Option<Value>,
+    /// Only `{"type":"text"}` can be served by Anthropic upstreams.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
+    /// Must be 1 when an Anthropic upstream serves the model.
+    pub n: Option<i64>,
+    pub user: Option<String>,
+}
+
+/// One chat message.
+#[derive(ToSchema)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    #[schema(example = "user")]
+    pub role: String,
+    /// Text, or an array of content parts (`text`, `image_url`).
+    #[schema(value_type = Value, example = "Hello")]
+    pub content: Value,
+    pub name: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<Vec<Value>>,
+    pub tool_call_id: Option<String>,
+}
+
+/// Streaming options.
+#[derive(ToSchema)]
+pub struct StreamOptions {
+    /// Send a last chunk with `usage` (tokengate always asks the upstream for it, and
+    /// removes it again unless you set this).
+    pub include_usage: Option<bool>,
+}
+
+/// A chat completion (`stream: false`). Passed through from the upstream in OpenAI's
+/// format (translated when an Anthropic upstream served it).
+#[derive(ToSchema)]
+#[schema(example = json!({"id": "chatcmpl-0123456789abcdef", "object": "chat.completion", "created": 1_700_000_000u64,
+    "model": "mock/fast-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help?"},
+    "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 6, "total_tokens": 15}}))]
+pub struct ChatCompletion {
+    pub id: String,
+    /// `chat.completion`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: ChatUsage,
+}
+
+/// One generated answer.
+#[derive(ToSchema)]
+pub struct ChatChoice {
+    pub index: i64,
+    pub message: ChatAnswer,
+    /// `stop`, `length`, `tool_calls` or `content_filter`.
+    pub finish_reason: Option<String>,
+}
+
+/// The assistant's message.
+#[derive(ToSchema)]
+pub struct ChatAnswer {
+    /// `assistant`.
+    pub role: String,
+    pub content: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<Vec<Value>>,
+}
+
+/// Token usage, as the upstream reported it. This is what the request is billed on.
+#[derive(ToSchema)]
+pub struct ChatUsage {
+    /// Input tokens, cached ones included.
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// Input-token details.
+#[derive(ToSchema)]
+pub struct PromptTokensDetails {
+    /// Input tokens read from the provider's prompt cache (billed at the cache-read price).
+    pub cached_tokens: Option<i64>,
+}
+
+/// An Anthropic Messages request.
+#[derive(ToSchema)]
+#[schema(example = json!({"model": "tokengate-fast", "max_tokens": 256,
+    "messages": [{"role": "user", "content": "Hello"}]}))]
+pub struct MessagesRequest {
+    /// A model or alias from `GET /v1/models`.
+    #[schema(example = "tokengate-fast")]
+    pub model: String,
+    /// Required, as Anthropic requires it; also sizes the balance hold.
+    #[schema(minimum = 1, example = 256)]
+    pub max_tokens: i64,
+    #[schema(min_items = 1)]
+    pub messages: Vec<AnthropicMessage>,
+    /// A string or an array of text blocks.
+    #[schema(value_type = Option<Value>)]
+    pub system: Option<Value>,
+    pub stream: Option<bool>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<i64>,
+    pub stop_sequences: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Vec<Value>>,
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+/// One Anthropic message.
+#[derive(ToSchema)]
+pub struct AnthropicMessage {
+    /// `user` or `assistant`.
+    pub role: String,
+    /// Text, or an array of content blocks (`text`, `image`, `tool_use`, `tool_result`).
+    #[schema(value_type = Value, example = "Hello")]
+    pub content: Value,
+}
+
+/// An Anthropic message answer (`stream: false`).
+#[derive(ToSchema)]
+#[schema(example = json!({"id": "msg_0123456789abcdef", "type": "message", "role": "assistant",
+    "content": [{"type": "text", "text": "Hello! How can I help?"}], "model": "mock/fast-1",
+    "stop_reason": "end_turn", "stop_sequence": null, "usage": {"input_tokens": 9, "output_tokens": 6}}))]
+pub struct MessagesResponse {
+    pub id: String,
+    /// `message`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `assistant`.
+    pub role: String,
+    /// Content blocks (`text`, `tool_use`).
+    #[schema(value_type = Vec<Object>)]
+    pub content: Vec<Value>,
+    pub model: String,
+    /// `end_turn`, `max_tokens`, `stop_sequence` or `tool_use`.
+    pub stop_reason: Option<String>,
+    pub stop_sequence: Option<String>,
+    pub usage: AnthropicUsage,
+}
+
+/// Anthropic token usage; billed as reported.
+#[derive(ToSchema)]
+pub struct AnthropicUsage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_input_tokens: Option<i64>,
+    pub cache_creation_input_tokens: Option<i64>,
+}
+
+/// An OpenAI embeddings request.
+#[derive(ToSchema)]
+#[schema(example = json!({"model": "mock/fast-1", "input": ["first text", "second text"]}))]
+pub struct EmbeddingsRequest {
+    #[schema(example = "mock/fast-1")]
+    pub model: String,
+    /// A non-empty string, an array of non-empty strings, or an array of token arrays.
+    #[schema(value_type = Value, example = json!(["first text", "second text"]))]
+    pub input: Value,
+    /// `float` (default) or `base64`.
+    pub encoding_format: Option<String>,
+    pub dimensions: Option<i64>,
+    pub user: Option<String>,
+}
+
+/// Embeddings, one per input, in input order.
+#[derive(ToSchema)]
+#[schema(example = json!({"object": "list", "model": "mock/fast-1",
+    "data": [{"object": "embedding", "index": 0, "embedding": [0.0123, -0.0456, 0.0789]}],
+    "usage": {"prompt_tokens": 2, "total_tokens": 2}}))]
+pub struct EmbeddingsResponse {
+    /// `list`.
+    pub object: String,
+    pub data: Vec<Embedding>,
+    pub model: String,
+    pub usage: EmbeddingsUsage,
+}
+
+/// One embedding.
+#[derive(ToSchema)]
+pub struct Embedding {
+    /// `embedding`.
+    pub object: String,
+    pub index: i64,
+    /// An array of floats, or a base64 string of little-endian float32s with
+    /// `encoding_format: "base64"`.
+    #[schema(value_type = Value)]
+    pub embedding: Value,
+}
+
+/// Embedding usage: billed on input tokens.
+#[derive(ToSchema)]
+pub struct EmbeddingsUsage {
+    pub prompt_tokens: i64,
+    pub total_tokens: i64,
+}
+
+/// The models and aliases a key may use.
+#[derive(ToSchema)]
+#[schema(example = json!({"object": "list", "data": [{"id": "mock/fast-1", "object": "model",
+    "created": 1_700_000_000u64, "owned_by": "mock", "complexity_tier": "fast",
+    "input_usd_per_1k": "0.00015", "output_usd_per_1k": "0.0006"}]}))]
+pub struct ModelList {
+    /// `list`.
+    pub object: String,
+    pub data: Vec<ModelEntry>,
+}
+
+/// A model or alias with its price.
+#[derive(ToSchema)]
+pub struct ModelEntry {
+    /// What to send as `model`.
+    #[schema(example = "openai/gpt-4o-mini")]
+    pub id: String,
+    /// `model`.
+    pub object: String,
+    /// Unix seconds.
+    pub created: i64,
+    /// The provider, or `tokengate` for an alias.
+    pub owned_by: String,
+    /// `fast`, `standard`, `smart`, … as the operator set it.
+    pub complexity_tier: String,
+    /// USD per 1,000 input tokens, exact.
+    #[schema(example = "0.00015")]
+    pub input_usd_per_1k: String,
+    /// USD per 1,000 output tokens, exact.
+    #[schema(example = "0.0006")]
+    pub output_usd_per_1k: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Health
+
+/// `{"status":"ok"}`.
+#[derive(ToSchema)]
+pub struct Healthz {
+    /// `ok`.
+    pub status: String,
+}
+
+/// Readiness: whether the database answers.
+#[derive(ToSchema)]
+#[schema(example = json!({"status": "ready", "database": "ok"}))]
+pub struct Readyz {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    /// `ok` or `unreachable`.
+    pub database: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Device flow
+
+/// Where and how a command-line client signs in.
+#[derive(ToSchema)]
+#[schema(example = json!({"issuer": "https://gateway.example.com", "client_id": "tokengate-cli",
+    "resource": "https://gateway.example.com/api/v1", "scopes": ["account", "keys", "billing", "offline_access"],
+    "device_authorization_endpoint": "https://gateway.example.com/api/v1/auth/device/code",
+    "token_endpoint": "https://gateway.example.com/api/v1/auth/token"}))]
+pub struct Discovery {
+    /// The server's public URL.
+    pub issuer: String,
+    /// `tokengate-cli`.
+    pub client_id: String,
+    /// The access tokens' audience: `<public_url>/api/v1`.
+    pub resource: String,
+    pub scopes: Vec<String>,
+    pub device_authorization_endpoint: String,
+    pub token_endpoint: String,
+}
+
+/// Device authorization request (RFC 8628 §3.1), form-encoded.
+#[derive(ToSchema)]
+pub struct DeviceCodeForm {
+    /// `tokengate-cli`.
+    #[schema(example = "tokengate-cli")]
+    pub client_id: String,
+    /// Space-separated scopes from discovery; default `account keys offline_access`.
+    #[schema(example = "account keys billing offline_access")]
+    pub scope: Option<String>,
+    /// The `resource` from discovery (the default).
+    pub resource: Option<String>,
+}
+
+/// A pending device authorization (RFC 8628 §3.2).
+#[derive(ToSchema)]
+#[schema(example = json!({"device_code": "vXq0…", "user_code": "BCDF-GHJK",
+    "verification_uri": "https://gateway.example.com/device",
+    "verification_uri_complete": "https://gateway.example.com/device?user_code=BCDF-GHJK",
+    "expires_in": 600, "interval": 5}))]
+pub struct DeviceAuthorization {
+    /// Secret; poll the token endpoint with it.
+    pub device_code: String,
+    /// Show this to the person; they check it on the approval page.
+    pub user_code: String,
+    /// The portal page where the person signs in and approves.
+    pub verification_uri: String,
+    pub verification_uri_complete: String,
+    /// Seconds until the codes expire (600).
+    pub expires_in: i64,
+    /// Seconds to wait between polls (5); polling faster gets `slow_down`.
+    pub interval: i64,
+}
+
+/// Token request (RFC 8628 §3.4 device code, or RFC 6749 §6 refresh), form-encoded.
+#[derive(ToSchema)]
+pub struct TokenForm {
+    /// `urn:ietf:params:oauth:grant-type:device_code` or `refresh_token`.
+    #[schema(example = "urn:ietf:params:oauth:grant-type:device_code")]
+    pub grant_type: String,
+    /// `tokengate-cli`.
+    #[schema(example = "tokengate-cli")]
+    pub client_id: String,
+    /// For the device-code grant.
+    pub device_code: Option<String>,
+    /// For the refresh grant; refresh tokens rotate on every use.
+    pub refresh_token: Option<String>,
+    /// Optional; must equal the resource of the device request.
+    pub resource: Option<String>,
+}
+
+/// Tokens for the Account API.
+#[derive(ToSchema)]
+#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9…", "token_type": "Bearer",
+    "expires_in": 3600, "refresh_token": "k3J…", "scope": "account keys offline_access"}))]
+pub struct TokenResponse {
+    /// Send as `Authorization: Bearer <access_token>` to `/api/v1`. Valid 1 hour.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    pub expires_in: i64,
+    /// Opaque, valid 30 days, single use: each refresh returns a new one.
+    pub refresh_token: String,
+    pub scope: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Account API
+
+/// The signed-in user.
+#[derive(ToSchema)]
+#[schema(example = json!({"id": 1, "display_name": "Ada", "email": "ada@example.com",
+    "balance_usd": "5.00", "status": "active", "role": "user", "created_at": "2026-11-01T09:30:00Z"}))]
+pub struct Me {
+    pub id: i64,
+    pub display_name: String,
+    pub email: String,
+    /// Balance less what running requests hold, 2 decimals.
+    pub balance_usd: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// `user` or `admin`.
+    pub role: String,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+}
+
+/// One live portal session.
+#[derive(ToSchema)]
+pub struct SessionInfo {
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+/// The account balance.
+#[derive(ToSchema)]
+#[schema(example = json!({"balance_usd": "5.00", "currency": "USD"}))]
+pub struct Balance {
+    /// Balance less what running requests hold, 2 decimals.
+    pub balance_usd: String,
+    /// `USD`.
+    pub currency: String,
+}
+
+/// An API key (never its secret).
+#[derive(ToSchema)]
+#[schema(example = json!({"id": 7, "name": "fieryeye", "key_prefix": "sk-tg-AbCdEf", "status": "active",
+    "balance_usd": "5.00", "spend_limit_usd": null, "spent_usd": "0.00", "models": null, "group_id": null,
+    "rpm": null, "tpm": null, "created_at": "2026-11-01T09:30:00Z", "last_used_at": null, "expires_at": null}))]
+pub struct ApiKeyView {
+    pub id: i64,
+    pub name: String,
+    /// The first characters of the secret, for recognising it.
+    pub key_prefix: String,
+    /// `active`, `disabled`, `revoked` or `expired`.
+    pub status: String,
+    /// What this key can still spend: the account balance, or less under a spend limit.
+    pub balance_usd: String,
+    #[schema(required = true)]
+    pub spend_limit_usd: Option<String>,
+    /// Spent so far with this key (exact).
+    pub spent_usd: String,
+    /// Allowed models and aliases (`provider/*` patterns allowed); null = all.
+    #[schema(required = true)]
+    pub models: Option<Vec<String>>,
+    #[schema(required = true)]
+    pub group_id: Option<i64>,
+    #[schema(required = true)]
+    pub rpm: Option<i64>,
+    #[schema(required = true)]
+    pub tpm: Option<i64>,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub last_used_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+/// A new (or rotated) API key with its secret — shown in this response only.
+#[derive(ToSchema)]
+#[schema(example = json!({"id": 7, "name": "fieryeye", "key_prefix": "sk-tg-AbCdEf", "raw": "sk-tg-AbCdEf…",
+    "status": "active", "balance_usd": "5.00", "spend_limit_usd": null, "spent_usd": "0.00", "models": null,
+    "group_id": null, "rpm": null, "tpm": null, "created_at": "2026-11-01T09:30:00Z", "last_used_at": null,
+    "expires_at": null}))]
+pub struct CreatedKey {
+    /// The secret (`sk-tg-…`). Store it now: it is never shown again.
+    pub raw: String,
+    pub id: i64,
+    pub name: String,
+    pub key_prefix: String,
+    pub status: String,
+    pub balance_usd: String,
+    #[schema(required = true)]
+    pub spend_limit_usd: Option<String>,
+    pub spent_usd: String,
+    #[schema(required = true)]
+    pub models: Option<Vec<String>>,
+    #[schema(required = true)]
+    pub group_id: Option<i64>,
+    #[schema(required = true)]
+    pub rpm: Option<i64>,
+    #[schema(required = true)]
+    pub tpm: Option<i64>,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub last_used_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+/// A revoked key.
+#[derive(ToSchema)]
+#[schema(example = json!({"id": 7, "status": "revoked"}))]
+pub struct RevokedKey {
+    pub id: i64,
+    /// `revoked`.
+    pub status: String,
+}
+
+/// Usage over the last `days` days (successful requests only).
+#[derive(ToSchema)]
+#[schema(example = json!({"range_days": 7, "total_requests": 142, "total_tokens_in": 12450,
+    "total_tokens_out": 3200, "total_cost_usd": "0.18"}))]
+pub struct UsageSummary {
+    pub range_days: i64,
+    pub total_requests: i64,
+    pub total_tokens_in: i64,
+    pub total_tokens_out: i64,
+    /// Exact sum of the requests' stored costs.
+    pub total_cost_usd: String,
+}
+
+/// Usage per UTC day, per model and per key.
+#[derive(ToSchema)]
+pub struct UsageDaily {
+    pub range_days: i64,
+    pub total_requests: i64,
+    pub total_tokens_in: i64,
+    pub total_tokens_out: i64,
+    pub total_cost_usd: String,
+    pub total_cost_nano: i64,
+    /// Every day of the range, oldest first, zeros included.
+    pub days: Vec<UsageDay>,
+    pub by_model: Vec<UsageByModel>,
+    pub by_key: Vec<UsageByKey>,
+}
+
+/// One day's usage.
+#[derive(ToSchema)]
+pub struct UsageDay {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: String,
+    pub cost_nano: i64,
+}
+
+/// One model's usage.
+#[derive(ToSchema)]
+pub struct UsageByModel {
+    pub model: String,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: String,
+    pub cost_nano: i64,
+}
+
+/// One key's usage.
+#[derive(ToSchema)]
+pub struct UsageByKey {
+    #[schema(required = true)]
+    pub key_id: Option<i64>,
+    #[schema(required = true)]
+    pub key_name: Option<String>,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: String,
+    pub cost_nano: i64,
+}
+
+/// Every session and token of the account was ended.
+#[derive(ToSchema)]
+pub struct SignedOut {
+    /// `true`.
+    pub signed_out: bool,
+}
+
+/// A pending device request, for the approval page.
+#[derive(ToSchema)]
+pub struct DeviceRequestView {
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Billing
+
+/// A checkout for a person to pay. The API never charges anyone.
+#[derive(ToSchema)]
+#[schema(example = json!({"checkout_url": "https://checkout.stripe.com/c/pay/cs_test_…",
+    "session_id": "cs_test_a1B2c3", "amount_usd": "5.00", "expires_at": 1_767_225_600u64, "payment_id": 12}))]
+pub struct Checkout {
+    /// Hand this URL to a person; agents must never open or pay it themselves.
+    pub checkout_url: String,
+    pub session_id: String,
+    pub amount_usd: String,
+    /// Unix seconds after which the checkout page no longer accepts payment.
+    #[schema(required = true)]
+    pub expires_at: Option<i64>,
+    pub payment_id: i64,
+}
+
+/// A top-up payment.
+#[derive(ToSchema)]
+pub struct PaymentView {
+    pub id: i64,
+    /// `stripe`.
+    pub provider: String,
+    pub session_id: String,
+    pub amount_usd: String,
+    /// `USD`.
+    pub currency: String,
+    /// `pending`, `paid`, `failed` or `expired`.
+    pub status: String,
+    /// Only while pending.
+    #[schema(required = true)]
+    pub checkout_url: Option<String>,
+    /// Unix seconds.
+    #[schema(required = true)]
+    pub expires_at: Option<i64>,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub paid_at: Option<String>,
+    /// The receipt PDF, once paid.
+    #[schema(required = true)]
+    pub receipt_url: Option<String>,
+}
+
+/// A monthly statement (UTC calendar month). Every `…_usd` is exact and has an `…_nano`
+/// twin; closing − opening = top-ups + adjustments − usage.
+#[derive(ToSchema)]
+pub struct StatementView {
+    pub account: StatementAccount,
+    /// `YYYY-MM`.
+    pub month: String,
+    #[schema(required = true, format = DateTime)]
+    pub period_start: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub period_end: Option<String>,
+    /// `USD`.
+    pub currency: String,
+    pub opening_balance_usd: String,
+    pub opening_balance_nano: i64,
+    pub topups_usd: String,
+    pub topups_nano: i64,
+    pub adjustments_usd: String,
+    pub adjustments_nano: i64,
+    pub usage_usd: String,
+    pub usage_nano: i64,
+    pub usage_requests: i64,
+    /// The month's usage ledger entries (equal to −usage when reconciled).
+    pub usage_ledger_nano: i64,
+    pub net_change_usd: String,
+    pub net_change_nano: i64,
+    pub closing_balance_usd: String,
+    pub closing_balance_nano: i64,
+    /// Whether the usage ledger entries equal the requests' costs.
+    pub reconciled: bool,
+    pub credits: Vec<StatementCredit>,
+    pub usage_by_model: Vec<UsageByModelMonth>,
+}
+
+/// Whose statement.
+#[derive(ToSchema)]
+pub struct StatementAccount {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+}
+
+/// A credit or debit other than usage.
+#[derive(ToSchema)]
+pub struct StatementCredit {
+    /// `topup`, `adjustment`, `refund` or `promo`.
+    pub kind: String,
+    pub amount_usd: String,
+    pub amount_nano: i64,
+    #[schema(required = true)]
+    pub reference: Option<String>,
+    #[schema(required = true)]
+    pub note: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+}
+
+/// One model's usage in the month.
+#[derive(ToSchema)]
+pub struct UsageByModelMonth {
+    pub model: String,
+    pub requests: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: String,
+    pub cost_nano: i64,
+}
+
+/// A page of the request log, newest first.
+#[derive(ToSchema)]
+pub struct RequestLogPage {
+    pub data: Vec<RequestLog>,
+    /// Pass as `before` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_before: Option<i64>,
+}
+
+/// One request as tokengate recorded it.
+#[derive(ToSchema)]
+pub struct RequestLog {
+    /// Log id (the paging cursor).
+    pub id: i64,
+    /// The `x-request-id` of the answer.
+    pub request_id: String,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+    pub key_id: i64,
+    #[schema(required = true)]
+    pub key_name: Option<String>,
+    /// `/v1/chat/completions`, `/v1/messages` or `/v1/embeddings`.
+    pub endpoint: String,
+    /// The model or alias asked for.
+    pub model: String,
+    /// The model that served it.
+    #[schema(required = true)]
+    pub served_model: Option<String>,
+    #[schema(required = true)]
+    pub provider: Option<String>,
+    pub stream: bool,
+    /// HTTP status of the answer.
+    pub status: i64,
+    #[schema(required = true)]
+    pub error_type: Option<String>,
+    #[schema(required = true)]
+    pub error_message: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cached_tokens: i64,
+    /// Exact cost.
+    pub cost_usd: String,
+    pub cost_nano: i64,
+    pub latency_ms: i64,
+    #[schema(required = true)]
+    pub ttfb_ms: Option<i64>,
+    /// Upstream attempts (fallback makes more than one).
+    pub attempts: i64,
+    /// Each attempt: target, outcome, status, latency.
+    #[schema(value_type = Value, required = true)]
+    pub attempts_detail: Value,
+}
+
+/// A webhook delivery's outcome.
+#[derive(ToSchema)]
+#[schema(example = json!({"received": true, "event": "evt_1Q2w3E", "result": "credited"}))]
+pub struct WebhookAck {
+    pub received: bool,
+    /// The provider's event id.
+    pub event: String,
+    /// `credited`, `duplicate`, `already_paid`, `updated`, `unchanged` or `ignored`.
+    pub result: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin API
+
+/// An upstream provider.
+#[derive(ToSchema)]
+#[schema(example = json!({"id": 1, "name": "openai", "kind": "openai", "base_url": "https://api.openai.com/v1",
+    "config": {}, "enabled": true, "api_key": "set", "created_at": 1_764_000_000_000u64}))]
+pub struct ProviderView {
+    pub id: i64,
+    pub name: String,
+    /// `openai`, `anthropic` or `mock`.
+    pub kind: String,
+    #[schema(required = true)]
+    pub base_url: Option<String>,
+    #[schema(value_type = Object)]
+    pub config: Value,
+    pub enabled: bool,
+    /// `set` or `unset` — the key itself is write-only.
+    pub api_key: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A model with its prices (USD per million tokens, exact).
+#[derive(ToSchema)]
+#[schema(example = json!({"id": 3, "name": "openai/gpt-4o-mini", "provider": "openai", "upstream_model": "gpt-4o-mini",
+    "input_usd_per_m": "0.15", "output_usd_per_m": "0.60", "cache_read_usd_per_m": "0.075",
+    "cache_write_usd_per_m": null, "max_output_tokens": 16384, "complexity_tier": "fast", "enabled": true,
+    "created_at": 1_764_000_000_000u64}))]
+pub struct AdminModelView {
+    pub id: i64,
+    pub name: String,
+    #[schema(required = true)]
+    pub provider: Option<String>,
+    pub upstream_model: String,
+    pub input_usd_per_m: String,
+    pub output_usd_per_m: String,
+    #[schema(required = true)]
+    pub cache_read_usd_per_m: Option<String>,
+    #[schema(required = true)]
+    pub cache_write_usd_per_m: Option<String>,
+    pub max_output_tokens: i64,
+    pub complexity_tier: String,
+    pub enabled: bool,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A routing alias.
+#[derive(ToSchema)]
+#[schema(example = json!({"id": 1, "name": "tokengate-fast", "description": "", "complexity_tier": "fast",
+    "enabled": true, "targets": [{"model": "openai/gpt-4o-mini", "priority": 0, "weight": 1},
+    {"model": "mock/fast-1", "priority": 1, "weight": 1}], "created_at": 1_764_000_000_000u64}))]
+pub struct AliasView {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub complexity_tier: String,
+    pub enabled: bool,
+    pub targets: Vec<AliasTargetView>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// One target of an alias: lower `priority` tiers are tried first, `weight` shares
+/// traffic inside a tier.
+#[derive(ToSchema)]
+pub struct AliasTargetView {
+    #[schema(required = true)]
+    pub model: Option<String>,
+    pub priority: i64,
+    pub weight: i64,
+}
+
+/// Which targets of an alias would serve a request now.
+#[derive(ToSchema)]
+pub struct DryRun {
+    pub alias: String,
+    #[schema(required = true)]
+    pub serving_priority: Option<i64>,
+    pub tiers: Vec<DryRunTier>,
+    pub verdict: String,
+}
+
+/// One priority tier in a dry run.
+#[derive(ToSchema)]
+pub struct DryRunTier {
+    pub priority: i64,
+    pub serves: bool,
+    pub targets: Vec<DryRunTarget>,
+}
+
+/// One target in a dry run.
+#[derive(ToSchema)]
+pub struct DryRunTarget {
+    pub model: String,
+    pub weight: i64,
+    pub usable: bool,
+    /// `healthy`, `circuit open`, `model disabled`, …
+    pub reason: String,
+    /// Share of the tier's traffic it would get (0 outside the serving tier).
+    pub share: f64,
+    #[schema(required = true)]
+    pub error_rate: Option<f64>,
+    #[schema(required = true)]
+    pub p50_ms: Option<f64>,
+}
+
+/// A key group: a policy keys can belong to.
+#[derive(ToSchema)]
+pub struct KeyGroupView {
+    pub id: i64,
+    pub name: String,
+    #[schema(required = true)]
+    pub allowed_providers: Option<Vec<String>>,
+    #[schema(required = true)]
+    pub allowed_models: Option<Vec<String>>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Something was deleted.
+#[derive(ToSchema)]
+pub struct Deleted {
+    pub name: String,
+    /// `true`.
+    pub deleted: bool,
+}
+
+/// A user's new status.
+#[derive(ToSchema)]
+pub struct UserStatus {
+    pub id: i64,
+    pub email: String,
+    /// `active` or `suspended`.
+    pub status: String,
+    /// Unix milliseconds.
+    pub updated_at: i64,
+}
+
+/// A user as administrators see them.
+#[derive(ToSchema)]
+pub struct AdminUserView {
+    pub id: i64,
+    pub email: String,
+    pub display_name: String,
+    pub role: String,
+    pub status: String,
+    pub balance_usd: String,
+    pub balance_nano: i64,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+}
+
+/// A user's ledger, newest first.
+#[derive(ToSchema)]
+pub struct UserLedger {
+    pub user: AdminUserView,
+    pub entries: Vec<LedgerEntryView>,
+}
+
+/// One ledger entry.
+#[derive(ToSchema)]
+pub struct LedgerEntryView {
+    pub id: i64,
+    /// `topup`, `usage`, `adjustment`, `refund` or `promo`.
+    pub kind: String,
+    pub amount_usd: String,
+    pub amount_nano: i64,
+    pub balance_after_usd: String,
+    #[schema(required = true)]
+    pub reference: Option<String>,
+    #[schema(required = true)]
+    pub note: Option<String>,
+    /// The admin who made it.
+    #[schema(required = true)]
+    pub created_by: Option<i64>,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+}
+
+/// The ledger entry an admin credit made.
+#[derive(ToSchema)]
+#[schema(example = json!({"user_id": 2, "kind": "refund", "amount_usd": "1.50", "balance_usd": "6.50",
+    "balance_nano": 6_500_000_000u64, "entry_id": 31}))]
+pub struct CreditResult {
+    pub user_id: i64,
+    pub kind: String,
+    pub amount_usd: String,
+    pub balance_usd: String,
+    pub balance_nano: i64,
+    pub entry_id: i64,
+}
+
+/// Balance = Σ ledger, checked per account.
+#[derive(ToSchema)]
+#[schema(example = json!({"checked": 12, "ok": true, "mismatches": []}))]
+pub struct LedgerVerify {
+    pub checked: i64,
+    pub ok: bool,
+    pub mismatches: Vec<LedgerMismatch>,
+}
+
+/// An account whose balance differs from its ledger.
+#[derive(ToSchema)]
+pub struct LedgerMismatch {
+    pub user_id: i64,
+    pub balance_usd: String,
+    pub balance_nano: i64,
+    pub ledger_sum_usd: String,
+    pub ledger_sum_nano: i64,
+    pub difference_nano: i64,
+}
+
+/// A provider connection test.
+#[derive(ToSchema)]
+pub struct ProviderTest {
+    pub provider: String,
+    pub ok: bool,
+    /// HTTP status the provider answered (absent when it is disabled).
+    pub status: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub message: String,
+}
+
+/// Request logs across accounts.
+#[derive(ToSchema)]
+pub struct AdminRequestLogPage {
+    pub data: Vec<AdminRequestLog>,
+    #[schema(required = true)]
+    pub next_before: Option<i64>,
+}
+
+/// One request, as administrators see it.
+#[derive(ToSchema)]
+pub struct AdminRequestLog {
+    pub id: i64,
+    pub request_id: String,
+    pub user_id: i64,
+    pub key_id: i64,
+    #[schema(required = true, format = DateTime)]
+    pub created_at: Option<String>,
+    pub endpoint: String,
+    pub model: String,
+    #[schema(required = true)]
+    pub served_model: Option<String>,
+    #[schema(required = true)]
+    pub provider: Option<String>,
+    pub status: i64,
+    #[schema(required = true)]
+    pub error_type: Option<String>,
+    #[schema(required = true)]
+    pub error_message: Option<String>,
+    pub attempts: i64,
+    #[schema(value_type = Value, required = true)]
+    pub attempts_detail: Value,
+    pub latency_ms: i64,
+    pub cost_usd: String,
+}
+
+/// Provider health: breaker settings and each target's state.
+#[derive(ToSchema)]
+pub struct HealthReport {
+    pub breaker: BreakerSettings,
+    pub targets: Vec<TargetHealth>,
+}
+
+/// The circuit-breaker settings in force.
+#[derive(ToSchema)]
+pub struct BreakerSettings {
+    pub window_secs: i64,
+    pub error_rate: f64,
+    pub min_requests: i64,
+    pub open_secs: i64,
+    pub half_open_probes: i64,
+}
+
+/// One routing target's health.
+#[derive(ToSchema)]
+pub struct TargetHealth {
+    /// Routing target, such as `openai/gpt-4o-mini`.
+    pub target: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    /// Requests finished within the window.
+    pub requests: i64,
+    /// Failed requests within the window.
+    pub errors: i64,
+    pub error_rate: f64,
+    #[schema(required = true)]
+    pub p50_ms: Option<f64>,
+    #[schema(required = true)]
+    pub p95_ms: Option<f64>,
+    #[schema(required = true)]
+    pub p99_ms: Option<f64>,
+    /// Time until an open breaker lets probes through.
+    #[schema(required = true)]
+    pub open_remaining_ms: Option<i64>,
+    pub total_requests: i64,
+    pub total_errors: i64,
+}
