@@ -1,6 +1,6 @@
 //! The `tokengate-server` library: configuration, startup (database, demo seed, catalog from
-//! config), the one axum router (portal, `/v1` gateway, health), request logging and
-//! graceful shutdown. `main.rs` is only the command line around it.
+//! config), the one axum router (portal, `/v1` gateway, `/api/v1`, docs, health), request
+//! logging and graceful shutdown. `main.rs` is only the command line around it.
 
 pub mod api;
 pub mod auth;

@@ -463,6 +463,13 @@ async fn pages_llms_txt_and_explorer() {
     }
     assert!(full.contains("- Request body (`application/json`, CreateKeyRequest):"));
     assert!(full.contains("  - `name` (string, required)"));
+    // The schemas section describes nested bodies too.
+    for name in doc["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(
+            full.contains(&format!("\n### {name}\n")),
+            "llms-full.txt lacks schema {name}"
+        );
+    }
 
     // The explorer: Swagger UI from this server, reading /openapi.json, no validator.
     let (status, ctype, html) = get(format!("{base}/api/docs/")).await;

@@ -339,3 +339,69 @@ async fn graceful_shutdown_flushes_queued_usage() {
     db.close().await;
     drop(keep);
 }
+
+/// A request refused with 401 leaves its keep-alive connection usable: the next request
+/// on the same socket is answered.
+#[tokio::test]
+async fn rejected_request_keeps_the_connection_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = start(None, &[]).await;
+    let (_, key) = r
+        .customer(
+            "keepalive@example.com",
+            NANOS_PER_USD,
+            NewKey {
+                name: "k".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    let addr = r.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"model":"mock/fast-1","messages":[{"role":"user","content":"hi"}]}"#;
+    let request = |auth: &str| {
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Reads one response (headers + Content-Length body) and returns its status line.
+    async fn read_response(sock: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut chunk))
+                .await
+                .expect("response in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "connection closed; got {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return text.lines().next().unwrap().to_string();
+                }
+            }
+        }
+    }
+    sock.write_all(request("sk-tg-wrong").as_bytes())
+        .await
+        .unwrap();
+    assert!(read_response(&mut sock).await.contains(" 401 "));
+    sock.write_all(request(&key).as_bytes()).await.unwrap();
+    assert!(read_response(&mut sock).await.contains(" 200 "));
+    r.stop().await;
+}

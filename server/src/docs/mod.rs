@@ -240,7 +240,6 @@ pub fn router(public_url: &str) -> Router {
             // No request to the public validator: the explorer works offline.
             .validator_url("none")
             .try_it_out_enabled(true)
-            .persist_authorization(true)
             .display_request_duration(true)
             .filter(true),
     );

@@ -19,7 +19,7 @@ pub struct Page {
 pub const PAGES: &[Page] = &[
     Page {
         slug: "quickstart",
-        summary: "Create an API key, set two environment variables, make the first call.",
+        summary: "Create an API key, put it and the base URL in your environment, make the first call.",
         source: include_str!("../../../docs/quickstart.md"),
     },
     Page {
@@ -232,7 +232,7 @@ const STYLE: &str = "
 .docs-page pre code{font-size:0.85rem}
 .docs-toc{font-size:0.9rem;color:var(--muted,#9aa7b4)}
 .docs-foot{margin-top:3rem;font-size:0.9rem;color:var(--muted,#9aa7b4)}
-@media (max-width:50rem){.docs-layout{grid-template-columns:1fr}}
+@media (max-width:50rem){.docs-layout{grid-template-columns:minmax(0,1fr)}.docs-nav{order:2;border-top:1px solid var(--border,#2a3642)}}
 ";
 
 fn nav(current: Option<&str>) -> String {
@@ -283,17 +283,21 @@ fn document(title: &str, head_extra: &str, current: Option<&str>, main: &str) ->
 }
 
 fn layout(title: &str, slug: &str, body: &str, toc: &[(String, String)]) -> String {
-    let mut main = String::from("<article>");
-    main.push_str(body);
-    main.push_str("</article>");
+    let mut body = body.to_string();
     if toc.len() > 2 {
         let items: String = toc
             .iter()
             .map(|(id, text)| format!("<a href=\"#{id}\">{}</a>", esc(text)))
             .collect::<Vec<_>>()
             .join(" · ");
-        main = format!("<p class=\"docs-toc\">On this page: {items}</p>{main}");
+        let contents = format!("<p class=\"docs-toc\">On this page: {items}</p>");
+        // Under the title.
+        match body.find("</h1>") {
+            Some(at) => body.insert_str(at + "</h1>".len(), &contents),
+            None => body.insert_str(0, &contents),
+        }
     }
+    let mut main = format!("<article>{body}</article>");
     main.push_str(&format!(
         "<p class=\"docs-foot\">This page as Markdown: <a href=\"/docs/{slug}.md\">{slug}.md</a> \
          · all docs for LLMs: <a href=\"/llms-full.txt\">llms-full.txt</a></p>"

@@ -110,6 +110,7 @@ pub fn api_reference(base: &str, doc: &Value) -> String {
             out.push_str(&format!("\n## {tag}\n\n{description}\n{section}"));
         }
     }
+    out.push_str(&schemas(doc));
     out
 }
 
@@ -254,8 +255,47 @@ fn fields(doc: &Value, schema: &Value, indent: &str) -> String {
             } else {
                 ""
             },
-            first_line(&p["description"])
+            first_line(description(doc, p))
         ));
+    }
+    out
+}
+
+/// A property's description: its own, one of its `oneOf` branches', or its type's.
+fn description<'a>(doc: &'a Value, p: &'a Value) -> &'a Value {
+    if p["description"].is_string() {
+        return &p["description"];
+    }
+    let branches = p["oneOf"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if let Some(d) = branches.iter().find(|b| b["description"].is_string()) {
+        return &d["description"];
+    }
+    let referenced = std::iter::once(p)
+        .chain(branches)
+        .find(|b| b["$ref"].is_string());
+    match referenced {
+        Some(r) => &resolve(doc, r)["description"],
+        None => &p["description"],
+    }
+}
+
+/// Every schema of the document with its fields.
+fn schemas(doc: &Value) -> String {
+    let mut out = String::from(
+        "\n## Schemas\n\nThe request and response bodies named above, field by field.\n",
+    );
+    let empty = serde_json::Map::new();
+    for (name, schema) in doc["components"]["schemas"].as_object().unwrap_or(&empty) {
+        out.push_str(&format!("\n### {name}\n\n"));
+        if let Some(d) = schema["description"].as_str() {
+            out.push_str(&format!("{}\n\n", d.trim()));
+        }
+        let f = fields(doc, schema, "");
+        if f.is_empty() {
+            out.push_str(&format!("Type: {}.\n", type_name(schema)));
+        } else {
+            out.push_str(&f);
+        }
     }
     out
 }

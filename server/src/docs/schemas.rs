@@ -4,8 +4,6 @@
 //! that operations list. Nothing here is used at run time; `server/tests/docs.rs` and
 //! `end2end/tests/test_docs.py` check live answers against these schemas.
 
-#![allow(dead_code)]
-
 use serde_json::Value;
 use utoipa::{IntoResponses, ToSchema};
 

@@ -43,6 +43,9 @@ use self::pipeline::Timeouts;
 use self::routes::{AdapterEnv, Routes};
 use crate::config::Secret;
 
+/// Largest body of a rejected request still read, to keep its connection reusable.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
 /// Everything the hot path needs, shared by all requests.
 pub struct Gateway {
     pub db: Db,
@@ -197,7 +200,22 @@ impl Gateway {
         ),
         GatewayError,
     > {
-        let key = self.authenticate(headers)?;
+        let key = match self.authenticate(headers) {
+            Ok(k) => k,
+            Err(e) => {
+                // Read a small body anyway: an unread body makes the server close the
+                // connection, and the client's next request on it would fail.
+                let small = headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .is_some_and(|n| n <= DRAIN_LIMIT);
+                if small {
+                    let _ = axum::body::to_bytes(body, DRAIN_LIMIT).await;
+                }
+                return Err(e);
+            }
+        };
         let bytes = self.read_body(headers, body).await?;
         let obj = chat::json_object(&bytes)?;
         let model = chat::model_of(&obj)?;
