@@ -2,7 +2,7 @@
 # Runs every test of tokengate: format and lint checks, unit tests, integration tests
 # against SQLite and PostgreSQL (127.0.0.1:5432, database test), the OpenAI Python SDK
 # and Anthropic Python SDK suites and the OIDC sign-in suite against live servers, and the
-# headless-Chromium checks (hydration, sign-in).
+# headless-Chromium checks (hydration, sign-in, API explorer and docs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
@@ -29,4 +29,6 @@ step "hydration check in headless Chromium"
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/hydration.mjs
 step "sign-in in headless Chromium (OIDC against oidc-provider, device approval, no-JS form)"
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/signin.mjs
+step "API explorer and docs pages in headless Chromium (nothing loaded from other hosts, try it out)"
+TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/docs.mjs
 step "all tests passed"
