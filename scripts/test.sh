@@ -2,7 +2,7 @@
 # Runs every test of tokengate: format and lint checks, unit tests, integration tests
 # against SQLite and PostgreSQL (127.0.0.1:5432, database test), the OpenAI Python SDK
 # and Anthropic Python SDK suites and the OIDC sign-in suite against live servers, and the
-# headless-Chromium checks (hydration, sign-in, API explorer and docs).
+# headless-Chromium checks (hydration, sign-in, API explorer and docs, portal and admin console).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
@@ -31,4 +31,6 @@ step "sign-in in headless Chromium (OIDC against oidc-provider, device approval,
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/signin.mjs
 step "API explorer and docs pages in headless Chromium (nothing loaded from other hosts, try it out)"
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/docs.mjs
+step "portal and admin console in headless Chromium (customer and admin journeys, no-JS forms, top-up, screenshots)"
+TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" node end2end/portal.mjs
 step "all tests passed"

@@ -70,7 +70,7 @@ pub fn LoginPage() -> impl IntoView {
             {move || error().map(|e| view! { <p class="alert" role="alert">{message(&e)}</p> })}
             {move || signed_out().then(|| view! { <p class="notice">"You are signed out."</p> })}
             <form method="post" action="/auth/login" class="stack">
-                <input type="hidden" name="next" prop:value=next/>
+                <input type="hidden" name="next" value=next/>
                 <label for="email">"Email"</label>
                 <input id="email" name="email" type="email" autocomplete="username" required/>
                 <label for="password">"Password"</label>
@@ -167,7 +167,7 @@ pub fn DevicePage() -> impl IntoView {
                         <form method="post" action="/auth/device" class="stack">
                             <label for="user_code">"Code shown in your terminal"</label>
                             <input id="user_code" name="user_code" type="text" autocomplete="off"
-                                placeholder="XXXX-XXXX" prop:value=code required/>
+                                placeholder="XXXX-XXXX" value=code required/>
                             <div class="row">
                                 <button class="button" type="submit" name="action" value="approve">"Approve"</button>
                                 <button class="button secondary" type="submit" name="action" value="deny">"Deny"</button>

@@ -112,9 +112,21 @@ fn TopBar() -> impl IntoView {
 fn HomePage() -> impl IntoView {
     let (shown, set_shown) = signal(false);
     let (language, set_language) = signal("curl");
-    let snippet = move || match language.get() {
-        "python" => PYTHON_SNIPPET,
-        _ => CURL_SNIPPET,
+    let options = Resource::new(
+        || (),
+        |_| async { session::load_sign_in_options().await.unwrap_or_default() },
+    );
+    let snippet = move || {
+        let base = options
+            .get()
+            .map(|o| o.public_url)
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "http://127.0.0.1:3000".into());
+        match language.get() {
+            "python" => PYTHON_SNIPPET,
+            _ => CURL_SNIPPET,
+        }
+        .replace("http://127.0.0.1:3000", &base)
     };
     view! {
         <Title text="tokengate — one endpoint for every model"/>

@@ -129,21 +129,86 @@ pub fn CopyButton(text: String, #[prop(optional)] id: &'static str) -> impl Into
     view! { <button type="button" class="button secondary small" id=id on:click=copy>{move || label.get()}</button> }
 }
 
-/// A modal dialog: focus moves into it, Escape closes it.
+/// A modal dialog: focus moves into it when it opens (to its `autofocus` element, else its
+/// first control), Tab stays inside it, Escape closes it, and focus returns to the
+/// element that opened it.
 #[component]
 pub fn Dialog(
     title: String,
     #[prop(into)] on_close: Callback<()>,
     children: Children,
 ) -> impl IntoView {
-    let keydown = move |ev: leptos::ev::KeyboardEvent| {
-        if ev.key() == "Escape" {
-            on_close.run(());
-        }
-    };
+    let node = NodeRef::<leptos::html::Div>::new();
+    #[cfg(not(feature = "hydrate"))]
+    let _ = on_close;
+    #[cfg(feature = "hydrate")]
+    {
+        use wasm_bindgen::JsCast;
+        let opener = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.active_element())
+            .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+        let controls = move || -> Vec<web_sys::HtmlElement> {
+            let Some(el) = node.get_untracked() else {
+                return Vec::new();
+            };
+            let Ok(list) = el.query_selector_all("button, a[href], input, select, textarea") else {
+                return Vec::new();
+            };
+            (0..list.length())
+                .filter_map(|i| list.item(i))
+                .filter_map(|n| n.dyn_into::<web_sys::HtmlElement>().ok())
+                .collect()
+        };
+        Effect::new(move |_| {
+            if let Some(el) = node.get() {
+                let target = el
+                    .query_selector("[autofocus]")
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok())
+                    .or_else(|| controls().into_iter().next());
+                if let Some(t) = target {
+                    let _ = t.focus();
+                }
+            }
+        });
+        let handle = window_event_listener(leptos::ev::keydown, move |ev| {
+            if ev.key() == "Escape" {
+                on_close.run(());
+            } else if ev.key() == "Tab" {
+                let all = controls();
+                let (Some(first), Some(last)) = (all.first(), all.last()) else {
+                    return;
+                };
+                let active = web_sys::window()
+                    .and_then(|w| w.document())
+                    .and_then(|d| d.active_element());
+                let at = |e: &web_sys::HtmlElement| {
+                    active
+                        .as_ref()
+                        .is_some_and(|a| a == e.unchecked_ref::<web_sys::Element>())
+                };
+                let inside = all.iter().any(at);
+                if ev.shift_key() && (at(first) || !inside) {
+                    ev.prevent_default();
+                    let _ = last.focus();
+                } else if !ev.shift_key() && (at(last) || !inside) {
+                    ev.prevent_default();
+                    let _ = first.focus();
+                }
+            }
+        });
+        on_cleanup(move || {
+            handle.remove();
+            if let Some(o) = opener {
+                let _ = o.focus();
+            }
+        });
+    }
     view! {
         <div class="backdrop">
-            <div class="dialog card" role="dialog" aria-modal="true" aria-label=title.clone() on:keydown=keydown>
+            <div class="dialog card" role="dialog" aria-modal="true" aria-label=title.clone() node_ref=node>
                 <h2>{title.clone()}</h2>
                 {children()}
             </div>

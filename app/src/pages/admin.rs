@@ -51,10 +51,33 @@ fn runner(reload: WriteSignal<u32>) -> Runner {
 
 fn outcome(o: Option<Result<Value, String>>) -> Option<AnyView> {
     o.map(|r| match r {
-        Ok(v) if v.get("ok").is_some() || v.get("verdict").is_some() => view! {
-            <pre class="result" role="status"><code>{serde_json::to_string_pretty(&v).unwrap_or_default()}</code></pre>
+        // A dry run: the verdict, then each tier's targets and why each is (not) usable.
+        Ok(v) if v.get("verdict").is_some() => view! {
+            <div class="notice" role="status" id="dry-run">
+                <p><strong>{text(&v, "alias")}": "</strong>{text(&v, "verdict")}</p>
+                <ul>{v["tiers"].as_array().cloned().unwrap_or_default().into_iter().map(|t| view! {
+                    <li>"Priority " {int(&t, "priority")} {if t["serves"].as_bool().unwrap_or(false) { " (serves now)" } else { "" }} ": "
+                        {t["targets"].as_array().cloned().unwrap_or_default().iter().map(|x| format!(
+                            "{} — {}{}", text(x, "model"),
+                            if x["usable"].as_bool().unwrap_or(false) { "usable" } else { "not usable" },
+                            { let r = text(x, "reason"); if r.is_empty() { String::new() } else { format!(" ({r})") } }
+                        )).collect::<Vec<_>>().join("; ")}
+                    </li>
+                }).collect_view()}</ul>
+            </div>
         }
         .into_any(),
+        // A connection test.
+        Ok(v) if v.get("ok").is_some() => {
+            let ok = v["ok"].as_bool().unwrap_or(false);
+            let latency = v["latency_ms"].as_i64().map(|l| format!(" ({l} ms)")).unwrap_or_default();
+            view! {
+                <p class=if ok { "notice" } else { "alert" } role="status" id="connection-test">
+                    <strong>{text(&v, "provider")}": "</strong>{text(&v, "message")}{latency}
+                </p>
+            }
+            .into_any()
+        }
         Ok(_) => view! { <p class="notice" role="status">"Saved."</p> }.into_any(),
         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
     })
@@ -421,7 +444,7 @@ fn Users() -> impl IntoView {
     view! {
         <section class="card"><h1>"Users"</h1><AdminNav/>
             <form method="get" action="/admin/users" class="row">
-                <label for="q">"Search"</label><input id="q" name="q" type="search" prop:value=q placeholder="email or name"/>
+                <label for="q">"Search"</label><input id="q" name="q" type="search" value=q placeholder="email or name"/>
                 <button class="button secondary" type="submit">"Search"</button>
             </form>
             {move || outcome(status.get())}

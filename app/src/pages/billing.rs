@@ -114,7 +114,7 @@ fn Statement() -> impl IntoView {
             <h1>"Monthly statement"</h1>
             <form method="get" action="/me/billing/statement" class="row">
                 <label for="month">"Month"</label>
-                <input id="month" name="month" type="month" prop:value=move || month().unwrap_or_default()/>
+                <input id="month" name="month" type="month" value=move || month().unwrap_or_default()/>
                 <button class="button secondary" type="submit">"Show"</button>
             </form>
             <Suspense fallback=|| view! { <p class="loading">"Loading statement…"</p> }>
@@ -143,7 +143,7 @@ fn statement_view(s: Value) -> impl IntoView {
             <dt>"Opening balance"</dt><dd>"$" {text(&s, "opening_balance_usd")}</dd>
             <dt>"Top-ups"</dt><dd>"$" {text(&s, "topups_usd")}</dd>
             <dt>"Adjustments and refunds"</dt><dd>"$" {text(&s, "adjustments_usd")}</dd>
-            <dt>"Usage"</dt><dd id="statement-usage">"$" {text(&s, "usage_usd")}" ("{int(&s, "usage_requests")}" requests)"</dd>
+            <dt>"Usage"</dt><dd id="statement-usage">"$" {text(&s, "usage_usd")}{match int(&s, "usage_requests") { 1 => " (1 request)".to_string(), n => format!(" ({n} requests)") }}</dd>
             <dt>"Closing balance"</dt><dd>"$" {text(&s, "closing_balance_usd")}</dd>
         </dl>
         <h2>"Credits and adjustments"</h2>

@@ -138,6 +138,7 @@ fn Keys() -> impl IntoView {
     let (confirm, set_confirm) = signal::<Option<(String, i64, String)>>(None); // action, id, name
     let reload = move || set_version.update(|v| *v += 1);
 
+    let form = NodeRef::<leptos::html::Form>::new();
     let create = Action::new(move |body: &Value| {
         let body = body.clone();
         async move { api::call("POST", "/me/keys", Some(body)).await }
@@ -147,6 +148,9 @@ fn Keys() -> impl IntoView {
             match r {
                 Ok(k) => {
                     set_error.set(None);
+                    if let Some(f) = form.get_untracked() {
+                        f.reset();
+                    }
                     set_revealed.set(Some((
                         "Your new API key".into(),
                         text(&k, "name"),
@@ -208,7 +212,7 @@ fn Keys() -> impl IntoView {
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <details class="create" open=move || query.read().get("create").is_some()>
                 <summary class="button">"Create API key"</summary>
-                <form method="post" action="/me/keys/new" class="grid-form" on:submit=on_submit id="create-key-form">
+                <form method="post" action="/me/keys/new" class="grid-form" on:submit=on_submit id="create-key-form" node_ref=form>
                     <label for="key-name">"Name"</label>
                     <input id="key-name" name="name" type="text" required maxlength="100" placeholder="e.g. laptop, ci"/>
                     <label for="key-expiry">"Expires after (days, optional)"</label>
@@ -290,9 +294,9 @@ fn Keys() -> impl IntoView {
                 <Dialog title=title on_close=move |_| set_revealed.set(None)>
                     <p class="warning"><strong>"Copy it now: this is the only time it is shown."</strong>
                         " tokengate keeps only a hash of “" {name} "”; no page, API or reload can show it again."</p>
-                    <label for="new-key-secret">"API key"</label>
+                    <p class="label">"API key"</p>
                     <div class="row secret"><pre><code id="new-key-secret">{raw.clone()}</code></pre><CopyButton text=raw.clone() id="copy-secret"/></div>
-                    <label for="new-key-env">"Environment"</label>
+                    <p class="label">"Environment"</p>
                     <div class="row secret"><pre><code id="new-key-env">{env.clone()}</code></pre><CopyButton text=env.clone()/></div>
                     <button class="button" id="close-secret" autofocus on:click=move |_| set_revealed.set(None)>"I have copied it"</button>
                 </Dialog>

@@ -56,8 +56,8 @@ fn Logs() -> impl IntoView {
         <section class="card">
             <h1>"Request logs"</h1>
             <form method="get" action="/me/request-logs" class="filters">
-                <label>"From"<input type="date" name="from" prop:value=value("from")/></label>
-                <label>"To"<input type="date" name="to" prop:value=value("to")/></label>
+                <label>"From"<input type="date" name="from" value=value("from")/></label>
+                <label>"To"<input type="date" name="to" value=value("to")/></label>
                 <label>"Key"
                     <select name="key_id">
                         <option value="">"All keys"</option>
@@ -74,7 +74,7 @@ fn Logs() -> impl IntoView {
                         </Suspense>
                     </select>
                 </label>
-                <label>"Model"<input type="text" name="model" prop:value=value("model") placeholder="any"/></label>
+                <label>"Model"<input type="text" name="model" value=value("model") placeholder="any"/></label>
                 <label>"Status"
                     <select name="status">
                         {[("", "Any"), ("2xx", "Success (2xx)"), ("error", "Failed"), ("4xx", "4xx"), ("5xx", "5xx"), ("429", "429")]

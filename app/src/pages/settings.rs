@@ -32,7 +32,7 @@ fn Settings(user: PortalUser) -> impl IntoView {
                 save.dispatch(name.get_untracked());
             }>
                 <label for="display-name">"Name"</label>
-                <input id="display-name" type="text" maxlength="100" prop:value=move || name.get()
+                <input id="display-name" type="text" maxlength="100" value=name.get_untracked()
                     on:input=move |ev| set_name.set(event_target_value(&ev))/>
                 <button class="button" type="submit">"Save"</button>
             </form>

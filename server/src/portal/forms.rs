@@ -124,13 +124,13 @@ pub async fn create_key(
         r#"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"/><meta name="viewport" content="width=device-width, initial-scale=1"/>
 <title>New API key — tokengate</title><link rel="stylesheet" href="/pkg/tokengate.css"/><link rel="icon" href="/favicon.svg" type="image/svg+xml"/></head>
-<body><header class="topbar"><a class="brand" href="/">tokengate</a><nav><a href="/console">Dashboard</a><a href="/me/keys">API keys</a></nav></header>
+<body><header class="topbar"><a class="brand" href="/">tokengate</a><nav><a href="/console">Dashboard</a><a href="/me/keys">API keys</a><a href="/me/usage">Usage</a><a href="/me/request-logs">Logs</a><a href="/me/billing">Billing</a><a href="/docs">Docs</a><a href="/me/settings">Settings</a></nav></header>
 <main><section class="card secret-once" role="alertdialog" aria-labelledby="secret-title">
 <h1 id="secret-title">Your new API key “{name}”</h1>
 <p class="warning"><strong>Copy it now: this is the only time it is shown.</strong> tokengate stores only a hash; no page, API or reload can show it again.</p>
-<label for="new-key-secret">API key</label>
+<p class="label">API key</p>
 <pre><code id="new-key-secret">{raw}</code></pre>
-<label for="new-key-env">Environment</label>
+<p class="label">Environment</p>
 <pre><code id="new-key-env">OPENAI_API_KEY={raw}
 OPENAI_BASE_URL={base}</code></pre>
 <p><a class="button" href="/me/keys">Done</a></p>
