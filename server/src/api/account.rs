@@ -91,7 +91,9 @@ fn key_json(state: &AppState, k: &ApiKey) -> Value {
         "balance_usd": format_balance(left.max(0)),
         "spend_limit_usd": k.spend_limit_nano.map(format_exact),
         "spent_usd": format_exact(spent),
-        "models": k.allowed_models, "group_id": k.group_id, "rpm": k.rpm, "tpm": k.tpm,
+        "models": k.allowed_models, "group_id": k.group_id,
+        "group": k.group_id.and_then(|g| state.gateway.routes.load().group_name(g)),
+        "rpm": k.rpm, "tpm": k.tpm,
         "created_at": rfc3339(k.created_at), "last_used_at": k.last_used_at.and_then(rfc3339),
         "expires_at": k.expires_at.and_then(rfc3339),
     })

@@ -691,7 +691,7 @@ pub struct Balance {
 /// An API key (never its secret).
 #[derive(ToSchema)]
 #[schema(example = json!({"id": 7, "name": "fieryeye", "key_prefix": "sk-tg-AbCdEf", "status": "active",
-    "balance_usd": "5.00", "spend_limit_usd": null, "spent_usd": "0.00", "models": null, "group_id": null,
+    "balance_usd": "5.00", "spend_limit_usd": null, "spent_usd": "0.00", "models": null, "group_id": null, "group": null,
     "rpm": null, "tpm": null, "created_at": "2026-11-01T09:30:00Z", "last_used_at": null, "expires_at": null}))]
 pub struct ApiKeyView {
     pub id: i64,
@@ -711,6 +711,9 @@ pub struct ApiKeyView {
     pub models: Option<Vec<String>>,
     #[schema(required = true)]
     pub group_id: Option<i64>,
+    /// The key group's name.
+    #[schema(required = true)]
+    pub group: Option<String>,
     #[schema(required = true)]
     pub rpm: Option<i64>,
     #[schema(required = true)]
@@ -727,7 +730,7 @@ pub struct ApiKeyView {
 #[derive(ToSchema)]
 #[schema(example = json!({"id": 7, "name": "fieryeye", "key_prefix": "sk-tg-AbCdEf", "raw": "sk-tg-AbCdEf…",
     "status": "active", "balance_usd": "5.00", "spend_limit_usd": null, "spent_usd": "0.00", "models": null,
-    "group_id": null, "rpm": null, "tpm": null, "created_at": "2026-11-01T09:30:00Z", "last_used_at": null,
+    "group_id": null, "group": null, "rpm": null, "tpm": null, "created_at": "2026-11-01T09:30:00Z", "last_used_at": null,
     "expires_at": null}))]
 pub struct CreatedKey {
     /// The secret (`sk-tg-…`). Store it now: it is never shown again.
@@ -744,6 +747,9 @@ pub struct CreatedKey {
     pub models: Option<Vec<String>>,
     #[schema(required = true)]
     pub group_id: Option<i64>,
+    /// The key group's name.
+    #[schema(required = true)]
+    pub group: Option<String>,
     #[schema(required = true)]
     pub rpm: Option<i64>,
     #[schema(required = true)]

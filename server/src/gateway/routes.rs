@@ -60,6 +60,11 @@ pub struct AdapterEnv<'a> {
 }
 
 impl Routes {
+    /// The name of a key group.
+    pub fn group_name(&self, id: i64) -> Option<String> {
+        self.groups.get(&id).map(|g| g.name.clone())
+    }
+
     /// The adapter of an enabled provider.
     pub fn provider(&self, name: &str) -> Option<Arc<Adapter>> {
         self.providers.get(name).cloned()
