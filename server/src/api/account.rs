@@ -466,6 +466,22 @@ struct UsageQuery {
     days: Option<String>,
 }
 
+impl UsageQuery {
+    /// The range in days: 30 by default, 1 to 365 (400 otherwise).
+    fn days(&self) -> Result<i64, ApiError> {
+        match self.days.as_deref() {
+            None => Ok(30),
+            Some(d) => d
+                .parse()
+                .ok()
+                .filter(|d| (1..=365).contains(d))
+                .ok_or_else(|| {
+                    ApiError::BadRequest("days must be an integer from 1 to 365".into())
+                }),
+        }
+    }
+}
+
 /// Usage summary
 ///
 /// Requests, tokens and cost over the last `days` days. Only successful requests count;
@@ -479,14 +495,7 @@ async fn usage_summary(
     State(state): State<AppState>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let days: i64 = match q.days.as_deref() {
-        None => 30,
-        Some(d) => d
-            .parse()
-            .ok()
-            .filter(|d| (1..=365).contains(d))
-            .ok_or_else(|| ApiError::BadRequest("days must be an integer from 1 to 365".into()))?,
-    };
+    let days = q.days()?;
     let since = now_ms() - days * 86_400_000;
     let t = usage::totals_since(&state.db, u.id, since).await?;
     Ok(Json(
@@ -509,14 +518,7 @@ async fn usage_daily(
     State(state): State<AppState>,
     Query(q): Query<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let days: i64 = match q.days.as_deref() {
-        None => 30,
-        Some(d) => d
-            .parse()
-            .ok()
-            .filter(|d| (1..=365).contains(d))
-            .ok_or_else(|| ApiError::BadRequest("days must be an integer from 1 to 365".into()))?,
-    };
+    let days = q.days()?;
     let now = now_ms();
     let since = now - days * 86_400_000;
     let t = usage::totals_since(&state.db, u.id, since).await?;
