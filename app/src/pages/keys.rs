@@ -14,8 +14,10 @@ use crate::ui::{CopyButton, Dialog, Empty, ErrorBox, Signed, Time};
 /// A secret to show once: (title, key name, raw secret).
 type Revealed = Option<(String, String, String)>;
 
-/// The JSON body of `POST /me/keys` for the create form's values.
-fn create_body(fields: &[(&str, String)]) -> Result<Value, String> {
+/// The JSON body of `POST /api/v1/me/keys` for the create form's values (by field name),
+/// at `now_secs`; `Err` says which field is wrong. The server's no-JS form endpoint uses it
+/// too, so both paths accept exactly the same input.
+pub fn create_body(fields: &[(&str, String)], now_secs: i64) -> Result<Value, String> {
     let get = |k: &str| {
         fields
             .iter()
@@ -31,7 +33,7 @@ fn create_body(fields: &[(&str, String)]) -> Result<Value, String> {
             .ok()
             .filter(|d| (1..=3650).contains(d))
             .ok_or("Expiry must be a number of days from 1 to 3650.")?;
-        body["expires_at"] = json!(js_now_secs() + d * 86_400);
+        body["expires_at"] = json!(now_secs + d * 86_400);
     }
     let limit = get("spend_limit_usd");
     if !limit.is_empty() {
@@ -63,18 +65,9 @@ fn create_body(fields: &[(&str, String)]) -> Result<Value, String> {
     Ok(body)
 }
 
+#[cfg(feature = "hydrate")]
 fn js_now_secs() -> i64 {
-    #[cfg(feature = "hydrate")]
-    {
-        (js_sys::Date::now() / 1000.0) as i64
-    }
-    #[cfg(not(feature = "hydrate"))]
-    {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    }
+    (js_sys::Date::now() / 1000.0) as i64
 }
 
 /// Reads the named fields of the submitted form.
@@ -193,7 +186,7 @@ fn Keys() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         {
             ev.prevent_default();
-            match create_body(&form_fields(&ev, &FIELDS)) {
+            match create_body(&form_fields(&ev, &FIELDS), js_now_secs()) {
                 Ok(body) => {
                     create.dispatch(body);
                 }
@@ -201,7 +194,7 @@ fn Keys() -> impl IntoView {
             }
         }
         #[cfg(not(feature = "hydrate"))]
-        let _ = (ev, create_body(&[]));
+        let _ = ev;
     };
 
     view! {

@@ -54,42 +54,20 @@ pub struct NewKeyForm {
 }
 
 /// The JSON body of `POST /api/v1/me/keys` for a submitted form; `Err` names the field.
+/// The same rules as the hydrated page ([`app::pages::keys::create_body`]).
 pub fn key_request(f: &NewKeyForm, now_secs: i64) -> Result<Value, String> {
-    let mut body = json!({"name": f.name.trim()});
-    let days = f.expires_in_days.trim();
-    if !days.is_empty() {
-        let d: i64 = days
-            .parse()
-            .ok()
-            .filter(|d| (1..=3650).contains(d))
-            .ok_or("Expiry must be a number of days from 1 to 3650.")?;
-        body["expires_at"] = json!(now_secs + d * 86_400);
-    }
-    if !f.spend_limit_usd.trim().is_empty() {
-        body["spend_limit_usd"] = json!(f.spend_limit_usd.trim());
-    }
-    let models: Vec<&str> = f
-        .models
-        .split([',', '\n', ' '])
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
-        .collect();
-    if !models.is_empty() {
-        body["models"] = json!(models);
-    }
-    if !f.group.trim().is_empty() {
-        body["group"] = json!(f.group.trim());
-    }
-    for (field, v) in [("rpm", &f.rpm), ("tpm", &f.tpm)] {
-        if !v.trim().is_empty() {
-            let n: i64 = v.trim().parse().ok().filter(|n| *n > 0).ok_or(format!(
-                "{} must be a positive number.",
-                field.to_uppercase()
-            ))?;
-            body[field] = json!(n);
-        }
-    }
-    Ok(body)
+    app::pages::keys::create_body(
+        &[
+            ("name", f.name.clone()),
+            ("expires_in_days", f.expires_in_days.clone()),
+            ("spend_limit_usd", f.spend_limit_usd.clone()),
+            ("models", f.models.clone()),
+            ("group", f.group.clone()),
+            ("rpm", f.rpm.clone()),
+            ("tpm", f.tpm.clone()),
+        ],
+        now_secs,
+    )
 }
 
 /// `POST /me/keys/new`: creates the key and answers with the page that shows its
