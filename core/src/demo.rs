@@ -131,3 +131,17 @@ pub async fn seed_if_new(
         raw_key,
     }))
 }
+
+/// Accounts other than the demo admin. Demo mode refuses to start on a database that has
+/// any: it would add an administrator whose password is printed on the console, and a
+/// funded key, to a database that real people use.
+pub async fn other_accounts(db: &Db) -> Result<i64, Error> {
+    use sqlx::Row;
+    Ok(
+        sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM users WHERE email_lower <> $1")
+            .bind(DEMO_EMAIL)
+            .fetch_one(db.pool())
+            .await?
+            .try_get("n")?,
+    )
+}

@@ -217,6 +217,9 @@ struct FileConfig {
     topup_max_usd: Option<String>,
     stream_idle_secs: Option<u64>,
 }
+    header_read_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    max_connections: Option<u64>,
 
 /// `[stripe]` in the config file; every key may also come from the environment.
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +284,14 @@ pub struct Config {
 }
 
 /// A configuration error, with a message meant for the operator.
+    /// A connection that has not sent a complete request head this long after it opened
+    /// (or after its previous response) is closed (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// A request whose body has not arrived completely this long after its head is
+    /// answered 408 and its connection closed.
+    pub body_read_timeout_secs: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
@@ -471,10 +482,31 @@ impl Config {
             stripe,
             topup_max_nano,
             stream_idle_secs,
+        let header_read_timeout_secs = parse_num(
+            "TOKENGATE_HEADER_READ_TIMEOUT_SECS",
+            parsed.header_read_timeout_secs,
+            30,
+        )?;
+        let body_read_timeout_secs = parse_num(
+            "TOKENGATE_BODY_READ_TIMEOUT_SECS",
+            parsed.body_read_timeout_secs,
+            60,
+        )?;
+        let max_connections = parse_num("TOKENGATE_MAX_CONNECTIONS", parsed.max_connections, 1024)?;
+        if header_read_timeout_secs == 0 || body_read_timeout_secs == 0 || max_connections == 0 {
+            return Err(ConfigError(
+                "header_read_timeout_secs, body_read_timeout_secs and max_connections must be \
+                 positive"
+                    .into(),
+            ));
+        }
             listen,
             public_url,
             database_url,
             secret_key,
+            header_read_timeout_secs,
+            body_read_timeout_secs,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             demo,
             log: env("TOKENGATE_LOG")
                 .or(parsed.log)
@@ -621,6 +653,56 @@ mod tests {
         let c = Config::load(
             None,
             env_of(&[(
+    #[test]
+    fn transport_limits_default_on_and_configurable() {
+        let c = Config::load(None, env_of(&[])).unwrap();
+        assert_eq!(c.header_read_timeout_secs, 30);
+        assert_eq!(c.body_read_timeout_secs, 60);
+        assert_eq!(c.max_connections, 1024);
+        let c = Config::load(
+            None,
+            env_of(&[
+                ("TOKENGATE_HEADER_READ_TIMEOUT_SECS", "5"),
+                ("TOKENGATE_BODY_READ_TIMEOUT_SECS", "7"),
+                ("TOKENGATE_MAX_CONNECTIONS", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.header_read_timeout_secs,
+                c.body_read_timeout_secs,
+                c.max_connections
+            ),
+            (5, 7, 64)
+        );
+        for off in [
+            "TOKENGATE_HEADER_READ_TIMEOUT_SECS",
+            "TOKENGATE_BODY_READ_TIMEOUT_SECS",
+            "TOKENGATE_MAX_CONNECTIONS",
+        ] {
+            assert!(Config::load(None, |k| (k == off).then(|| "0".to_string())).is_err());
+        }
+        let dir = std::env::temp_dir().join(format!("tg-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("limits.toml");
+        std::fs::write(
+            &f,
+            "header_read_timeout_secs = 3\nbody_read_timeout_secs = 4\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), env_of(&[])).unwrap();
+        assert_eq!(
+            (
+                c.header_read_timeout_secs,
+                c.body_read_timeout_secs,
+                c.max_connections
+            ),
+            (3, 4, 5)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
                 "TOKENGATE_SECRET_KEY",
                 "0123456789abcdef0123456789abcdef-very-secret",
             )]),

@@ -11,6 +11,8 @@ pub mod gateway;
 pub mod mock_upstream;
 pub mod portal;
 pub mod seal;
+pub mod security;
+pub mod serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +63,15 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error("database: {0}")]
     Db(#[from] tokengate_core::Error),
+    /// Demo mode on a database that has accounts other than the demo admin.
+    #[error(
+        "\n\n*** DEMO MODE REFUSED ***\nThis database already has {0} account(s) besides the demo \
+         admin. Demo mode adds an administrator and a funded API key whose secrets are printed \
+         on the console; it is only for a new, throw-away database.\nStart without demo mode \
+         (unset TOKENGATE_DEMO, or `demo = false` in the config file), or point \
+         TOKENGATE_DATA_DIR or TOKENGATE_DATABASE_URL at a new database.\n"
+    )]
+    DemoRefused(i64),
 }
 
 /// Provider keys from the config (inline or via `api_key_env`), by provider name.
@@ -162,12 +173,33 @@ async fn apply_config_catalog(db: &Db, config: &Config) -> Result<(), StartError
 /// Prints the demo credentials once, on the console only (never to the log).
 fn announce_demo(config: &Config, seed: &demo::DemoSeed) {
     println!(
-        "\n=== tokengate demo ===\nPortal:        {url}\nAdmin email:   {email}\nAdmin password: {pw}\nAPI key:       {key}\nCredit:        $5.00\n\nTry it:\n  curl {url}/v1/chat/completions -H \"Authorization: Bearer {key}\" \\\n    -H \"Content-Type: application/json\" \\\n    -d '{{\"model\":\"tokengate-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\nThese credentials are shown only once.\n======================\n",
-        url = config.public_url,
-        email = seed.admin.email,
-        pw = seed.password,
-        key = seed.raw_key,
+        "{}",
+        demo_banner(
+            &config.public_url,
+            &seed.admin.email,
+            &seed.password,
+            &seed.raw_key
+        )
     );
+}
+
+/// The demo banner: the secrets it prints are marked as demo secrets, and say what they
+/// open.
+fn demo_banner(url: &str, email: &str, pw: &str, key: &str) -> String {
+    format!(
+        "\n=== tokengate DEMO MODE: not for production ===\n\
+         Portal:         {url}\n\
+         Admin email:    {email}\n\
+         Admin password: {pw}   <- DEMO SECRET: signs in as administrator\n\
+         API key:        {key}   <- DEMO SECRET: spends the demo credit\n\
+         Credit:         $5.00 (demo)\n\n\
+         Try it:\n  curl {url}/v1/chat/completions -H \"Authorization: Bearer {key}\" \\\n    \
+         -H \"Content-Type: application/json\" \\\n    \
+         -d '{{\"model\":\"tokengate-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
+         These demo secrets are shown only once. Anyone who can read this console can use them:\n\
+         never run demo mode on a database that real users share.\n\
+         ================================================\n",
+    )
 }
 
 impl Server {
@@ -181,6 +213,21 @@ impl Server {
         let keys = provider_keys(&config)?;
         let db = Db::connect(&config.database_url).await?;
         let secret = config.secret_bytes();
+        if config.demo {
+            let others = demo::other_accounts(&db).await?;
+            if others > 0 {
+                tracing::error!(
+                    accounts = others,
+                    "demo mode refused: the database has accounts besides the demo admin"
+                );
+                db.close().await;
+                return Err(StartError::DemoRefused(others));
+            }
+            tracing::warn!(
+                "DEMO MODE: a demo administrator and API key exist on this server; \
+                 do not expose it to real users"
+            );
+        }
         apply_config_catalog(&db, &config).await?;
         if config.demo {
             let pw = password::generate();
@@ -266,13 +313,8 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let result = axum::serve(
-            listener,
-            self.router
-                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        let limits = serve::Limits::from_config(&self.state.config);
+        let result = serve::serve(listener, self.router, limits, shutdown).await;
         self.refresher.abort();
         self.meter_shutdown.flush_and_stop().await;
         self.state.db.close().await;
@@ -311,9 +353,19 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(log_request))
 }
+        .layer(middleware::from_fn_with_state(
+            Duration::from_secs(state.config.body_read_timeout_secs),
+            serve::body_deadline,
+        ))
 
 /// Routes outside the session layer: health and the payment webhook (signed by the payment
 /// provider, never by a session). Registered from each handler's `#[utoipa::path]`, like
+        .layer(middleware::from_fn_with_state(
+            Arc::new(security::SecurityHeaders::from_public_url(
+                &state.config.public_url,
+            )),
+            security::headers,
+        ))
 /// every documented route, so the router and `/openapi.json` are built from one list.
 pub fn root_route_table() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -396,4 +448,26 @@ async fn log_request(req: Request, next: Next) -> Response {
         "request"
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_banner_marks_its_secrets() {
+        let b = demo_banner(
+            "http://127.0.0.1:3000",
+            demo::DEMO_EMAIL,
+            "pw-123",
+            "sk-tg-abc",
+        );
+        assert!(b.contains("DEMO MODE: not for production"), "{b}");
+        assert!(b.contains("Admin password: pw-123   <- DEMO SECRET"), "{b}");
+        assert!(
+            b.contains("API key:        sk-tg-abc   <- DEMO SECRET"),
+            "{b}"
+        );
+        assert!(b.contains("Admin email:    admin@tokengate.local"), "{b}");
+    }
 }

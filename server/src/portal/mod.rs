@@ -2,7 +2,9 @@
 //! its server functions under `/portal/fn`), the static site (`/pkg`, CSS, `public/`)
 //! that cargo-leptos builds into the site root, and the per-request portal context (who
 //! is signed in, how one can sign in, device-request lookups, the `/api/v1` bridge) the
-//! app reads. `forms.rs` holds the form endpoints that work without JavaScript.
+//! app reads, the response's CSP nonce handed to Leptos, and `303 See Other` for pages
+//! that send their visitor to sign in. `forms.rs` holds the form endpoints that work
+//! without JavaScript.
 
 pub mod forms;
 
@@ -14,9 +16,9 @@ use app::session::{
 };
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{Html, IntoResponse, Response};
 use leptos::config::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokengate_core::money::format_balance;
@@ -26,6 +28,7 @@ use tower_sessions::Session;
 
 use crate::AppState;
 use crate::auth::device::normalise_user_code;
+use crate::security::CspNonce;
 
 /// Leptos options for this server (no cargo-leptos environment needed at run time).
 pub fn leptos_options(state: &AppState) -> LeptosOptions {
@@ -186,14 +189,58 @@ pub fn router(state: &AppState) -> Router {
         api: crate::api::router().with_state(state.clone()),
     });
     Router::new()
-        .leptos_routes(&options, routes, {
+        .leptos_routes_with_context(&options, routes, use_response_nonce, {
             let options = options.clone();
             move || app::shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler(app::shell))
+        .fallback(leptos_axum::file_and_error_handler_with_context(
+            use_response_nonce,
+            app::shell,
+        ))
         .with_state(options)
         .layer(middleware::from_fn_with_state(
             (state.clone(), services),
             portal_context,
         ))
+        .layer(middleware::from_fn(see_other))
+}
+
+/// Gives Leptos the nonce that this response's Content-Security-Policy allows (set by
+/// [`crate::security::headers`]), so its hydration and streaming scripts carry it.
+fn use_response_nonce() {
+    let nonce = leptos::prelude::use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<CspNonce>().cloned());
+    if let Some(CspNonce(n)) = nonce {
+        leptos::prelude::provide_context(leptos::nonce::Nonce::from_value(n));
+    }
+}
+
+/// A page that sends its visitor elsewhere (a signed-in page without a session) answers
+/// `303 See Other` to every client. Leptos's redirect answers `302` to browsers and `200`
+/// with a stray `Location` to anything that does not ask for HTML (scripts, crawlers).
+async fn see_other(req: Request, next: Next) -> Response {
+    let page = matches!(*req.method(), Method::GET | Method::HEAD)
+        && !req.uri().path().starts_with("/portal/fn");
+    let resp = next.run(req).await;
+    let redirected = resp.status() == StatusCode::FOUND || resp.status() == StatusCode::OK;
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .filter(|_| page && redirected)
+        .cloned();
+    let Some(location) = location else {
+        return resp;
+    };
+    let target = location.to_str().unwrap_or("/");
+    let body = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"/><title>See other</title>\
+         </head><body><p><a href=\"{}\">Continue</a></p></body></html>",
+        target
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+    );
+    let mut out = (StatusCode::SEE_OTHER, Html(body)).into_response();
+    out.headers_mut().insert(header::LOCATION, location);
+    out
 }
