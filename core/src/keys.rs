@@ -309,6 +309,26 @@ pub async fn changed_since(db: &Db, since: i64) -> Result<Vec<ApiKey>, Error> {
     rows.iter().map(from_row).collect()
 }
 
+/// The persisted spend of every active key that has a spend limit, as `(id, spent_nano)`:
+/// loaded at start and on every refresh, so a limit survives restarts and sees the spend
+/// other instances wrote.
+pub async fn limited_spend(db: &Db) -> Result<Vec<(i64, i64)>, Error> {
+    let rows = sqlx::query(
+        "SELECT id, spent_nano FROM api_keys \
+         WHERE spend_limit_nano IS NOT NULL AND status = 'active'",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                sqlx::Row::try_get(r, "id")?,
+                sqlx::Row::try_get(r, "spent_nano")?,
+            ))
+        })
+        .collect()
+}
+
 /// Revokes one of the user's keys. Not found (or someone else's key) is `NotFound`.
 pub async fn revoke(db: &Db, user_id: i64, key_id: i64) -> Result<ApiKey, Error> {
     let row = sqlx::query(&format!(

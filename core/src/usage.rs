@@ -41,6 +41,99 @@ pub struct RequestRecord {
 /// The new balance of each user a batch charged.
 pub type BalanceUpdates = Vec<(i64, i64)>;
 
+/// Longest stored error text, in bytes.
+pub const MAX_ERROR_TEXT: usize = 1024;
+/// Longest stored name (model, served model, provider, endpoint, error type), in bytes.
+pub const MAX_NAME_TEXT: usize = 256;
+/// Longest stored attempt list (JSON), in bytes; a longer one is replaced by a note.
+pub const MAX_ATTEMPTS_JSON: usize = 16 * 1024;
+
+/// `s` without NUL characters (PostgreSQL's TEXT cannot hold them) and cut to at most
+/// `max` bytes on a character boundary (an ellipsis marks the cut).
+pub fn clean_text(s: &str, max: usize) -> String {
+    let mut out: String = if s.contains('\0') {
+        s.chars().filter(|c| *c != '\0').collect()
+    } else {
+        s.to_string()
+    };
+    if out.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+impl RequestRecord {
+    /// Makes every free-text field storable in any supported database: no NULs, and each
+    /// within its cap, so no client input can make a row unwritable or large.
+    pub fn sanitize(&mut self) {
+        let name = |s: &mut String| {
+            if s.len() > MAX_NAME_TEXT || s.contains('\0') {
+                *s = clean_text(s, MAX_NAME_TEXT);
+            }
+        };
+        name(&mut self.request_id);
+        name(&mut self.endpoint);
+        name(&mut self.model);
+        for s in [
+            &mut self.served_model,
+            &mut self.provider,
+            &mut self.error_type,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            name(s);
+        }
+        if let Some(m) = &mut self.error_message
+            && (m.len() > MAX_ERROR_TEXT || m.contains('\0'))
+        {
+            *m = clean_text(m, MAX_ERROR_TEXT);
+        }
+        if let Some(a) = &mut self.attempts_json {
+            if a.len() > MAX_ATTEMPTS_JSON {
+                *a = r#"[{"outcome":"attempt list too long to store"}]"#.to_string();
+            } else if a.contains('\0') {
+                *a = a.replace('\0', "");
+            }
+        }
+    }
+
+    /// The row with every free-text field that could have made it fail removed: what is
+    /// written for a row the database refused (its money and counts are kept).
+    pub fn quarantined(&self) -> RequestRecord {
+        RequestRecord {
+            model: self
+                .model
+                .chars()
+                .filter(char::is_ascii_graphic)
+                .take(64)
+                .collect(),
+            served_model: None,
+            provider: None,
+            error_type: self.error_type.as_ref().map(|_| "quarantined".into()),
+            error_message: Some("free-text fields removed: the database refused this row".into()),
+            attempts_json: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// Whether an error is about the rows themselves (a value the database refuses), so
+/// retrying the same rows can never succeed, rather than about reaching the database.
+pub fn is_data_error(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Db(sqlx::Error::Database(_) | sqlx::Error::Encode(_))
+            | Error::Invalid(_)
+            | Error::Json(_)
+    )
+}
+
 const LOG_COLUMNS: &str = "request_id, user_id, key_id, endpoint, model, served_model, provider, \
      stream, status, error_type, error_message, tokens_in, tokens_out, cached_tokens, cost_nano, \
      latency_ms, ttfb_ms, attempts, attempts_json, created_at";
@@ -170,6 +263,31 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
     }
     tx.commit().await?;
     Ok(balances)
+}
+
+/// Which of `ids` already have a request-log row (used to replay a write-ahead log
+/// without charging anything twice).
+pub async fn existing_request_ids(
+    db: &Db,
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, Error> {
+    let mut found = std::collections::HashSet::new();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT request_id FROM request_logs WHERE request_id IN ({})",
+        placeholders.join(",")
+    );
+    let mut q = sqlx::query(&sql);
+    for id in ids {
+        q = q.bind(id);
+    }
+    for row in q.fetch_all(db.pool()).await? {
+        found.insert(row.try_get::<String, _>("request_id")?);
+    }
+    Ok(found)
 }
 
 /// Totals of a user's successful requests over a period.

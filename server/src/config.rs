@@ -192,6 +192,7 @@ struct FileConfig {
     log: Option<String>,
     log_format: Option<String>,
     max_body_bytes: Option<usize>,
+    max_choices: Option<u64>,
     flush_interval_ms: Option<u64>,
     upstream_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
@@ -253,6 +254,8 @@ pub struct Config {
     /// `text` (default) or `json`.
     pub log_format: String,
     pub max_body_bytes: usize,
+    /// Largest `n` (choices per chat request) accepted; each choice is held and billed.
+    pub max_choices: u64,
     pub flush_interval_ms: u64,
     /// Time allowed for one upstream attempt until its response headers.
     pub upstream_timeout_ms: u64,
@@ -351,6 +354,7 @@ impl Config {
             parsed.max_body_bytes.map(|v| v as u64),
             10 * 1024 * 1024,
         )? as usize;
+        let max_choices = parse_num("TOKENGATE_MAX_CHOICES", parsed.max_choices, 16)?.max(1);
         let flush_interval_ms =
             parse_num("TOKENGATE_FLUSH_INTERVAL_MS", parsed.flush_interval_ms, 250)?;
         if !(1..=250).contains(&flush_interval_ms) {
@@ -513,6 +517,7 @@ impl Config {
                 .unwrap_or_else(|| "info".into()),
             log_format,
             max_body_bytes,
+            max_choices,
             flush_interval_ms,
             upstream_timeout_ms,
             request_timeout_ms,

@@ -33,7 +33,7 @@ use utoipa_axum::routes;
 
 use crate::config::{Config, Secret};
 use crate::gateway::health::BreakerConfig;
-use crate::gateway::meter::{Meter, MeterShutdown};
+use crate::gateway::meter::{Meter, MeterShutdown, WalConfig};
 use crate::gateway::money::Money;
 use crate::gateway::pipeline::Timeouts;
 use crate::gateway::{Gateway, GatewaySettings};
@@ -244,11 +244,16 @@ impl Server {
             db.clone(),
             money.clone(),
             Duration::from_millis(config.flush_interval_ms),
-        );
+            WalConfig {
+                dir: config.data_dir.join("usage-wal"),
+            },
+        )
+        .await?;
         let b = &config.breaker;
         let settings = GatewaySettings {
             provider_keys: keys,
             max_body_bytes: config.max_body_bytes,
+            max_choices: i64::try_from(config.max_choices).unwrap_or(i64::MAX),
             timeouts: Timeouts {
                 attempt: Duration::from_millis(config.upstream_timeout_ms),
                 total: Duration::from_millis(config.request_timeout_ms),

@@ -1,6 +1,6 @@
 //! Billing against the real router on SQLite and PostgreSQL: holds that never overspend
-//! under 200 concurrent requests (account balance and key spend limit), costs capped at
-//! the hold, silent streams ended and their holds released, signed idempotent Stripe
+//! under 200 concurrent requests (account balance and key spend limit), a cost above its
+//! hold charged in full and counted, silent streams ended and their holds released, signed idempotent Stripe
 //! webhooks, the admin credit API and ledger verification, monthly statements that
 //! reconcile across a month boundary (JSON, CSV, PDF), and the request-log listing and
 //! CSV export with filters, pagination, tenant isolation and formula neutralisation.
@@ -537,7 +537,7 @@ async fn holds_never_overspend_on_postgres() {
     on_postgres(holds_suite).await;
 }
 
-// ----- 2. a cost never exceeds its hold --------------------------------------------------
+// ----- 2. a cost above its hold is charged in full and counted ---------------------------
 
 async fn cost_cap_suite(database_url: Option<String>) {
     let r = start(database_url, &[]).await;
@@ -588,8 +588,20 @@ async fn cost_cap_suite(database_url: Option<String>) {
         let log = &logs[0];
         assert_eq!(log.stream, stream);
         assert_eq!((log.tokens_in, log.tokens_out), (prompt, 8));
-        assert_eq!(log.cost_nano, hold, "charged the hold, not {uncapped}");
-        expected += hold;
+        assert_eq!(
+            log.cost_nano, uncapped,
+            "an overrun is charged in full, not capped at the hold {hold}"
+        );
+        expected += uncapped;
+        assert_eq!(
+            r.server_state
+                .gateway
+                .meter
+                .stats()
+                .overruns
+                .load(std::sync::atomic::Ordering::Relaxed),
+            u64::from(stream) + 1
+        );
     }
     settled(&r, uid).await;
     assert_eq!(balance(&db, uid).await, NANOS_PER_USD - expected);
@@ -598,12 +610,12 @@ async fn cost_cap_suite(database_url: Option<String>) {
 }
 
 #[tokio::test]
-async fn cost_never_exceeds_the_hold_on_sqlite() {
+async fn overrun_is_charged_and_counted_on_sqlite() {
     cost_cap_suite(None).await;
 }
 
 #[tokio::test]
-async fn cost_never_exceeds_the_hold_on_postgres() {
+async fn overrun_is_charged_and_counted_on_postgres() {
     on_postgres(cost_cap_suite).await;
 }
 

@@ -140,6 +140,16 @@ async fn handle(
         Some(n) => Some(n),
         None => positive_int(&obj, "max_tokens")?,
     };
+    let choices = positive_int(&obj, "n")?.unwrap_or(1);
+    if choices > gw.max_choices {
+        return Err(GatewayError::BadRequest {
+            message: format!(
+                "'n' must be at most {} on this server (each choice is held and billed).",
+                gw.max_choices
+            ),
+            param: Some("n".into()),
+        });
+    }
     let client_wants_usage = obj
         .get("stream_options")
         .and_then(|o| o.get("include_usage"))
@@ -154,6 +164,7 @@ async fn handle(
         stream,
         client_wants_usage,
         max_out,
+        choices,
         body_bytes: bytes.len(),
         request_id,
     };

@@ -97,6 +97,7 @@ async fn handle(
         stream: false,
         client_wants_usage: false,
         max_out: None,
+        choices: 1,
         body_bytes: bytes.len(),
         request_id,
     };

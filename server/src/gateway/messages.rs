@@ -85,6 +85,7 @@ async fn handle(
         stream,
         client_wants_usage: true,
         max_out: Some(max_out),
+        choices: 1,
         body_bytes: bytes.len(),
         request_id,
     };

@@ -59,6 +59,7 @@ pub struct Gateway {
     client: reqwest::Client,
     provider_keys: HashMap<String, Secret>,
     pub max_body_bytes: usize,
+    pub max_choices: i64,
     pub timeouts: Timeouts,
 }
 
@@ -66,6 +67,8 @@ pub struct Gateway {
 pub struct GatewaySettings {
     pub provider_keys: HashMap<String, Secret>,
     pub max_body_bytes: usize,
+    /// Largest `n` accepted on chat requests.
+    pub max_choices: i64,
     pub timeouts: Timeouts,
     pub breaker: health::BreakerConfig,
 }
@@ -98,6 +101,7 @@ impl Gateway {
             client,
             provider_keys: settings.provider_keys,
             max_body_bytes: settings.max_body_bytes,
+            max_choices: settings.max_choices,
             timeouts: settings.timeouts,
         };
         gw.refresh().await?;
@@ -109,7 +113,9 @@ impl Gateway {
         self.keys.refresh(&self.db).await?;
         let epoch = self.money.epoch();
         let balances = accounts::all_balances(&self.db).await?;
+        let spend = tokengate_core::keys::limited_spend(&self.db).await?;
         self.money.refresh_accounts(epoch, &balances);
+        self.money.refresh_keys(epoch, &spend);
         self.reload_routes().await
     }
 

@@ -29,6 +29,14 @@ pub struct Account {
     flushed_epoch: u64,
 }
 
+/// Spend state of one key.
+#[derive(Debug, Default)]
+struct KeyFunds {
+    funds: Funds,
+    /// The epoch of the last flush that changed this key's spend.
+    flushed_epoch: u64,
+}
+
 /// Why a hold was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -50,7 +58,7 @@ pub struct Hold {
 #[derive(Default)]
 pub struct Money {
     accounts: RwLock<HashMap<i64, Arc<Mutex<Account>>>>,
-    keys: RwLock<HashMap<i64, Arc<Mutex<Funds>>>>,
+    keys: RwLock<HashMap<i64, Arc<Mutex<KeyFunds>>>>,
     /// Bumped by every flush; a balance refresh read before a flush is discarded.
     epoch: AtomicU64,
 }
@@ -63,7 +71,7 @@ impl Money {
         self.accounts.write().entry(user_id).or_default().clone()
     }
 
-    fn key(&self, key_id: i64) -> Arc<Mutex<Funds>> {
+    fn key(&self, key_id: i64) -> Arc<Mutex<KeyFunds>> {
         if let Some(k) = self.keys.read().get(&key_id) {
             return k.clone();
         }
@@ -118,7 +126,19 @@ impl Money {
 
     /// Sets a key's persisted spend (load and refresh).
     pub fn set_key_spent(&self, key_id: i64, spent: i64) {
-        self.key(key_id).lock().persisted = spent;
+        self.key(key_id).lock().funds.persisted = spent;
+    }
+
+    /// Applies keys' persisted spend read from the database after [`Money::epoch`]
+    /// returned `epoch`, skipping keys a flush changed since (their row may predate it).
+    pub fn refresh_keys(&self, epoch: u64, rows: &[(i64, i64)]) {
+        for (id, spent) in rows {
+            let k = self.key(*id);
+            let mut k = k.lock();
+            if k.flushed_epoch <= epoch {
+                k.funds.persisted = *spent;
+            }
+        }
     }
 
     /// Settled costs of a key not yet written to the database.
@@ -126,7 +146,7 @@ impl Money {
         self.keys
             .read()
             .get(&key_id)
-            .map_or(0, |k| k.lock().pending)
+            .map_or(0, |k| k.lock().funds.pending)
     }
 
     /// The funds of an account as the gateway sees them now.
@@ -156,6 +176,7 @@ impl Money {
         if let Some(limit) = key_limit {
             let key = self.key(key_id);
             let mut k = key.lock();
+            let k = &mut k.funds;
             if k.persisted + k.pending + k.held + amount > limit || k.persisted + k.pending >= limit
             {
                 return Err(Refusal::KeyLimit);
@@ -182,11 +203,11 @@ impl Money {
         if hold.key_limited {
             let key = self.key(hold.key_id);
             let mut k = key.lock();
-            k.held -= hold.amount;
-            k.pending += cost;
+            k.funds.held -= hold.amount;
+            k.funds.pending += cost;
         } else if cost != 0 {
             // Track spend of unlimited keys too, so a limit set later starts from the truth.
-            self.key(hold.key_id).lock().pending += cost;
+            self.key(hold.key_id).lock().funds.pending += cost;
         }
     }
 
@@ -212,8 +233,9 @@ impl Money {
         for (key_id, cost) in key_costs {
             let key = self.key(*key_id);
             let mut k = key.lock();
-            k.pending -= cost;
-            k.persisted += cost;
+            k.flushed_epoch = now;
+            k.funds.pending -= cost;
+            k.funds.persisted += cost;
         }
     }
 }

@@ -6,6 +6,7 @@
 //! Streams are relayed event by event and settled when they end or the client goes away.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -48,6 +49,8 @@ pub struct Call {
     pub client_wants_usage: bool,
     /// The client's output-token cap, if it gave one.
     pub max_out: Option<i64>,
+    /// Choices asked for (`n`); each is held and billed.
+    pub choices: i64,
     /// Size of the request body, the bound on its prompt tokens.
     pub body_bytes: usize,
     /// Sent as `x-request-id` and stored in the request log.
@@ -81,24 +84,27 @@ impl Ticket {
         err: Option<(&str, String)>,
         ttfb_ms: Option<i64>,
     ) {
-        // A request is never charged more than the hold it was admitted with: that is
-        // what makes a balance impossible to overdraw.
-        let cost = match self.hold.take() {
-            Some(hold) => {
-                let capped = cost.min(hold.amount);
-                if capped < cost {
-                    tracing::warn!(
-                        request_id = %self.request_id,
-                        cost,
-                        hold = hold.amount,
-                        "cost above the request's hold; charged the hold"
-                    );
-                }
-                self.gw.money.settle(hold, capped);
-                capped
+        // The hold covers every output token the upstream was allowed to produce, so the
+        // actual cost fits in it. If an upstream still bills more (a price or usage the
+        // hold could not foresee), the request is charged what it cost and the balance
+        // may go below zero by that overrun, which is logged and counted.
+        if let Some(hold) = self.hold.take() {
+            if cost > hold.amount {
+                self.gw
+                    .meter
+                    .stats()
+                    .overruns
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    request_id = %self.request_id,
+                    cost,
+                    hold = hold.amount,
+                    overrun = cost - hold.amount,
+                    "cost above the request's hold; charged in full"
+                );
             }
-            None => cost,
-        };
+            self.gw.money.settle(hold, cost);
+        }
         if let Some(rate) = self.rate.take() {
             self.gw
                 .limits
@@ -188,6 +194,15 @@ fn upstream_body(call: &Call, target: &Target) -> Result<Value, GatewayError> {
         })?
     };
     body["model"] = Value::String(target.model.upstream_model.clone());
+    if call.op == Op::Chat && call.max_out.is_none() && native == Format::OpenAi {
+        // The hold assumed the model's output allowance: make the upstream keep to it.
+        let field = target.adapter.output_cap_field();
+        if body.get("max_tokens").is_none_or(Value::is_null)
+            && body.get("max_completion_tokens").is_none_or(Value::is_null)
+        {
+            body[field] = json!(target.model.max_output_tokens);
+        }
+    }
     if call.op == Op::Chat && call.stream && native == Format::OpenAi {
         // Always ask for usage; the relay removes it again unless the client asked.
         let opts = &mut body["stream_options"];
@@ -199,22 +214,82 @@ fn upstream_body(call: &Call, target: &Target) -> Result<Value, GatewayError> {
     Ok(body)
 }
 
-/// The worst-case cost of `call` on `target`: every body byte a prompt token, plus the
-/// whole output allowance.
-fn worst_case(call: &Call, target: &Target) -> i64 {
+/// Prompt tokens assumed for each image, audio or file part on top of its bytes: a part
+/// given by URL or file id has few bytes but costs the model real tokens.
+pub const MEDIA_PART_TOKENS: i64 = 4096;
+
+/// Image, audio and file parts in the messages of a chat body (either format).
+fn media_parts(body: &Map<String, Value>) -> i64 {
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return 0;
+    };
+    let mut n = 0;
+    for m in messages {
+        for part in m
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(t) = part.get("type").and_then(Value::as_str)
+                && matches!(
+                    t,
+                    "image_url"
+                        | "input_image"
+                        | "input_audio"
+                        | "file"
+                        | "input_file"
+                        | "image"
+                        | "document"
+                )
+            {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The worst-case cost of `call` on `target`: every body byte a prompt token, plus
+/// [`MEDIA_PART_TOKENS`] per media part, plus the whole output allowance of every choice.
+fn worst_case(call: &Call, target: &Target, media: i64) -> i64 {
     let output = match call.op {
-        Op::Chat => call.max_out.unwrap_or(target.model.max_output_tokens),
+        Op::Chat => call
+            .max_out
+            .unwrap_or(target.model.max_output_tokens)
+            .saturating_mul(call.choices.max(1)),
         Op::Embeddings => 0,
     };
     target.model.prices().cost(&Usage {
-        input: call.body_bytes as i64 + 16,
+        input: (call.body_bytes as i64 + 16)
+            .saturating_add(media.saturating_mul(MEDIA_PART_TOKENS)),
         output,
         ..Usage::default()
     })
 }
 
-/// Runs an admitted-for-auth call to the end.
+/// Runs an admitted-for-auth call to the end, in a task of its own: a client that goes
+/// away does not cancel it, so the upstream's answer is still read and billed (a stream
+/// is then settled as abandoned when its response is dropped).
 pub async fn run(
+    gw: Arc<Gateway>,
+    key: Arc<ApiKey>,
+    started: Instant,
+    call: Call,
+) -> Result<Response, GatewayError> {
+    match tokio::spawn(run_to_end(gw, key, started, call)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "request task failed");
+            Err(GatewayError::Upstream {
+                status: 500,
+                message: "The request failed inside the gateway.".into(),
+            })
+        }
+    }
+}
+
+async fn run_to_end(
     gw: Arc<Gateway>,
     key: Arc<ApiKey>,
     started: Instant,
@@ -258,9 +333,13 @@ pub async fn run(
             ),
             retry_after_secs: r.secs,
         })?;
+    let media = match call.op {
+        Op::Chat => media_parts(&call.body),
+        Op::Embeddings => 0,
+    };
     let hold_amount = candidates
         .iter()
-        .map(|t| worst_case(&call, t))
+        .map(|t| worst_case(&call, t, media))
         .max()
         .unwrap_or(0);
     let hold = gw
@@ -603,6 +682,9 @@ impl Relay {
         ));
         let delivered = self.conv.delivered();
         let complete = status == 200;
+        // The client left while the upstream worked: the upstream bills the prompt (and
+        // what it generated) whether or not any text reached the client.
+        let abandoned = status == 499;
         // The upstream's own count when the stream completed; when it was cut short, its
         // count so far, with the output raised to what was delivered (never above it).
         let usage = match self.conv.usage() {
@@ -611,15 +693,15 @@ impl Relay {
                 output: u.output.max(delivered.estimated_tokens()),
                 ..u
             },
-            None if delivered.events > 0 || complete => Usage {
+            None if delivered.events > 0 || complete || abandoned => Usage {
                 input: ticket.estimated_prompt(),
                 output: delivered.estimated_tokens(),
                 ..Usage::default()
             },
             None => Usage::default(),
         };
-        // A stream that failed before any output costs nothing.
-        let free = self.ttfb_ms.is_none() || (!complete && delivered.events == 0);
+        // A stream that failed upstream before any output costs nothing.
+        let free = !abandoned && (self.ttfb_ms.is_none() || (!complete && delivered.events == 0));
         let cost = if free {
             0
         } else {

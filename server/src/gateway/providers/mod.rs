@@ -57,6 +57,31 @@ impl Adapter {
         }
     }
 
+    /// The body field that caps output tokens on this provider's chat endpoint, filled in
+    /// when the client gave none. OpenAI's own API (and Azure's) rejects `max_tokens` on
+    /// reasoning models and wants `max_completion_tokens`; every other OpenAI-compatible
+    /// server reads `max_tokens`.
+    pub fn output_cap_field(&self) -> &'static str {
+        match self {
+            Adapter::OpenAi(a) => {
+                let host = a
+                    .base_url
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or(&a.base_url)
+                    .split(['/', ':'])
+                    .next()
+                    .unwrap_or("");
+                if host == "api.openai.com" || host.ends_with(".openai.azure.com") {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                }
+            }
+            Adapter::Anthropic(_) | Adapter::Mock(_) => "max_tokens",
+        }
+    }
+
     /// Sends a chat body already in [`Adapter::format`] (model already rewritten), allowing
     /// `timeout` until the response headers arrive.
     pub async fn chat(
