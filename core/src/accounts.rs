@@ -30,6 +30,8 @@ pub enum EntryKind {
     Adjustment,
     Refund,
     Promo,
+    /// A payment the customer disputed with their bank (a chargeback): a debit.
+    Dispute,
 }
 
 impl EntryKind {
@@ -40,6 +42,7 @@ impl EntryKind {
             EntryKind::Adjustment => "adjustment",
             EntryKind::Refund => "refund",
             EntryKind::Promo => "promo",
+            EntryKind::Dispute => "dispute",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Billing against the real router on SQLite and PostgreSQL: holds that never overspend
 //! under 200 concurrent requests (account balance and key spend limit), a cost above its
 //! hold charged in full and counted, silent streams ended and their holds released, signed idempotent Stripe
-//! webhooks, the admin credit API and ledger verification, monthly statements that
+//! webhooks that credit only sessions this server created, refunds and disputes that debit
+//! (below zero too) and show on the statement, the admin credit API and ledger verification, monthly statements that
 //! reconcile across a month boundary (JSON, CSV, PDF), and the request-log listing and
 //! CSV export with filters, pagination, tenant isolation and formula neutralisation.
 
@@ -43,7 +44,7 @@ async fn token_for(r: &Running, user_id: i64) -> String {
         user_id,
         epoch,
         &c.api_audience(),
-        "account keys admin",
+        tokengate_server::auth::scope::ALL,
         now_ms() / 1000,
         600,
     )
@@ -1048,26 +1049,21 @@ async fn webhook_suite(database_url: Option<String>) {
     assert_eq!(s, 404, "{v}");
     assert_api_error(&v, "not_found");
 
-    // A paid session with no pending row: credited once, to the account it names.
-    let body = paid("evt_nr1", "cs_elsewhere", uid, 250);
-    let (s, v) = deliver_signed(&base, &body).await;
-    assert_eq!((s, v["result"].as_str()), (200, Some("credited")), "{v}");
-    let (s, v) = deliver_signed(&base, &paid("evt_nr2", "cs_elsewhere", uid, 250)).await;
-    assert_eq!(
-        (s, v["result"].as_str()),
-        (200, Some("already_paid")),
-        "{v}"
-    );
-    let p = payment(&db, uid, "cs_elsewhere").await.unwrap();
-    assert_eq!((p.status.as_str(), p.amount_nano), ("paid", 2_500_000_000));
-    assert_eq!(
-        balance(&db, uid).await,
-        snapshot + 3 * NANOS_PER_USD + 2_500_000_000
-    );
-    // ... but never to an account that does not exist.
-    let (s, v) = deliver_signed(&base, &paid("evt_ghost", "cs_ghost", 9_999_999, 100)).await;
-    assert_eq!((s, v["result"].as_str()), (200, Some("unchanged")), "{v}");
-    assert!(payment(&db, 9_999_999, "cs_ghost").await.is_none());
+    // A paid session this server never created: acknowledged (so Stripe stops retrying),
+    // logged, nothing credited and no payment row made up — whatever account it names.
+    for (id, session, user) in [
+        ("evt_nr1", "cs_elsewhere", uid),
+        ("evt_ghost", "cs_ghost", 9_999_999),
+    ] {
+        let (s, v) = deliver_signed(&base, &paid(id, session, user, 250)).await;
+        assert_eq!(
+            (s, v["result"].as_str()),
+            (200, Some("unknown_payment")),
+            "{v}"
+        );
+        assert!(payment(&db, user, session).await.is_none());
+    }
+    assert_eq!(balance(&db, uid).await, snapshot + 3 * NANOS_PER_USD);
 
     // Different events for one session, concurrently: one credit.
     pending(&db, uid, "cs_test_c", NANOS_PER_USD).await;
@@ -1089,16 +1085,11 @@ async fn webhook_suite(database_url: Option<String>) {
         .collect();
     assert_eq!(
         refs,
-        [
-            "stripe:cs_test_a",
-            "stripe:cs_test_b",
-            "stripe:cs_elsewhere",
-            "stripe:cs_test_c"
-        ]
+        ["stripe:cs_test_a", "stripe:cs_test_b", "stripe:cs_test_c"]
     );
     assert_eq!(
         balance(&db, uid).await,
-        snapshot + 3 * NANOS_PER_USD + 2_500_000_000 + NANOS_PER_USD
+        snapshot + 3 * NANOS_PER_USD + NANOS_PER_USD
     );
     assert_eq!(
         r.server_state.gateway.money.account_funds(uid).persisted,
@@ -1152,6 +1143,373 @@ async fn stripe_webhooks_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stripe_webhooks_on_postgres() {
     on_postgres(webhook_suite).await;
+}
+
+// ----- 4b. refunds and disputes ----------------------------------------------------------
+
+/// `checkout.session.completed` for a paid session with its PaymentIntent.
+fn paid_pi(id: &str, session: &str, user_id: i64, cents: i64, pi: &str) -> String {
+    let mut v: Value = serde_json::from_str(&paid(id, session, user_id, cents)).unwrap();
+    v["data"]["object"]["payment_intent"] = json!(pi);
+    v.to_string()
+}
+
+/// `charge.refunded`: the Charge with everything refunded so far.
+fn refunded(id: &str, charge: &str, pi: &str, cents: i64, refunded_cents: i64) -> String {
+    json!({"id": id, "object": "event", "api_version": "2025-03-31.basil",
+           "created": now_ms() / 1000, "type": "charge.refunded", "livemode": false,
+           "data": {"object": {"id": charge, "object": "charge", "amount": cents,
+               "amount_captured": cents, "amount_refunded": refunded_cents,
+               "currency": "usd", "paid": true, "payment_intent": pi,
+               "refunded": refunded_cents >= cents, "status": "succeeded"}}})
+    .to_string()
+}
+
+/// `charge.dispute.created`: the Dispute.
+fn disputed(id: &str, dispute: &str, pi: &str, cents: i64) -> String {
+    json!({"id": id, "object": "event", "api_version": "2025-03-31.basil",
+           "created": now_ms() / 1000, "type": "charge.dispute.created", "livemode": false,
+           "data": {"object": {"id": dispute, "object": "dispute", "amount": cents,
+               "charge": "ch_disputed", "currency": "usd", "payment_intent": pi,
+               "reason": "fraudulent", "status": "needs_response"}}})
+    .to_string()
+}
+
+async fn result_of(base: &str, body: &str) -> String {
+    let (s, v) = deliver_signed(base, body).await;
+    assert_eq!(s, 200, "{body}: {v}");
+    assert_eq!(v["received"], true, "{v}");
+    v["result"].as_str().unwrap().to_string()
+}
+
+/// The account's ledger entries of `kind`, oldest first, as (amount, reference, note).
+async fn entries_of(db: &Db, user_id: i64, kind: &str) -> Vec<(i64, String, String)> {
+    let mut v: Vec<_> = accounts::ledger_entries(db, user_id, None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| {
+            (
+                e.amount_nano,
+                e.reference.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.reverse();
+    v
+}
+
+/// The text `pdftotext` (poppler-utils, installed by `scripts/setup.sh test`) reads back.
+fn pdf_text(pdf: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "tg-billing-{}-{}.pdf",
+        std::process::id(),
+        now_ms()
+    ));
+    std::fs::write(&path, pdf).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .args([path.to_str().unwrap(), "-"])
+        .output()
+        .expect("pdftotext from poppler-utils (scripts/setup.sh test installs it)");
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn reversals_suite(database_url: Option<String>) {
+    let r = start(
+        database_url,
+        &[
+            ("TOKENGATE_STRIPE_SECRET_KEY", "sk_test_x"),
+            ("TOKENGATE_STRIPE_WEBHOOK_SECRET", WHSEC),
+            ("TOKENGATE_STRIPE_API_BASE", "http://127.0.0.1:9/"),
+        ],
+    )
+    .await;
+    let db = r.server_state.db.clone();
+    let base = r.base.clone();
+    let money = &r.server_state.gateway.money;
+    let new_key = |name: &str| NewKey {
+        name: name.into(),
+        ..NewKey::default()
+    };
+    let (uid, key) = r.customer("refunds@example.com", 0, new_key("r")).await;
+    let (other, _) = r.customer("bystander@example.com", 0, new_key("o")).await;
+    let tok = token_for(&r, uid).await;
+    let usd = NANOS_PER_USD;
+
+    // A session this server never created is acknowledged and credits nothing, even when
+    // it names a real account; its replay is a duplicate.
+    let unknown = paid_pi("evt_unknown", "cs_nobody", uid, 500, "pi_nobody");
+    assert_eq!(result_of(&base, &unknown).await, "unknown_payment");
+    assert_eq!(result_of(&base, &unknown).await, "duplicate");
+    assert_eq!(balance(&db, uid).await, 0);
+    assert!(payment(&db, uid, "cs_nobody").await.is_none());
+
+    // An event that disagrees with the stored session (amount, account, currency, or no
+    // account at all) credits nothing and leaves the payment pending.
+    pending(&db, uid, "cs_m", 5 * usd).await;
+    let mut eur: Value =
+        serde_json::from_str(&paid_pi("evt_mm3", "cs_m", uid, 500, "pi_m")).unwrap();
+    eur["data"]["object"]["currency"] = json!("eur");
+    let mut anonymous: Value =
+        serde_json::from_str(&paid_pi("evt_mm4", "cs_m", uid, 500, "pi_m")).unwrap();
+    anonymous["data"]["object"]["client_reference_id"] = Value::Null;
+    anonymous["data"]["object"]["metadata"] = json!({});
+    for body in [
+        paid_pi("evt_mm1", "cs_m", uid, 50_000, "pi_m"),
+        paid_pi("evt_mm2", "cs_m", other, 500, "pi_m"),
+        eur.to_string(),
+        anonymous.to_string(),
+    ] {
+        assert_eq!(result_of(&base, &body).await, "mismatch", "{body}");
+    }
+    assert_eq!(balance(&db, uid).await, 0);
+    assert_eq!(balance(&db, other).await, 0);
+    let p = payment(&db, uid, "cs_m").await.unwrap();
+    assert_eq!((p.status.as_str(), p.payment_intent), ("pending", None));
+
+    // The genuine event credits and remembers the PaymentIntent.
+    assert_eq!(
+        result_of(&base, &paid_pi("evt_m", "cs_m", uid, 500, "pi_m")).await,
+        "credited"
+    );
+    assert_eq!(balance(&db, uid).await, 5 * usd);
+    let p = payment(&db, uid, "cs_m").await.unwrap();
+    assert_eq!(p.status, "paid");
+    assert_eq!(p.payment_intent.as_deref(), Some("pi_m"));
+
+    // A full refund debits the whole top-up; the gateway sees it at once.
+    assert_eq!(
+        result_of(&base, &refunded("evt_rf1", "ch_m", "pi_m", 500, 500)).await,
+        "refunded"
+    );
+    assert_eq!(balance(&db, uid).await, 0);
+    assert_eq!(money.account_funds(uid).persisted, 0);
+    let ask = small_body("mock/fast-1", 8);
+    let c = client();
+    let (s, v) = chat_raw(&c, &base, &key, &ask).await;
+    assert_eq!(s, 402, "refunded money still spendable: {v}");
+    // Another event for the same fully refunded charge takes nothing more.
+    assert_eq!(
+        result_of(&base, &refunded("evt_rf1b", "ch_m", "pi_m", 500, 500)).await,
+        "unchanged"
+    );
+    assert_eq!(balance(&db, uid).await, 0);
+
+    // Partial refunds debit the new part only; a replay is a duplicate; late or reordered
+    // events (a smaller cumulative amount) take nothing; the total never exceeds what was
+    // paid.
+    pending(&db, uid, "cs_p", 10 * usd).await;
+    assert_eq!(
+        result_of(&base, &paid_pi("evt_p", "cs_p", uid, 1000, "pi_p")).await,
+        "credited"
+    );
+    assert_eq!(balance(&db, uid).await, 10 * usd);
+    let second = refunded("evt_p2", "ch_p", "pi_p", 1000, 700);
+    assert_eq!(
+        result_of(&base, &refunded("evt_p1", "ch_p", "pi_p", 1000, 300)).await,
+        "refunded"
+    );
+    assert_eq!(balance(&db, uid).await, 7 * usd);
+    assert_eq!(result_of(&base, &second).await, "refunded");
+    assert_eq!(balance(&db, uid).await, 3 * usd);
+    assert_eq!(money.account_funds(uid).persisted, 3 * usd);
+    let answers = futures::future::join_all((0..10).map(|_| deliver_signed(&base, &second))).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, v)| *s == 200 && v["result"] == "duplicate")
+    );
+    let late: Vec<String> = (0..10)
+        .map(|i| refunded(&format!("evt_late{i}"), "ch_p", "pi_p", 1000, 300 + 40 * i))
+        .collect();
+    let answers = futures::future::join_all(late.iter().map(|b| deliver_signed(&base, b))).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, v)| *s == 200 && v["result"] == "unchanged"),
+        "{answers:?}"
+    );
+    assert_eq!(balance(&db, uid).await, 3 * usd);
+    // Concurrent distinct events raising the cumulative amount debit each delta once.
+    let raises: Vec<String> = (0..10)
+        .map(|i| {
+            refunded(
+                &format!("evt_raise{i}"),
+                "ch_p",
+                "pi_p",
+                1000,
+                1000 + 100 * i,
+            )
+        })
+        .collect();
+    let answers = futures::future::join_all(raises.iter().map(|b| deliver_signed(&base, b))).await;
+    let debits = answers
+        .iter()
+        .inspect(|(s, v)| assert_eq!(*s, 200, "{v}"))
+        .filter(|(_, v)| v["result"] == "refunded")
+        .count();
+    assert_eq!(debits, 1, "{answers:?}");
+    assert_eq!(balance(&db, uid).await, 0, "never more than was paid");
+    let p = payment(&db, uid, "cs_p").await.unwrap();
+    assert_eq!((p.refunded_nano, p.disputed_nano), (10 * usd, 0));
+    let refunds = entries_of(&db, uid, "refund").await;
+    assert_eq!(
+        refunds.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [-5 * usd, -3 * usd, -4 * usd, -3 * usd]
+    );
+    assert_eq!(refunds[0].1, "stripe:ch_m");
+    assert_eq!(
+        refunds[0].2,
+        "Refund to the payer of the 5.00 USD top-up stripe:cs_m"
+    );
+    assert_eq!(refunds[1].1, "stripe:ch_p");
+
+    // A dispute debits the disputed amount even below zero, at once for the gateway, and
+    // only once per dispute.
+    pending(&db, uid, "cs_d", 4 * usd).await;
+    assert_eq!(
+        result_of(&base, &paid_pi("evt_d", "cs_d", uid, 400, "pi_d")).await,
+        "credited"
+    );
+    // The customer spends most of it (here: an adjustment standing for usage).
+    set_balance(&r, uid, usd).await;
+    let dispute = disputed("evt_dp1", "dp_1", "pi_d", 400);
+    assert_eq!(result_of(&base, &dispute).await, "disputed");
+    assert_eq!(balance(&db, uid).await, -3 * usd);
+    assert_eq!(money.account_funds(uid).persisted, -3 * usd);
+    let (s, v) = chat_raw(&c, &base, &key, &ask).await;
+    assert_eq!(s, 402, "{v}");
+    assert_eq!(result_of(&base, &dispute).await, "duplicate");
+    assert_eq!(
+        result_of(&base, &disputed("evt_dp1b", "dp_1", "pi_d", 400)).await,
+        "unchanged",
+        "the same dispute through another event"
+    );
+    // A dispute of a fully refunded payment has nothing left to take; one of a charge
+    // that is no top-up of this server is acknowledged and changes nothing.
+    assert_eq!(
+        result_of(&base, &disputed("evt_dp2", "dp_2", "pi_p", 1000)).await,
+        "unchanged"
+    );
+    assert_eq!(
+        result_of(&base, &disputed("evt_dp3", "dp_3", "pi_elsewhere", 1000)).await,
+        "unknown_payment"
+    );
+    assert_eq!(
+        result_of(
+            &base,
+            &refunded("evt_rf9", "ch_x", "pi_elsewhere", 1000, 1000)
+        )
+        .await,
+        "unknown_payment"
+    );
+    assert_eq!(balance(&db, uid).await, -3 * usd);
+    let disputes = entries_of(&db, uid, "dispute").await;
+    assert_eq!(disputes.len(), 1);
+    assert_eq!(disputes[0].0, -4 * usd);
+    assert_eq!(disputes[0].1, "stripe:dp_1");
+    assert_eq!(
+        disputes[0].2,
+        "Dispute (chargeback) by the payer of the 4.00 USD top-up stripe:cs_d, reason: fraudulent"
+    );
+    assert_eq!(balance(&db, other).await, 0);
+    ledger_ok(&db).await;
+
+    // The monthly statement shows every refund and the dispute: JSON, CSV and PDF.
+    let st = statements::monthly(&db, uid, Month::of_ms(now_ms()))
+        .await
+        .unwrap();
+    assert_eq!(st.closing_nano, -3 * usd);
+    check_statement(&r, &tok, &st).await;
+    let month = st.month.clone();
+    let (_, v) = api(
+        &r,
+        "GET",
+        &format!("/api/v1/me/billing/statement?month={month}"),
+        Some(&tok),
+        None,
+    )
+    .await;
+    let shown: Vec<(String, String, String)> = v["credits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "refund" || c["kind"] == "dispute")
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_string(),
+                c["amount_usd"].as_str().unwrap().to_string(),
+                c["note"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown
+            .iter()
+            .map(|c| (c.0.as_str(), c.1.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("refund", "-5.00"),
+            ("refund", "-3.00"),
+            ("refund", "-4.00"),
+            ("refund", "-3.00"),
+            ("dispute", "-4.00")
+        ]
+    );
+    assert!(shown[4].2.starts_with("Dispute (chargeback)"), "{shown:?}");
+    let (_, _, csv) = get_raw(
+        &r,
+        "/api/v1/me/billing/statement.csv",
+        &tok,
+        &[("month", &month)],
+    )
+    .await;
+    let rows = parse_csv(std::str::from_utf8(&csv).unwrap());
+    let dispute_row = rows.iter().find(|row| row[0] == "dispute").unwrap();
+    assert_eq!(dispute_row[2], disputes[0].2);
+    assert_eq!(dispute_row[3], "stripe:dp_1");
+    assert_eq!(dispute_row[8], "-4.00");
+    assert_eq!(rows.iter().filter(|row| row[0] == "refund").count(), 4);
+    assert_eq!(rows.last().unwrap()[8], "-3.00");
+    let (_, _, pdf) = get_raw(
+        &r,
+        "/api/v1/me/billing/statement.pdf",
+        &tok,
+        &[("month", &month)],
+    )
+    .await;
+    let text = pdf_text(&pdf)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for want in [
+        "dispute",
+        "Dispute (chargeback)",
+        "refund",
+        "Refund to the payer",
+        "-4.00",
+        "-3.00",
+    ] {
+        assert!(
+            text.contains(want),
+            "{want:?} not in the statement PDF: {text}"
+        );
+    }
+    r.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refunds_and_disputes_debit_on_sqlite() {
+    reversals_suite(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refunds_and_disputes_debit_on_postgres() {
+    on_postgres(reversals_suite).await;
 }
 
 // ----- 5. admin credit and ledger verification --------------------------------------------

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
+use tokengate_core::accounts::EntryKind;
 use tokengate_core::money::{NANOS_PER_USD, format_balance, format_exact, parse_usd_json};
 use tokengate_core::payments::{self, Applied, NewPayment, Payment};
 use tokengate_core::statements::{self, Month, Statement};
@@ -770,10 +771,13 @@ const KNOWN_PROVIDERS: [&str; 1] = ["stripe"];
 ///
 /// Signed events from the payment provider (`stripe`: `Stripe-Signature`, the endpoint's
 /// signing secret as `webhook_secret`). The delivery is verified on its raw body and
-/// applied once: the paid amount is credited exactly once per payment, whatever the
-/// number or order of deliveries. 400 (nothing changed) for a bad signature or body; 200
-/// for processed, repeated and ignored events; 5xx only when the database fails, so the
-/// provider retries.
+/// applied once: a checkout session this server created is credited exactly once, when
+/// the event's account, amount and currency equal the stored ones, whatever the number or
+/// order of deliveries; `charge.refunded` and `charge.dispute.created` debit the account
+/// (the balance may go negative). 400 (nothing changed) for a bad signature or body; 200
+/// for processed, repeated, ignored, unknown and mismatching events (nothing credited for
+/// the last two; they are logged); 5xx only when the database fails, so the provider
+/// retries.
 #[utoipa::path(post, path = "/webhooks/payments/{payment_provider}", tag = "Billing",
     operation_id = "payment_webhook",
     params(
@@ -839,9 +843,36 @@ pub async fn webhook(
                     }
                     "credited"
                 }
+                Applied::Debited {
+                    user_id,
+                    kind,
+                    amount_nano,
+                    balance_nano,
+                } => {
+                    tracing::info!(
+                        provider = provider.name(),
+                        event = %event.id,
+                        user_id,
+                        kind = kind.as_str(),
+                        amount = %format_balance(amount_nano),
+                        balance = %format_balance(balance_nano),
+                        "payment taken back; account debited"
+                    );
+                    // The gateway must stop spending money that is gone, at once.
+                    if let Err(e) = state.gateway.reload_account(user_id).await {
+                        tracing::warn!(error = %e, "reloading a debited account failed; the periodic refresh will apply it");
+                    }
+                    if kind == EntryKind::Dispute {
+                        "disputed"
+                    } else {
+                        "refunded"
+                    }
+                }
                 Applied::DuplicateEvent => "duplicate",
                 Applied::AlreadyPaid => "already_paid",
                 Applied::Marked => "updated",
+                Applied::UnknownPayment => "unknown_payment",
+                Applied::Mismatch => "mismatch",
                 Applied::Unchanged => "unchanged",
             }
         }

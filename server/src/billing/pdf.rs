@@ -520,6 +520,9 @@ mod tests {
             ledger_entry_id: Some(3),
             created_at: 1_770_000_000_000,
             paid_at: Some(1_770_000_100_000),
+            payment_intent: Some("pi_abc".into()),
+            refunded_nano: 0,
+            disputed_nano: 0,
         };
         let u = User {
             id: 7,

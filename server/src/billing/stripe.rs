@@ -1,6 +1,8 @@
 //! Stripe: Checkout Sessions for top-ups (through async-stripe, against a configurable
-//! API base) and `Stripe-Signature` verification of webhook deliveries (HMAC-SHA-256 over
-//! `timestamp.body`, any `v1` signature, five-minute tolerance).
+//! API base), `Stripe-Signature` verification of webhook deliveries (HMAC-SHA-256 over
+//! `timestamp.body`, any `v1` signature, five-minute tolerance), and what each event means:
+//! Checkout Session events settle a top-up, `charge.refunded` and `charge.dispute.created`
+//! take money back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -143,7 +145,7 @@ pub fn verify(header: &str, body: &[u8], secret: &str, now: i64) -> Result<(), W
     Ok(())
 }
 
-/// Reads the event id, type and what it means for a checkout session.
+/// Reads the event id, type and what it means for a top-up payment.
 pub fn interpret(body: &[u8]) -> Result<Event, WebhookError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| WebhookError::Malformed(format!("not JSON: {e}")))?;
@@ -164,18 +166,23 @@ pub fn interpret(body: &[u8]) -> Result<Event, WebhookError> {
             .map(str::to_string)
             .ok_or_else(|| WebhookError::Malformed("no checkout session id".into()))
     };
+    let string = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    // An id field may also arrive expanded into its object.
+    let id_of = |v: &Value| string(v).or_else(|| string(&v["id"]));
+    let currency = string(&obj["currency"]).map(|c| c.to_ascii_lowercase());
+    let cents_to_nano = |field: &str| -> Result<i64, WebhookError> {
+        obj[field]
+            .as_i64()
+            .filter(|c| *c >= 0)
+            .and_then(|c| c.checked_mul(NANOS_PER_CENT))
+            .ok_or_else(|| WebhookError::Malformed(format!("no valid {field}")))
+    };
     let outcome = match kind.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             if obj["payment_status"].as_str() != Some("paid") {
                 // Completed but not yet paid (delayed methods): the async event follows.
                 None
             } else {
-                let currency = obj["currency"].as_str().unwrap_or("usd");
-                if !currency.eq_ignore_ascii_case("usd") {
-                    return Err(WebhookError::Malformed(format!(
-                        "unsupported currency {currency:?}"
-                    )));
-                }
                 let user_id = obj["client_reference_id"]
                     .as_str()
                     .or_else(|| obj["metadata"]["user_id"].as_str())
@@ -188,6 +195,8 @@ pub fn interpret(body: &[u8]) -> Result<Event, WebhookError> {
                     session_id: session_id()?,
                     user_id,
                     amount_nano,
+                    currency,
+                    payment_intent: id_of(&obj["payment_intent"]),
                 })
             }
         }
@@ -196,6 +205,23 @@ pub fn interpret(body: &[u8]) -> Result<Event, WebhookError> {
         }),
         "checkout.session.expired" => Some(Outcome::Expired {
             session_id: session_id()?,
+        }),
+        // The object is the Charge; `amount_refunded` is everything refunded so far.
+        "charge.refunded" => Some(Outcome::Refunded {
+            charge_id: string(&obj["id"])
+                .ok_or_else(|| WebhookError::Malformed("no charge id".into()))?,
+            payment_intent: id_of(&obj["payment_intent"]),
+            refunded_nano: cents_to_nano("amount_refunded")?,
+            currency,
+        }),
+        // The object is the Dispute.
+        "charge.dispute.created" => Some(Outcome::Disputed {
+            dispute_id: string(&obj["id"])
+                .ok_or_else(|| WebhookError::Malformed("no dispute id".into()))?,
+            payment_intent: id_of(&obj["payment_intent"]),
+            amount_nano: cents_to_nano("amount")?,
+            currency,
+            reason: string(&obj["reason"]),
         }),
         _ => None,
     };
@@ -252,8 +278,8 @@ mod tests {
     #[test]
     fn events_are_interpreted() {
         let paid = br#"{"id":"evt_1","type":"checkout.session.completed","data":{"object":
-            {"id":"cs_1","payment_status":"paid","currency":"usd","amount_total":500,
-             "client_reference_id":"7","metadata":{"user_id":"7"}}}}"#;
+            {"id":"cs_1","payment_status":"paid","currency":"USD","amount_total":500,
+             "client_reference_id":"7","metadata":{"user_id":"7"},"payment_intent":"pi_1"}}}"#;
         let e = interpret(paid).unwrap();
         assert_eq!(
             e.outcome,
@@ -261,8 +287,19 @@ mod tests {
                 session_id: "cs_1".into(),
                 user_id: Some(7),
                 amount_nano: Some(5 * NANOS_PER_USD),
+                currency: Some("usd".into()),
+                payment_intent: Some("pi_1".into()),
             })
         );
+        // Another currency is read as such (the stored payment decides), not refused here.
+        let eur = br#"{"id":"evt_1e","type":"checkout.session.completed","data":{"object":
+            {"id":"cs_1","payment_status":"paid","currency":"eur","amount_total":500,
+             "payment_intent":{"id":"pi_2","object":"payment_intent"}}}}"#;
+        assert!(matches!(
+            interpret(eur).unwrap().outcome,
+            Some(Outcome::Paid { currency: Some(c), payment_intent: Some(pi), user_id: None, .. })
+                if c == "eur" && pi == "pi_2"
+        ));
         let unpaid = br#"{"id":"evt_2","type":"checkout.session.completed","data":{"object":
             {"id":"cs_1","payment_status":"unpaid"}}}"#;
         assert_eq!(interpret(unpaid).unwrap().outcome, None);
@@ -276,6 +313,39 @@ mod tests {
         );
         let other = br#"{"id":"evt_4","type":"customer.created","data":{"object":{"id":"cus_1"}}}"#;
         assert_eq!(interpret(other).unwrap().outcome, None);
+        let refunded = br#"{"id":"evt_5","type":"charge.refunded","data":{"object":
+            {"id":"ch_1","object":"charge","amount":1000,"amount_refunded":300,
+             "currency":"usd","payment_intent":"pi_1","refunded":false}}}"#;
+        assert_eq!(
+            interpret(refunded).unwrap().outcome,
+            Some(Outcome::Refunded {
+                charge_id: "ch_1".into(),
+                payment_intent: Some("pi_1".into()),
+                refunded_nano: 3 * NANOS_PER_USD,
+                currency: Some("usd".into()),
+            })
+        );
+        let disputed = br#"{"id":"evt_6","type":"charge.dispute.created","data":{"object":
+            {"id":"dp_1","object":"dispute","amount":1000,"charge":"ch_1","currency":"usd",
+             "payment_intent":"pi_1","reason":"fraudulent","status":"needs_response"}}}"#;
+        assert_eq!(
+            interpret(disputed).unwrap().outcome,
+            Some(Outcome::Disputed {
+                dispute_id: "dp_1".into(),
+                payment_intent: Some("pi_1".into()),
+                amount_nano: 10 * NANOS_PER_USD,
+                currency: Some("usd".into()),
+                reason: Some("fraudulent".into()),
+            })
+        );
+        // Money events without their amounts are malformed (400, Stripe retries).
+        for bad in [
+            &br#"{"id":"e","type":"charge.refunded","data":{"object":{"id":"ch_1"}}}"#[..],
+            br#"{"id":"e","type":"charge.refunded","data":{"object":{"id":"ch_1","amount_refunded":-1}}}"#,
+            br#"{"id":"e","type":"charge.dispute.created","data":{"object":{"amount":5}}}"#,
+        ] {
+            assert!(interpret(bad).is_err());
+        }
         assert!(interpret(b"nope").is_err());
         assert!(interpret(br#"{"type":"x"}"#).is_err());
     }

@@ -943,7 +943,8 @@ pub struct StatementAccount {
 /// A credit or debit other than usage.
 #[derive(ToSchema)]
 pub struct StatementCredit {
-    /// `topup`, `adjustment`, `refund` or `promo`.
+    /// `topup`, `adjustment`, `refund`, `promo` or `dispute` (a refund or dispute of a
+    /// card payment is negative).
     pub kind: String,
     pub amount_usd: String,
     pub amount_nano: i64,
@@ -1026,7 +1027,10 @@ pub struct WebhookAck {
     pub received: bool,
     /// The provider's event id.
     pub event: String,
-    /// `credited`, `duplicate`, `already_paid`, `updated`, `unchanged` or `ignored`.
+    /// `credited`, `refunded`, `disputed`, `duplicate`, `already_paid`, `updated`,
+    /// `unknown_payment` (not a payment of this server: nothing credited), `mismatch` (the
+    /// event's account, amount or currency differs from the stored payment: nothing
+    /// credited), `unchanged` or `ignored`.
     pub result: String,
 }
 
