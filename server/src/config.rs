@@ -217,10 +217,10 @@ struct FileConfig {
     stripe: Option<StripeFileConfig>,
     topup_max_usd: Option<String>,
     stream_idle_secs: Option<u64>,
-}
     header_read_timeout_secs: Option<u64>,
     body_read_timeout_secs: Option<u64>,
     max_connections: Option<u64>,
+}
 
 /// `[stripe]` in the config file; every key may also come from the environment.
 #[derive(Debug, Default, Deserialize)]
@@ -284,9 +284,6 @@ pub struct Config {
     pub topup_max_nano: i64,
     /// A stream whose upstream sends nothing for this long is ended and settled.
     pub stream_idle_secs: u64,
-}
-
-/// A configuration error, with a message meant for the operator.
     /// A connection that has not sent a complete request head this long after it opened
     /// (or after its previous response) is closed (slowloris).
     pub header_read_timeout_secs: u64,
@@ -295,6 +292,9 @@ pub struct Config {
     pub body_read_timeout_secs: u64,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+}
+
+/// A configuration error, with a message meant for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
@@ -482,10 +482,6 @@ impl Config {
         if stream_idle_secs == 0 {
             return Err(ConfigError("stream_idle_secs must be positive".into()));
         }
-        Ok(Config {
-            stripe,
-            topup_max_nano,
-            stream_idle_secs,
         let header_read_timeout_secs = parse_num(
             "TOKENGATE_HEADER_READ_TIMEOUT_SECS",
             parsed.header_read_timeout_secs,
@@ -504,13 +500,17 @@ impl Config {
                     .into(),
             ));
         }
+        Ok(Config {
+            stripe,
+            topup_max_nano,
+            stream_idle_secs,
+            header_read_timeout_secs,
+            body_read_timeout_secs,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             listen,
             public_url,
             database_url,
             secret_key,
-            header_read_timeout_secs,
-            body_read_timeout_secs,
-            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             demo,
             log: env("TOKENGATE_LOG")
                 .or(parsed.log)
@@ -654,11 +654,6 @@ mod tests {
     }
 
     #[test]
-    fn secrets_never_print() {
-        let c = Config::load(
-            None,
-            env_of(&[(
-    #[test]
     fn transport_limits_default_on_and_configurable() {
         let c = Config::load(None, env_of(&[])).unwrap();
         assert_eq!(c.header_read_timeout_secs, 30);
@@ -708,6 +703,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[test]
+    fn secrets_never_print() {
+        let c = Config::load(
+            None,
+            env_of(&[(
                 "TOKENGATE_SECRET_KEY",
                 "0123456789abcdef0123456789abcdef-very-secret",
             )]),

@@ -353,24 +353,24 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", gateway::router(state.gateway.clone()))
         .fallback_service(signed_in)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_response,
-        ))
-        .layer(middleware::from_fn(log_request))
-}
         .layer(middleware::from_fn_with_state(
             Duration::from_secs(state.config.body_read_timeout_secs),
             serve::body_deadline,
         ))
-
-/// Routes outside the session layer: health and the payment webhook (signed by the payment
-/// provider, never by a session). Registered from each handler's `#[utoipa::path]`, like
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(middleware::from_fn_with_state(
             Arc::new(security::SecurityHeaders::from_public_url(
                 &state.config.public_url,
             )),
             security::headers,
         ))
+        .layer(middleware::from_fn(log_request))
+}
+
+/// Routes outside the session layer: health and the payment webhook (signed by the payment
+/// provider, never by a session). Registered from each handler's `#[utoipa::path]`, like
 /// every documented route, so the router and `/openapi.json` are built from one list.
 pub fn root_route_table() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
