@@ -23,6 +23,18 @@ fn message(error: &str) -> &'static str {
     }
 }
 
+/// What a device-flow scope lets the client do, for the approval page.
+fn scope_text(scope: &str) -> &'static str {
+    match scope {
+        "account" => "read your profile, balance and usage",
+        "keys" => "create, change and revoke your API keys",
+        "billing" => "top up credit, read payments, statements and request logs",
+        "admin" => "administer this server (providers, prices, every user and their credit)",
+        "offline_access" => "stay signed in (refresh tokens, 30 days)",
+        _ => "unknown",
+    }
+}
+
 /// Redirects to sign-in when nobody is signed in (on the server: a 302; in the browser: a
 /// full navigation).
 pub fn require_sign_in(next: String) {
@@ -156,18 +168,42 @@ pub fn DevicePage() -> impl IntoView {
                         return view! { <p class="notice" id="device-result">{text}</p> }.into_any();
                     }
                     let req = request.await;
+                    let is_admin = u.role == "admin";
+                    let asks_admin = req
+                        .as_ref()
+                        .is_some_and(|r| r.scope.split_whitespace().any(|s| s == "admin"));
                     view! {
                         <p>"Signed in as "<strong>{u.email}</strong></p>
                         {error().map(|e| view! { <p class="alert" role="alert">{message(&e)}</p> })}
                         {req.clone().map(|r| view! {
                             <p id="device-client">"The command-line client "<code>{r.client_id}</code>
-                                " asks for access to your account (" {r.scope} "). Code "<code>{r.user_code}</code>
+                                " asks for access to your account (" {r.scope.clone()} "). Code "<code>{r.user_code}</code>
                                 ", valid " {r.expires_in / 60} " more minutes."</p>
+                            <ul id="device-scopes">
+                                {r.scope.split_whitespace().map(|s| view! { <li><code>{s.to_string()}</code>" — "{scope_text(s)}</li> }).collect_view()}
+                            </ul>
+                        })}
+                        {asks_admin.then(|| if is_admin {
+                            view! {
+                                <p class="alert" role="alert" id="device-admin">"This request also asks for "
+                                    <strong>"administrator access"</strong>
+                                    ": providers, prices, users and credit of every account. It is granted only if you tick the box below."</p>
+                            }.into_any()
+                        } else {
+                            view! {
+                                <p class="alert" role="alert" id="device-admin">"This request also asks for administrator access, which you do not have; approving grants the other scopes only."</p>
+                            }.into_any()
                         })}
                         <form method="post" action="/auth/device" class="stack">
                             <label for="user_code">"Code shown in your terminal"</label>
                             <input id="user_code" name="user_code" type="text" autocomplete="off"
                                 placeholder="XXXX-XXXX" value=code required/>
+                            {(asks_admin && is_admin).then(|| view! {
+                                <label class="row" for="grant_admin">
+                                    <input id="grant_admin" name="grant_admin" type="checkbox" value="yes"/>
+                                    " Also grant administrator access (scope "<code>"admin"</code>")"
+                                </label>
+                            })}
                             <div class="row">
                                 <button class="button" type="submit" name="action" value="approve">"Approve"</button>
                                 <button class="button secondary" type="submit" name="action" value="deny">"Deny"</button>

@@ -54,6 +54,21 @@ struct Tokens {
     scope: Option<String>,
 }
 
+/// What the CLI's commands need: `account` (whoami, balance, usage), `keys`, `billing`
+/// (topup) and a refresh token. Never `admin`, even when the server offers it.
+const NEEDED_SCOPES: &[&str] = &["account", "keys", "billing", "offline_access"];
+
+/// The scopes to request: those the CLI needs that the server offers (all of them when
+/// the server does not list its scopes).
+fn requested_scope(offered: &[String]) -> String {
+    NEEDED_SCOPES
+        .iter()
+        .filter(|s| offered.is_empty() || offered.iter().any(|o| o == *s))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn bad_answer(what: &str, e: &serde_json::Error) -> CliError {
     CliError::Server {
         code: Some("bad_response".into()),
@@ -86,11 +101,7 @@ async fn discover(ctx: &Ctx) -> Result<Discovery, CliError> {
 pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
     let out = ctx.out;
     let d = discover(ctx).await?;
-    let scope = if d.scopes.is_empty() {
-        "account keys billing offline_access".to_string()
-    } else {
-        d.scopes.join(" ")
-    };
+    let scope = requested_scope(&d.scopes);
     let form = [
         ("client_id", d.client_id.as_str()),
         ("scope", scope.as_str()),
@@ -354,5 +365,27 @@ pub async fn account(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_what_it_needs_and_never_admin() {
+        let offered: Vec<String> = ["account", "keys", "billing", "admin", "offline_access"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            requested_scope(&offered),
+            "account keys billing offline_access"
+        );
+        assert_eq!(requested_scope(&[]), "account keys billing offline_access");
+        assert_eq!(
+            requested_scope(&["account".to_string(), "keys".to_string()]),
+            "account keys"
+        );
     }
 }

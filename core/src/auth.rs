@@ -264,22 +264,29 @@ pub async fn grant_by_user_code(db: &Db, user_code: &str) -> Result<Option<Devic
     .transpose()
 }
 
-/// Approves (`Some(user)`) or denies (`None`) a pending, unexpired grant; `NotFound` if
-/// there is none (unknown, expired or already decided).
-pub async fn decide_grant(db: &Db, user_code: &str, approver: Option<i64>) -> Result<(), Error> {
+/// Approves (`Some(user)`) or denies (`None`) a pending, unexpired grant, recording the
+/// scope granted (`granted_scope`, which may be narrower than the one asked for; `None`
+/// keeps it); `NotFound` if there is none (unknown, expired or already decided).
+pub async fn decide_grant(
+    db: &Db,
+    user_code: &str,
+    approver: Option<i64>,
+    granted_scope: Option<&str>,
+) -> Result<(), Error> {
     let status = if approver.is_some() {
         "approved"
     } else {
         "denied"
     };
     let n = sqlx::query(
-        "UPDATE device_grants SET status = $1, user_id = $2 WHERE user_code = $3 AND status = 'pending' \
-         AND expires_at > $4",
+        "UPDATE device_grants SET status = $1, user_id = $2, scope = COALESCE($5, scope) \
+         WHERE user_code = $3 AND status = 'pending' AND expires_at > $4",
     )
     .bind(status)
     .bind(approver)
     .bind(user_code)
     .bind(now_ms())
+    .bind(granted_scope)
     .execute(db.pool())
     .await?
     .rows_affected();

@@ -298,7 +298,8 @@ pub struct ProviderSpec {
     pub name: String,
     pub kind: String,
     pub base_url: Option<String>,
-    /// Sealed provider key; `None` keeps the stored one.
+    /// Sealed provider key; `None` keeps the stored one, unless the base URL moves to
+    /// another origin (then the stored key is cleared: keys are bound to their origin).
     pub api_key_enc: Option<String>,
     pub config: serde_json::Value,
     pub enabled: bool,
@@ -312,7 +313,31 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:".contains(&b))
 }
 
-/// Creates or updates a provider by name; returns its id.
+/// The origin of a base URL — scheme, host and port, lowercased, without user info — to
+/// which a provider's stored key is bound. A backslash ends the authority, as it does for
+/// HTTP clients; `None` for a value without a scheme.
+pub fn url_origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let authority = rest.split(['/', '\\', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    ))
+}
+
+/// Whether a stored key may follow a base-URL change from `old` to `new`: only when both
+/// name the same origin (or neither names one).
+fn same_origin(old: Option<&str>, new: Option<&str>) -> bool {
+    old.and_then(url_origin) == new.and_then(url_origin)
+}
+
+/// Creates or updates a provider by name; returns its id. A stored key is kept only while
+/// the base URL stays on the same origin: moving it to another scheme, host or port clears
+/// the key unless the same change brings a new one (`api_key_enc`), so a stored secret is
+/// never sent to a new destination. One statement decides it, and a concurrent base-URL
+/// change in between clears the key too.
 pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error> {
     if !valid_name(&spec.name) || spec.name.contains('/') {
         return Err(Error::Invalid(format!(
@@ -343,11 +368,26 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
         ));
     }
     let now = now_ms();
+    let previous: Option<Option<String>> =
+        sqlx::query("SELECT base_url FROM providers WHERE name = $1")
+            .bind(&spec.name)
+            .fetch_optional(db.pool())
+            .await?
+            .map(|r| r.try_get("base_url"))
+            .transpose()?;
+    let old_url = previous.clone().flatten();
+    let keep = i64::from(
+        previous
+            .as_ref()
+            .is_none_or(|old| same_origin(old.as_deref(), spec.base_url.as_deref())),
+    );
     let row = sqlx::query(
         "INSERT INTO providers (name, kind, base_url, api_key_enc, config, enabled, created_at, \
          updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (name) DO UPDATE SET \
          kind = excluded.kind, base_url = excluded.base_url, \
-         api_key_enc = COALESCE(excluded.api_key_enc, providers.api_key_enc), \
+         api_key_enc = CASE WHEN excluded.api_key_enc IS NOT NULL THEN excluded.api_key_enc \
+           WHEN $8 = 1 AND providers.base_url IS NOT DISTINCT FROM $9 THEN providers.api_key_enc \
+           ELSE NULL END, \
          config = excluded.config, enabled = excluded.enabled, updated_at = excluded.updated_at \
          RETURNING id",
     )
@@ -358,6 +398,8 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
     .bind(config.to_string())
     .bind(i64::from(spec.enabled))
     .bind(now)
+    .bind(keep)
+    .bind(old_url)
     .fetch_one(db.pool())
     .await?;
     Ok(row.try_get("id")?)
@@ -523,4 +565,44 @@ pub async fn upsert_alias(
     }
     tx.commit().await?;
     Ok(alias_id)
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_only_same_origin_changes() {
+        assert_eq!(
+            url_origin("HTTPS://API.Example.com/v1?x=1").as_deref(),
+            Some("https://api.example.com")
+        );
+        assert_eq!(
+            url_origin("https://user:pw@api.example.com:8443/v1").as_deref(),
+            Some("https://api.example.com:8443")
+        );
+        // A backslash ends the authority, as HTTP clients read it.
+        assert_eq!(
+            url_origin("https://good.example\\@evil.example/").as_deref(),
+            Some("https://good.example")
+        );
+        assert!(same_origin(
+            Some("https://api.example.com/v1"),
+            Some("https://api.example.com/v2")
+        ));
+        assert!(!same_origin(
+            Some("https://api.example.com/v1"),
+            Some("https://evil.example/v1")
+        ));
+        assert!(!same_origin(
+            Some("https://api.example.com"),
+            Some("http://api.example.com")
+        ));
+        assert!(!same_origin(
+            Some("https://api.example.com"),
+            Some("https://api.example.com:444")
+        ));
+        assert!(!same_origin(None, Some("https://api.example.com")));
+        assert!(same_origin(None, None));
+    }
 }

@@ -54,7 +54,7 @@ enum AdminCommand {
         name: String,
     },
     /// Print an access token for an existing administrator (for scripts calling the admin
-    /// API); it is printed once, on stdout only.
+    /// API); it carries every scope and is printed once, on stdout only.
     Token {
         #[arg(long)]
         email: String,
@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 user.id,
                 user.auth_epoch,
                 &config.api_audience(),
-                "admin",
+                tokengate_server::auth::scope::ALL,
                 now,
                 ttl,
             );

@@ -106,8 +106,9 @@ async fn get_provider(
     provider_view(&state, &name).await
 }
 
-/// Body of `PUT /providers/{name}`. `api_key`: absent keeps the stored key, a string
-/// replaces it, `null` clears it.
+/// Body of `PUT /providers/{name}`. `api_key`: absent keeps the stored key (unless
+/// `base_url` moves to another origin, which clears it), a string replaces it, `null`
+/// clears it.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ProviderRequest)]
@@ -119,7 +120,8 @@ struct ProviderBody {
     #[schema(example = "https://api.openai.com/v1")]
     base_url: Option<String>,
     /// Write-only: sealed with the server secret, reported as `set`/`unset`. Absent keeps
-    /// the stored key, `null` clears it.
+    /// the stored key while `base_url` stays on the same origin (scheme, host, port) and
+    /// clears it when `base_url` moves elsewhere; `null` clears it.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     api_key: Option<Option<String>>,
@@ -163,30 +165,36 @@ async fn put_provider(
             "base_url must start with http:// or https://".into(),
         ));
     }
+    if body
+        .api_key
+        .as_ref()
+        .is_some_and(|k| k.as_ref().is_some_and(String::is_empty))
+    {
+        return Err(ApiError::Unprocessable(
+            "api_key cannot be empty; send null to clear it".into(),
+        ));
+    }
+    // A new key is stored by the same statement as the new base URL; moving the base URL
+    // to another origin without one clears the stored key (core::catalog::upsert_provider).
+    let sealed = body
+        .api_key
+        .as_ref()
+        .and_then(Option::as_deref)
+        .map(|k| crate::seal::seal(state.gateway.secret(), k));
     catalog::upsert_provider(
         &state.db,
         &ProviderSpec {
             name: name.clone(),
             kind: body.kind,
             base_url: body.base_url,
-            api_key_enc: None,
+            api_key_enc: sealed,
             config: body.config.unwrap_or_else(|| json!({})),
             enabled: body.enabled,
         },
     )
     .await?;
-    match body.api_key {
-        None => {}
-        Some(Some(k)) if k.is_empty() => {
-            return Err(ApiError::Unprocessable(
-                "api_key cannot be empty; send null to clear it".into(),
-            ));
-        }
-        Some(Some(k)) => {
-            let sealed = crate::seal::seal(state.gateway.secret(), &k);
-            catalog::set_provider_key(&state.db, &name, Some(&sealed)).await?;
-        }
-        Some(None) => catalog::set_provider_key(&state.db, &name, None).await?,
+    if body.api_key == Some(None) {
+        catalog::set_provider_key(&state.db, &name, None).await?;
     }
     applied(&state).await?;
     provider_view(&state, &name).await

@@ -24,6 +24,8 @@ pub enum ApiError {
     /// Missing, malformed, expired or revoked credentials.
     Unauthorized,
     Forbidden(String),
+    /// A bearer token without the scope the route needs (named).
+    InsufficientScope(&'static str),
     NotFound(String),
     /// Malformed request (bad JSON, wrong types).
     BadRequest(String),
@@ -51,6 +53,12 @@ impl ApiError {
                 "permission_error",
                 "forbidden",
                 m.clone(),
+            ),
+            ApiError::InsufficientScope(scope) => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "insufficient_scope",
+                format!("This access token lacks the `{scope}` scope this endpoint needs."),
             ),
             ApiError::NotFound(m) => (
                 StatusCode::NOT_FOUND,

@@ -1,9 +1,12 @@
 //! Cross-site request forgery protection for everything a session cookie authenticates: a
 //! state-changing request (not GET/HEAD/OPTIONS) that carries the session cookie and no
-//! bearer token must come from this site — its `Origin` (or, without one, its `Referer`)
-//! must be the public URL's origin or the origin of the `Host` it was sent to. Browsers
-//! set `Origin` on cross-site posts and pages cannot forge it, so a foreign page cannot
-//! create keys, approve devices or top up with a visitor's cookie.
+//! valid bearer token must come from this site — its `Origin` (or, without one, its
+//! `Referer`) must be the public URL's origin or the origin of the `Host` it was sent to.
+//! Browsers set `Origin` on cross-site posts and pages cannot forge it, so a foreign page
+//! cannot create keys, approve devices or top up with a visitor's cookie. The sign-in,
+//! sign-up and device-approval forms are checked even without a session cookie (a foreign
+//! page must not sign a visitor in to an account of its choosing), and only an
+//! `Authorization: Bearer` token that verifies exempts a request, not any header.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -12,7 +15,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::session::COOKIE;
+use super::token;
 use crate::AppState;
+
+/// Forms checked for their origin even when the request carries no session cookie.
+const FORMS: &[&str] = &["/auth/login", "/auth/signup", "/auth/device"];
 
 fn origin_of(url: &str) -> Option<&str> {
     let scheme_end = url.find("://")? + 3;
@@ -56,14 +63,43 @@ pub fn same_site(req: &Request, public_url: &str) -> bool {
         && (claimed == format!("http://{host}") || claimed == format!("https://{host}"))
 }
 
+/// Whether `req` carries a bearer token that verifies (signature, audience, expiry): such
+/// a request authenticates by the token, which a foreign page cannot attach.
+fn valid_bearer(req: &Request, state: &AppState) -> bool {
+    let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(raw) = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+    else {
+        return false;
+    };
+    token::verify(
+        &state.config.secret_bytes(),
+        raw.trim(),
+        &state.config.api_audience(),
+        tokengate_core::now_ms() / 1000,
+    )
+    .is_ok()
+}
+
+/// Whether a state-changing `req` must prove it comes from this site.
+fn must_be_same_site(req: &Request, state: &AppState) -> bool {
+    FORMS.contains(&req.uri().path()) || (has_session_cookie(req) && !valid_bearer(req, state))
+}
+
 /// The middleware.
 pub async fn protect(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let bearer = req.headers().contains_key(header::AUTHORIZATION);
-    if !safe && !bearer && has_session_cookie(&req) && !same_site(&req, &state.config.public_url) {
+    if !safe && must_be_same_site(&req, &state) && !same_site(&req, &state.config.public_url) {
         tracing::warn!(
             path = req.uri().path(),
-            "cross-site request with a session cookie refused"
+            "cross-site state-changing request refused"
         );
         return (
             StatusCode::FORBIDDEN,

@@ -28,8 +28,9 @@ use crate::docs::schemas::{
 
 /// The client id command-line clients use (from discovery).
 pub const CLI_CLIENT_ID: &str = "tokengate-cli";
-/// Scopes a device grant may ask for.
-pub const SCOPES: &[&str] = &["account", "keys", "billing", "offline_access"];
+/// Scopes a device grant may ask for. `admin` is granted only when an administrator ticks
+/// it on the approval page; otherwise the grant is approved without it.
+pub const SCOPES: &[&str] = &["account", "keys", "billing", "admin", "offline_access"];
 const DEVICE_CODE_TTL_SECS: i64 = 600;
 const POLL_INTERVAL_SECS: i64 = 5;
 const ACCESS_TTL_SECS: i64 = 3600;

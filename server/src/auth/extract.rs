@@ -2,15 +2,18 @@
 //! portal session cookie, resolved to a current, active user ([`CurrentUser`]);
 //! [`AdminUser`] additionally requires role admin. The user's role, status and auth epoch
 //! are read per request, so suspension, demotion and "sign out everywhere" apply at once.
+//! A bearer token must also carry the scope its route needs ([`super::scope`]); a session
+//! holds every scope.
 
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::header;
 use axum::http::request::Parts;
 use tokengate_core::accounts::{self, User};
 use tower_sessions::Session;
 
+use super::scope::{self, Need};
 use super::{session, token};
 use crate::AppState;
 use crate::api::ApiError;
@@ -29,7 +32,28 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
-async fn from_token(state: &AppState, raw: &str) -> Result<User, ApiError> {
+/// Refuses a token whose scopes do not cover the route of `parts`.
+fn check_scope(parts: &Parts, scopes: &str) -> Result<(), ApiError> {
+    let template = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+        .unwrap_or("");
+    match scope::need(template) {
+        Some(Need::Public) => Ok(()),
+        Some(Need::Scope(s)) if scope::grants(scopes, s) => Ok(()),
+        Some(Need::Scope(s)) => Err(ApiError::InsufficientScope(s.as_str())),
+        None => {
+            tracing::warn!(
+                route = template,
+                "a bearer token on a route without a scope classification was refused"
+            );
+            Err(ApiError::InsufficientScope("admin"))
+        }
+    }
+}
+
+async fn from_token(state: &AppState, parts: &Parts, raw: &str) -> Result<User, ApiError> {
     let now = tokengate_core::now_ms() / 1000;
     let claims = token::verify(
         &state.config.secret_bytes(),
@@ -38,6 +62,7 @@ async fn from_token(state: &AppState, raw: &str) -> Result<User, ApiError> {
         now,
     )
     .map_err(|_| ApiError::Unauthorized)?;
+    check_scope(parts, &claims.scope)?;
     let id = claims.user_id().ok_or(ApiError::Unauthorized)?;
     let user = match accounts::get_user(&state.db, id).await {
         Ok(u) => u,
@@ -64,7 +89,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(raw) = bearer(parts) {
-            return from_token(state, raw).await.map(CurrentUser);
+            return from_token(state, parts, raw).await.map(CurrentUser);
         }
         session_user(parts, state)
             .await?

@@ -17,7 +17,7 @@ use tower_sessions::Session;
 use utoipa::ToSchema;
 
 use super::device::normalise_user_code;
-use super::session;
+use super::{scope, session};
 use crate::AppState;
 
 /// Failed sign-ins allowed per account, and per client address, in the window.
@@ -263,6 +263,10 @@ pub struct DeviceForm {
     /// `approve` or `deny`.
     #[schema(example = "approve")]
     action: String,
+    /// `yes` to grant the `admin` scope a request asks for (administrators only; without
+    /// it the request is approved without `admin`).
+    #[schema(example = "yes")]
+    grant_admin: Option<String>,
 }
 
 /// Approve or deny a device (portal form)
@@ -296,7 +300,13 @@ pub async fn decide_device(
         "deny" => None,
         _ => return Redirect::to(&format!("/device?user_code={code}")).into_response(),
     };
-    match store::decide_grant(&state.db, &code, approver).await {
+    let asked = match store::grant_by_user_code(&state.db, &code).await {
+        Ok(Some(g)) => g.scope,
+        Ok(None) => return Redirect::to("/device?error=invalid_code").into_response(),
+        Err(e) => return internal(e),
+    };
+    let granted = granted_scope(&asked, &user.role, f.grant_admin.as_deref());
+    match store::decide_grant(&state.db, &code, approver, Some(&granted)).await {
         Ok(()) => {
             let done = if approver.is_some() {
                 "approved"
@@ -313,9 +323,34 @@ pub async fn decide_device(
     }
 }
 
+/// The scope an approval grants: what was asked, with `admin` only when the approver is an
+/// administrator who explicitly granted it.
+fn granted_scope(asked: &str, approver_role: &str, grant_admin: Option<&str>) -> String {
+    if approver_role == "admin" && grant_admin == Some("yes") {
+        asked.to_string()
+    } else {
+        scope::without_admin(asked)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_scope_only_when_an_admin_grants_it() {
+        let asked = "account keys admin offline_access";
+        assert_eq!(granted_scope(asked, "admin", Some("yes")), asked);
+        assert_eq!(
+            granted_scope(asked, "admin", None),
+            "account keys offline_access"
+        );
+        assert_eq!(
+            granted_scope(asked, "user", Some("yes")),
+            "account keys offline_access"
+        );
+        assert_eq!(granted_scope("account", "admin", Some("yes")), "account");
+    }
 
     #[test]
     fn client_address_behind_trusted_proxies() {

@@ -114,7 +114,7 @@ async fn dispatch(
         user.id,
         user.auth_epoch,
         &state.config.api_audience(),
-        "portal",
+        crate::auth::scope::ALL,
         now_ms() / 1000,
         60,
     );
