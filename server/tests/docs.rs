@@ -140,7 +140,10 @@ const COMPOSITIONS: &[(&str, &str)] = &[
         ".nest(\"/v1\", crate::gateway::route_table().into_openapi())",
     ),
     // The Leptos routes (portal pages, generated from the app's router).
-    ("portal/mod.rs", ".leptos_routes(&options, routes, {"),
+    (
+        "portal/mod.rs",
+        ".leptos_routes_with_context(&options, routes, use_response_nonce, {",
+    ),
 ];
 
 /// Routes that are not API operations, with why. Matched against the normalised call.
@@ -175,6 +178,7 @@ const CALLS: &[&str] = &[
     "Router::from(",
     ".fallback_service(",
     ".leptos_routes(",
+    ".leptos_routes_with_context(",
 ];
 
 /// `call(...)` starting at `start`, whitespace collapsed.
