@@ -19,7 +19,8 @@ next session creation answer an error of your choosing.
 Every request is recorded (:class:`StripeRequest`: method, path, lower-cased headers,
 the flat form and the raw body); every session created is kept, and
 :meth:`FakeStripe.event` builds the matching Event object (``checkout.session.completed``
-with the session paid, or any other type).
+with the session paid, ``charge.refunded`` and ``charge.dispute.created`` for its charge,
+or any other type).
 
 :class:`StripeSigner` signs raw webhook bodies with ``stripe.webhooks.
 generateTestHeaderString`` from npm's ``stripe`` package (``end2end/stripe_sign.mjs``):
@@ -109,6 +110,8 @@ class FakeStripe:
         self.secret_key = secret_key
         self.requests: list[StripeRequest] = []
         self.sessions: dict[str, dict] = {}
+        # Session id -> its PaymentIntent, once paid (one per session, as at Stripe).
+        self.intents: dict[str, str] = {}
         self.lock = threading.Lock()
         self._fail: list[tuple[int, dict]] = []
         self.server = _Server(("127.0.0.1", 0), _make_handler(self))
@@ -259,11 +262,13 @@ class FakeStripe:
     def paid_session(self, session_id: str, payment_status: str = "paid", status: str = "complete") -> dict:
         """The session as it is after the customer paid (what a completed event carries)."""
         s = self.session(session_id)
+        with self.lock:
+            pi = self.intents.setdefault(session_id, "pi_3" + _rand(23))
         s.update(
             {
                 "payment_status": payment_status,
                 "status": status,
-                "payment_intent": "pi_3" + _rand(23),
+                "payment_intent": pi,
                 "customer_details": {
                     "address": {
                         "city": None,
@@ -302,6 +307,61 @@ class FakeStripe:
         """``checkout.session.completed`` for a session this fake created."""
         obj = self.paid_session(session_id, payment_status=payment_status)
         return self.event("checkout.session.completed", obj, event_id)
+
+    def payment_intent(self, session_id: str) -> str:
+        """The PaymentIntent of a session paid through :meth:`paid_session`."""
+        return self.paid_session(session_id)["payment_intent"]
+
+    def refunded_event(self, session_id: str, amount_refunded: int, event_id: str | None = None) -> dict:
+        """``charge.refunded`` for the session's charge: the Charge object, with
+        ``amount_refunded`` the cumulative amount refunded so far (cents), as Stripe sends
+        it for full and partial refunds."""
+        s = self.paid_session(session_id)
+        total = s["amount_total"]
+        charge = {
+            "id": "ch_3" + s["payment_intent"][4:],
+            "object": "charge",
+            "amount": total,
+            "amount_captured": total,
+            "amount_refunded": amount_refunded,
+            "balance_transaction": "txn_3" + _rand(23),
+            "captured": True,
+            "created": int(time.time()) - 60,
+            "currency": s["currency"],
+            "customer": None,
+            "disputed": False,
+            "livemode": False,
+            "metadata": {},
+            "paid": True,
+            "payment_intent": s["payment_intent"],
+            "payment_method": "pm_1" + _rand(23),
+            "refunded": amount_refunded >= total,
+            "status": "succeeded",
+        }
+        return self.event("charge.refunded", charge, event_id)
+
+    def dispute_created_event(
+        self, session_id: str, amount: int | None = None, reason: str = "fraudulent", event_id: str | None = None
+    ) -> dict:
+        """``charge.dispute.created`` for the session's charge: the Dispute object."""
+        s = self.paid_session(session_id)
+        dispute = {
+            "id": "dp_1" + _rand(23),
+            "object": "dispute",
+            "amount": s["amount_total"] if amount is None else amount,
+            "balance_transactions": [],
+            "charge": "ch_3" + s["payment_intent"][4:],
+            "created": int(time.time()),
+            "currency": s["currency"],
+            "evidence_details": {"due_by": int(time.time()) + 7 * 86_400, "has_evidence": False},
+            "is_charge_refundable": False,
+            "livemode": False,
+            "metadata": {},
+            "payment_intent": s["payment_intent"],
+            "reason": reason,
+            "status": "needs_response",
+        }
+        return self.event("charge.dispute.created", dispute, event_id)
 
 
 def start_fake_stripe(secret_key: str = STRIPE_SECRET_KEY) -> FakeStripe:

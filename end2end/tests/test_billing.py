@@ -620,36 +620,120 @@ def test_async_failure_and_expiry_mark_the_payment(billing_gw, stripe_fake, sign
     assert ledger(billing_gw, cust.id) == []
 
 
-def test_completed_event_without_pending_row_credits_the_referenced_account(
+def test_completed_event_for_a_session_this_server_never_created_credits_nothing(
     billing_gw, stripe_fake, signer, customers, admin
 ):
+    """Acknowledged (200, so Stripe stops retrying) and logged, but no credit and no
+    payment row, even though it names a real account."""
     cust = customers("noref")
     sid = new_session_id()
     body = event_body(stripe_fake.event("checkout.session.completed", session_object(sid, 1234, cust.id)))
     sig = signer.sign(body)
-    assert_received(*deliver(billing_gw, body, sig))
-    assert balance_nano(billing_gw, cust.id) == 12_340_000_000
-    assert_received(*deliver(billing_gw, body, sig))
-    assert balance_nano(billing_gw, cust.id) == 12_340_000_000
-    assert cust.payment(sid)["status"] == "paid"
+    for expected in ("unknown_payment", "duplicate"):
+        status, payload = deliver(billing_gw, body, sig)
+        assert_received(status, payload)
+        assert payload["result"] == expected, payload
+    assert balance_nano(billing_gw, cust.id) == 0
+    assert ledger(billing_gw, cust.id) == [] and cust.payments() == []
     verify_ledger(admin, cust.id)
 
 
-def test_pending_payment_owner_is_credited_whatever_the_event_names(billing_gw, stripe_fake, signer, customers, admin):
-    """The account comes from tokengate's own pending payment, not from the event's
-    ``client_reference_id`` / ``metadata.user_id``."""
+def test_an_event_that_disagrees_with_the_stored_session_credits_nothing(
+    billing_gw, stripe_fake, signer, customers, admin
+):
+    """Account, amount and currency of a paid event must equal what tokengate stored when
+    it created the session; otherwise nobody is credited and the payment stays pending."""
     payer = customers("payer")
     other = customers("bystander")
     t = payer.topup("2.50")
-    ev = stripe_fake.completed_event(t["session_id"])
-    ev["data"]["object"]["client_reference_id"] = str(other.id)
-    ev["data"]["object"]["metadata"] = {"user_id": str(other.id)}
-    body = event_body(ev)
+    sid = t["session_id"]
+
+    def variant(**changes) -> bytes:
+        ev = stripe_fake.completed_event(sid)
+        ev["data"]["object"].update(changes)
+        return event_body(ev)
+
+    bodies = [
+        variant(client_reference_id=str(other.id), metadata={"user_id": str(other.id)}),
+        variant(amount_total=25_000, amount_subtotal=25_000),
+        variant(currency="eur"),
+    ]
+    for body, sig in zip(bodies, signer.sign_many([(b, None, None) for b in bodies])):
+        status, payload = deliver(billing_gw, body, sig)
+        assert_received(status, payload)
+        assert payload["result"] == "mismatch", payload
+    assert balance_nano(billing_gw, payer.id) == 0 and ledger(billing_gw, payer.id) == []
+    assert balance_nano(billing_gw, other.id) == 0 and ledger(billing_gw, other.id) == []
+    assert payer.payment(sid)["status"] == "pending" and other.payments() == []
+    # The genuine event still credits.
+    body = completed_body(stripe_fake, sid)
     assert_received(*deliver(billing_gw, body, signer.sign(body)))
     assert balance_nano(billing_gw, payer.id) == 2_500_000_000
-    assert balance_nano(billing_gw, other.id) == 0 and ledger(billing_gw, other.id) == []
-    assert other.payments() == []
     verify_ledger(admin)
+
+
+def test_refunds_and_disputes_debit_and_show_on_the_statement(billing_gw, stripe_fake, signer, customers, admin):
+    """``charge.refunded`` debits the newly refunded part (partial refunds twice, a replay
+    once), ``charge.dispute.created`` the disputed amount, below zero if need be; the
+    gateway refuses requests at once; the statement shows both in JSON, CSV and PDF."""
+    cust = customers("refund")
+    key = cust.new_key("refund")["raw"]
+    t = cust.topup("10.00")
+    body = completed_body(stripe_fake, t["session_id"])
+    assert_received(*deliver(billing_gw, body, signer.sign(body)))
+    assert balance_nano(billing_gw, cust.id) == 10 * NANO
+
+    first = event_body(stripe_fake.refunded_event(t["session_id"], 300))
+    second = event_body(stripe_fake.refunded_event(t["session_id"], 700))
+    s1, s2 = signer.sign_many([(first, None, None), (second, None, None)])
+    for body, sig, expected, balance in [
+        (first, s1, "refunded", 7 * NANO),
+        (second, s2, "refunded", 3 * NANO),
+        (second, s2, "duplicate", 3 * NANO),  # Stripe retries: once only
+        (first, s1, "duplicate", 3 * NANO),
+    ]:
+        status, payload = deliver(billing_gw, body, sig)
+        assert_received(status, payload)
+        assert payload["result"] == expected, payload
+        assert balance_nano(billing_gw, cust.id) == balance
+
+    # A dispute of a second top-up after most of the money was spent: the balance goes
+    # negative and the next request is refused at once.
+    t2 = cust.topup("4.00")
+    body = completed_body(stripe_fake, t2["session_id"])
+    assert_received(*deliver(billing_gw, body, signer.sign(body)))
+    assert balance_nano(billing_gw, cust.id) == 7 * NANO
+    r = admin.post(
+        f"/api/v1/admin/users/{cust.id}/credit",
+        json={"amount_usd": "-6.00", "reason": "stands for spent credit", "kind": "adjustment"},
+    )
+    assert r.status_code == 200, r.text[:300]
+    dispute = event_body(stripe_fake.dispute_created_event(t2["session_id"]))
+    status, payload = deliver(billing_gw, dispute, signer.sign(dispute))
+    assert_received(status, payload)
+    assert payload["result"] == "disputed", payload
+    assert balance_nano(billing_gw, cust.id) == -3 * NANO
+    assert cust.balance_usd() == Decimal("-3.00")
+    status, _, raw = chat(billing_gw, key, "fake/gpt-test", "hello")
+    assert status == 402, (status, raw[:300])
+    verify_ledger(admin, cust.id)
+
+    st = cust.statement(this_month())
+    assert_statement_consistent(st)
+    assert st["closing_balance_nano"] == -3 * NANO
+    taken = [(c["kind"], c["amount_usd"]) for c in st["credits"] if c["kind"] in ("refund", "dispute")]
+    assert taken == [("refund", "-3.00"), ("refund", "-4.00"), ("dispute", "-4.00")], st["credits"]
+    notes = {c["kind"]: c["note"] for c in st["credits"]}
+    assert t["session_id"] in notes["refund"] and notes["refund"].startswith("Refund"), notes
+    assert t2["session_id"] in notes["dispute"] and "chargeback" in notes["dispute"], notes
+    r = cust.request("GET", "/api/v1/me/billing/statement.csv", params={"month": this_month()})
+    rows = check_statement_csv(r.text, st)
+    assert [x["kind"] for x in rows if x["kind"] in ("refund", "dispute")] == ["refund", "refund", "dispute"]
+    r = cust.request("GET", "/api/v1/me/billing/statement.pdf", params={"month": this_month()})
+    text = pdf_text(r.content)
+    check_statement_pdf(text, st, cust.email)
+    # Notes wrap inside their column: look for words, not phrases.
+    assert "dispute" in text and "chargeback" in text and "Refund" in text, text
 
 
 # --------------------------------------------------------------------------
@@ -847,7 +931,7 @@ def check_statement_csv(text: str, st: dict) -> list[dict]:
         assert len(r) == len(STATEMENT_CSV_HEADER), r
     assert body[0]["kind"] == "opening_balance" and body[-1]["kind"] == "closing_balance", body
     activity = body[1:-1]
-    assert all(r["kind"] in ("topup", "adjustment", "refund", "promo", "usage") for r in activity), activity
+    assert all(r["kind"] in ("topup", "adjustment", "refund", "promo", "dispute", "usage") for r in activity), activity
     for r in body:
         assert EXACT_AMOUNT.match(r["amount_usd"]), r
     opening = Decimal(body[0]["amount_usd"])
@@ -863,7 +947,8 @@ def check_statement_csv(text: str, st: dict) -> list[dict]:
         st["topups_nano"]
     )
     assert sum(
-        (Decimal(r["amount_usd"]) for r in activity if r["kind"] in ("adjustment", "refund", "promo")), Decimal(0)
+        (Decimal(r["amount_usd"]) for r in activity if r["kind"] in ("adjustment", "refund", "promo", "dispute")),
+        Decimal(0),
     ) == d_nano(st["adjustments_nano"])
     # Usage rows by model agree with usage_by_model (requests, tokens, cost).
     by_model: dict[str, list] = {}
@@ -1088,7 +1173,7 @@ def test_statement_of_a_quiet_month_after_activity(billing_gw, stripe_fake, sign
     an account whose only activity is a credit: exact, consistent, and the same in the
     three formats."""
     cust = customers("quiet")
-    body = event_body(stripe_fake.event("checkout.session.completed", session_object(new_session_id(), 101, cust.id)))
+    body = completed_body(stripe_fake, cust.topup("1.01")["session_id"])
     assert_received(*deliver(billing_gw, body, signer.sign(body)))
     now = datetime.now(timezone.utc)
     previous = (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
