@@ -43,6 +43,10 @@ async function checkExplorer(browser, url, apiKey) {
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
+  // The explorer runs under the server's Content-Security-Policy; a violation is a failure.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) errors.push(`CSP: ${m.text()}`);
+  });
   const failed = [];
   page.on('response', (r) => {
     if (r.status() >= 400 && !r.url().includes('/v1/')) failed.push(`${r.status()} ${r.url()}`);
@@ -100,6 +104,10 @@ async function checkExplorer(browser, url, apiKey) {
 async function checkDocsPage(browser, url) {
   const { context, foreign } = await lockedContext(browser, url);
   const page = await context.newPage();
+  const cspErrors = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) cspErrors.push(m.text());
+  });
   const resp = await page.goto(`${url}/docs/quickstart`, { waitUntil: 'load' });
   assert(resp && resp.status() === 200, `GET /docs/quickstart: ${resp && resp.status()}`);
   await page.locator('main h1').waitFor({ state: 'visible', timeout: 10_000 });
@@ -120,6 +128,7 @@ async function checkDocsPage(browser, url) {
   await page.waitForURL(`${url}/docs/keys#access-tokens`);
   await page.locator('#access-tokens').waitFor({ state: 'visible', timeout: 5_000 });
   assert(foreign.length === 0, `requests to other hosts were attempted:\n  ${foreign.join('\n  ')}`);
+  assert(cspErrors.length === 0, `Content-Security-Policy violations:\n  ${cspErrors.join('\n  ')}`);
   log('docs page renders with the portal top bar; links between pages work');
   await context.close();
 }

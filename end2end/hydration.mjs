@@ -50,6 +50,11 @@ async function checkHydrated(browser, url) {
   assert(resp && resp.status() === 200, `page.goto status ${resp && resp.status()}`);
   const ssrBody = await resp.text();
   assert(ssrBody.includes(HERO_TEXT), 'document response lacks hero text');
+  // Hydration runs under the page's Content-Security-Policy (inline scripts by nonce only);
+  // a violation shows up as a console error, which fails this check below.
+  const csp = resp.headers()['content-security-policy'] || '';
+  assert(/script-src [^;]*'nonce-/.test(csp) && !/script-src [^;]*'unsafe-inline'/.test(csp),
+    `the page lacks its nonce-based CSP: ${csp}`);
   await page.getByText(HERO_TEXT).first().waitFor({ state: 'visible', timeout: 10_000 });
 
   // Wait for the wasm bundle to be fetched and the network to go quiet.
