@@ -1065,13 +1065,19 @@ async fn request_logs(
 /// Provider health
 ///
 /// Per routing target: breaker state, requests and errors in the window, error rate,
-/// latency percentiles.
+/// latency percentiles; and the usage writer's counters since start (rows quarantined or
+/// dropped because the database refused them, rows replayed from the write-ahead log,
+/// requests charged above their hold).
 #[utoipa::path(get, path = "/health", tag = "Admin", operation_id = "admin_health",
     security(("access_token" = []), ("session_cookie" = [])),
     responses((status = 200, description = "Health.", body = HealthReport), AdminErrors))]
 async fn health(_: AdminUser, State(state): State<AppState>) -> ApiResult {
     let cfg = state.gateway.health.config();
+    let w = state.gateway.meter.stats();
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Json(json!({
+        "usage_writer": {"quarantined": n(&w.quarantined), "dropped": n(&w.dropped),
+                         "replayed": n(&w.replayed), "overruns": n(&w.overruns)},
         "breaker": {"window_secs": cfg.window.as_secs(), "error_rate": cfg.error_rate,
                     "min_requests": cfg.min_requests, "open_secs": cfg.open_for.as_secs(),
                     "half_open_probes": cfg.half_open_probes},

@@ -1299,6 +1299,20 @@ pub struct AdminRequestLog {
 pub struct HealthReport {
     pub breaker: BreakerSettings,
     pub targets: Vec<TargetHealth>,
+    pub usage_writer: UsageWriterStats,
+}
+
+/// The usage writer's counters since the server started.
+#[derive(ToSchema)]
+pub struct UsageWriterStats {
+    /// Rows the database refused, written without their free text.
+    pub quarantined: u64,
+    /// Rows the database refused even without free text (logged, not written).
+    pub dropped: u64,
+    /// Rows of a crashed run written from the write-ahead log at start.
+    pub replayed: u64,
+    /// Requests charged more than their hold.
+    pub overruns: u64,
 }
 
 /// The circuit-breaker settings in force.
