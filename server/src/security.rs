@@ -61,10 +61,10 @@ impl SecurityHeaders {
     }
 }
 
-/// Paths that never render a portal page, so need no nonce: the gateway, the APIs and
-/// the built assets.
+/// Paths that never render a portal page, so need no nonce: the gateway and the account
+/// API (the hot paths). Everything else may end in a Leptos page, if only a 404.
 fn renders_no_page(path: &str) -> bool {
-    path.starts_with("/v1/") || path.starts_with("/api/") || path.starts_with("/pkg/")
+    path.starts_with("/v1/") || path.starts_with("/api/v1/")
 }
 
 /// Middleware: the headers of this module on every response.
@@ -195,6 +195,15 @@ mod tests {
             None,
         );
         assert_eq!(h[header::CACHE_CONTROL], "public, max-age=300");
+    }
+
+    #[test]
+    fn only_the_apis_skip_the_nonce() {
+        assert!(renders_no_page("/v1/chat/completions"));
+        assert!(renders_no_page("/api/v1/me"));
+        assert!(!renders_no_page("/pkg/missing.js"));
+        assert!(!renders_no_page("/api/nothing-here"));
+        assert!(!renders_no_page("/console"));
     }
 
     #[test]
