@@ -9,6 +9,8 @@
 //! or meaning of the answer (`n` > 1, log probabilities, `response_format`, server tools,
 //! OpenAI `temperature` above Anthropic's maximum of 1).
 
+#[cfg(test)]
+mod props;
 pub mod request;
 pub mod response;
 pub mod stream;

@@ -7,6 +7,14 @@
 //! formats: OpenAI chunks become Anthropic's `message_start`, `ping`,
 //! `content_block_start`/`_delta`/`_stop`, `message_delta`, `message_stop` sequence, and
 //! Anthropic events become `chat.completion.chunk`s ending in `data: [DONE]`.
+//!
+//! Usage is taken from wherever an OpenAI-compatible upstream puts it: a trailing chunk
+//! with empty choices (OpenAI), the chunk carrying `finish_reason` (OpenRouter, DeepSeek,
+//! Mistral, vLLM), every chunk cumulatively (vLLM's continuous usage, xAI), or Groq's
+//! `x_groq.usage`; the last report wins. It reaches the client in the client's own
+//! position: Anthropic's `message_delta` (all counts, cumulative, as Anthropic sends them),
+//! or for an OpenAI client that asked for usage a `usage` object on some chunk, added as a
+//! trailing chunk before `[DONE]` when the upstream had put it nowhere the SDKs read.
 
 use std::collections::HashMap;
 
@@ -45,6 +53,13 @@ impl Delivered {
     }
 }
 
+/// The usage object of an OpenAI-format chunk, wherever the upstream put it.
+fn chunk_usage(v: &Value) -> Option<&Value> {
+    v.get("usage")
+        .filter(|u| u.is_object())
+        .or_else(|| v.pointer("/x_groq/usage").filter(|u| u.is_object()))
+}
+
 fn openai_event(v: &Value) -> Bytes {
     Bytes::from(format!("data: {v}\n\n"))
 }
@@ -76,7 +91,7 @@ pub struct Converter {
 }
 
 enum Mode {
-    OpenAiPassthrough { client_wants_usage: bool },
+    OpenAiPassthrough(Passthrough),
     AnthropicPassthrough,
     OpenAiToAnthropic(O2A),
     AnthropicToOpenAi(A2O),
@@ -86,7 +101,11 @@ impl Converter {
     /// A converter from `upstream` format to `client` format.
     pub fn new(upstream: Format, client: Format, client_wants_usage: bool, created: i64) -> Self {
         let mode = match (upstream, client) {
-            (Format::OpenAi, Format::OpenAi) => Mode::OpenAiPassthrough { client_wants_usage },
+            (Format::OpenAi, Format::OpenAi) => Mode::OpenAiPassthrough(Passthrough {
+                client_wants_usage,
+                created,
+                ..Passthrough::default()
+            }),
             (Format::Anthropic, Format::Anthropic) => Mode::AnthropicPassthrough,
             (Format::OpenAi, Format::Anthropic) => Mode::OpenAiToAnthropic(O2A::default()),
             (Format::Anthropic, Format::OpenAi) => Mode::AnthropicToOpenAi(A2O {
@@ -130,13 +149,14 @@ impl Converter {
         if self.done || self.malformed {
             return;
         }
-        if ev.data == "[DONE]" {
-            self.done = matches!(self.mode, Mode::OpenAiPassthrough { .. });
-        }
-        let parsed: Option<Value> = if ev.data.is_empty() || ev.data == "[DONE]" {
+        // Servers differ in the whitespace around the payload; JSON ignores it, and so
+        // does the `[DONE]` check.
+        let data = ev.data.trim();
+        let is_done = data == "[DONE]";
+        let parsed: Option<Value> = if data.is_empty() || is_done {
             None
         } else {
-            match serde_json::from_str::<Value>(&ev.data) {
+            match serde_json::from_str::<Value>(data) {
                 Ok(v) if v.is_object() => Some(v),
                 _ => {
                     self.malformed = true;
@@ -151,11 +171,16 @@ impl Converter {
             self.done = true;
         }
         match &mut self.mode {
-            Mode::OpenAiPassthrough { client_wants_usage } => {
+            Mode::OpenAiPassthrough(p) => {
+                if is_done {
+                    p.add_usage(&self.usage, out);
+                    self.done = true;
+                }
                 let Some(mut v) = parsed else {
                     out.extend_from_slice(&ev.raw);
                     return;
                 };
+                p.remember(&v);
                 for c in v
                     .get("choices")
                     .and_then(Value::as_array)
@@ -176,12 +201,20 @@ impl Converter {
                         }
                     }
                 }
-                let Some(u) = v.get("usage").filter(|u| u.is_object()) else {
+                let Some(u) = chunk_usage(&v) else {
                     out.extend_from_slice(&ev.raw);
                     return;
                 };
-                self.usage = openai_usage(u);
-                if *client_wants_usage {
+                if let Some(u) = openai_usage(u) {
+                    self.usage = Some(u);
+                }
+                if p.client_wants_usage {
+                    p.usage_sent |= v.get("usage").is_some_and(Value::is_object);
+                    out.extend_from_slice(&ev.raw);
+                    return;
+                }
+                if v.get("usage").is_none_or(|u| !u.is_object()) {
+                    // Only in a provider-specific field (x_groq): forwarded as it came.
                     out.extend_from_slice(&ev.raw);
                     return;
                 }
@@ -212,12 +245,12 @@ impl Converter {
                 out.extend_from_slice(&ev.raw);
             }
             Mode::OpenAiToAnthropic(s) => {
-                if ev.data == "[DONE]" {
+                if is_done {
                     s.finish(&self.usage, out);
                     self.done = true;
                 } else if let Some(v) = parsed {
-                    if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                        self.usage = openai_usage(u);
+                    if let Some(u) = chunk_usage(&v).and_then(openai_usage) {
+                        self.usage = Some(u);
                     }
                     s.chunk(&v, &mut self.delivered, out);
                 }
@@ -238,12 +271,57 @@ impl Converter {
         if self.malformed {
             return;
         }
+        if self.done {
+            return;
+        }
         match &mut self.mode {
             Mode::OpenAiToAnthropic(s) => s.finish(&self.usage, out),
             Mode::AnthropicToOpenAi(s) => s.finish(&self.usage, out),
-            _ => {}
+            // An upstream that closed without `[DONE]`: its usage still reaches a client
+            // that asked for it (the terminator itself is left out, as the upstream did).
+            Mode::OpenAiPassthrough(p) => p.add_usage(&self.usage, out),
+            Mode::AnthropicPassthrough => {}
         }
         self.done = true;
+    }
+}
+
+/// OpenAI chunks relayed to an OpenAI client.
+#[derive(Default)]
+struct Passthrough {
+    client_wants_usage: bool,
+    created: i64,
+    id: Value,
+    model: Value,
+    /// A chunk with a top-level `usage` object has reached the client.
+    usage_sent: bool,
+}
+
+impl Passthrough {
+    fn remember(&mut self, v: &Value) {
+        if self.id.is_null()
+            && let Some(id) = v.get("id")
+        {
+            self.id = id.clone();
+            self.model = v.get("model").cloned().unwrap_or(Value::Null);
+            if let Some(c) = v.get("created").and_then(Value::as_i64) {
+                self.created = c;
+            }
+        }
+    }
+
+    /// Before the terminator: the usage chunk the client asked for, if the upstream's
+    /// usage was not in a place the client reads.
+    fn add_usage(&mut self, usage: &Option<Usage>, out: &mut Vec<u8>) {
+        if let Some(u) = usage
+            && self.client_wants_usage
+            && !self.usage_sent
+        {
+            self.usage_sent = true;
+            out.extend_from_slice(&openai_event(&json!({"id": self.id,
+                "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "choices": [], "usage": openai_usage_json(u)})));
+        }
     }
 }
 
@@ -285,8 +363,8 @@ struct O2A {
     /// The open content block: its index and whether it is text.
     open: Option<(usize, bool)>,
     next_index: usize,
-    /// OpenAI tool-call index → Anthropic block index.
-    tools: HashMap<i64, usize>,
+    /// OpenAI tool-call index → its id and Anthropic block index.
+    tools: HashMap<i64, (Option<String>, usize)>,
     stop_reason: Option<&'static str>,
 }
 
@@ -361,15 +439,18 @@ impl O2A {
             .flatten()
         {
             let oi = tc.get("index").and_then(Value::as_i64).unwrap_or(0);
+            let id = tc.get("id").and_then(Value::as_str);
+            // A known index continues its call, whether or not the upstream repeats the
+            // id on every delta (some proxies do); a new id at a known index is a new call.
             let index = match self.tools.get(&oi) {
-                Some(i) if tc.get("id").is_none_or(Value::is_null) => *i,
+                Some((known, i)) if id.is_none() || id == known.as_deref() => *i,
                 _ => {
                     let block = json!({"type": "tool_use",
                         "id": tc.get("id").cloned().unwrap_or(json!(format!("toolu_{oi}"))),
                         "name": tc.pointer("/function/name").cloned().unwrap_or(json!("")),
                         "input": {}});
                     let i = self.open_block(block, false, out);
-                    self.tools.insert(oi, i);
+                    self.tools.insert(oi, (id.map(str::to_string), i));
                     i
                 }
             };
@@ -706,6 +787,141 @@ mod tests {
             }
             assert!(c.malformed() && out.is_empty(), "{up:?} -> {client:?}");
         }
+    }
+
+    fn chunk(body: &str) -> String {
+        format!("data: {{\"id\":\"c\",\"model\":\"m\",{body}}}\n\n")
+    }
+
+    /// Usage in the chunk that carries `finish_reason` (OpenRouter, DeepSeek, Mistral,
+    /// vLLM) reaches an Anthropic client in `message_delta`, with every count.
+    #[test]
+    fn usage_in_the_finish_chunk_reaches_anthropic_clients() {
+        let stream = [
+            ": OPENROUTER PROCESSING\n\n".to_string(),
+            chunk(r#""choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]"#),
+            chunk(
+                r#""choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"prompt_tokens_details":{"cached_tokens":4}}"#,
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let mut c = Converter::new(Format::OpenAi, Format::Anthropic, true, 0);
+        let evs = run(&mut c, &stream);
+        let md = evs
+            .iter()
+            .find(|e| e.event.as_deref() == Some("message_delta"))
+            .map(data)
+            .unwrap();
+        assert_eq!(md["usage"]["input_tokens"], 8);
+        assert_eq!(md["usage"]["cache_read_input_tokens"], 4);
+        assert_eq!(md["usage"]["output_tokens"], 9);
+        assert_eq!(evs.last().unwrap().event.as_deref(), Some("message_stop"));
+    }
+
+    /// Groq reports usage only in `x_groq.usage`: it is billed, reaches an Anthropic
+    /// client, and reaches an OpenAI client that asked for usage as a usage chunk.
+    #[test]
+    fn groq_usage_is_read_and_relayed() {
+        let stream = [
+            chunk(r#""choices":[{"index":0,"delta":{"content":"Hi"}}],"x_groq":{"id":"req_1"}"#),
+            chunk(
+                r#""choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"x_groq":{"id":"req_1","usage":{"prompt_tokens":41,"completion_tokens":6,"total_tokens":47}}"#,
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let expected = Usage {
+            input: 41,
+            output: 6,
+            ..Usage::default()
+        };
+        let mut a = Converter::new(Format::OpenAi, Format::Anthropic, true, 0);
+        let evs = run(&mut a, &stream);
+        assert_eq!(a.usage(), Some(expected));
+        let md = evs.iter().rev().nth(1).map(data).unwrap();
+        assert_eq!(md["usage"]["output_tokens"], 6);
+        let mut o = Converter::new(Format::OpenAi, Format::OpenAi, true, 0);
+        let evs = run(&mut o, &stream);
+        assert_eq!(o.usage(), Some(expected));
+        let usage_chunk = data(&evs[evs.len() - 2]);
+        assert_eq!(usage_chunk["choices"], json!([]));
+        assert_eq!(usage_chunk["usage"]["prompt_tokens"], 41);
+        assert_eq!(usage_chunk["id"], "c");
+        assert_eq!(evs.last().unwrap().data, "[DONE]");
+        // Not asked for: nothing added.
+        let mut quiet = Converter::new(Format::OpenAi, Format::OpenAi, false, 0);
+        let evs = run(&mut quiet, &stream);
+        assert!(evs.iter().all(|e| !e.data.contains("\"choices\":[]")));
+    }
+
+    /// An upstream that closes without `[DONE]` still delivers its usage to an OpenAI
+    /// client that asked for it when the usage was in a place the client does not read.
+    #[test]
+    fn usage_is_added_when_the_upstream_closes_without_done() {
+        let stream = chunk(
+            r#""choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}],"x_groq":{"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+        );
+        let mut o = Converter::new(Format::OpenAi, Format::OpenAi, true, 0);
+        let evs = run(&mut o, &stream);
+        assert_eq!(data(evs.last().unwrap())["usage"]["completion_tokens"], 1);
+    }
+
+    /// A later usage object without `prompt_tokens` does not erase the usage already
+    /// reported; whitespace around `[DONE]` and the JSON is tolerated.
+    #[test]
+    fn partial_usage_and_whitespace_are_tolerated() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}} \t\n\n",
+            "data:{\"choices\":[],\"usage\":{\"completion_tokens\":2}}\n\n",
+            "data: [DONE]  \n\n",
+        );
+        for client in [Format::OpenAi, Format::Anthropic] {
+            let mut c = Converter::new(Format::OpenAi, client, true, 0);
+            run(&mut c, stream);
+            assert!(!c.malformed() && c.done(), "{client:?}");
+            assert_eq!(c.usage().map(|u| (u.input, u.output)), Some((5, 2)));
+        }
+    }
+
+    /// A proxy that repeats the tool call's id on every delta still yields one tool_use
+    /// block with the whole arguments; a new id at the same index starts a new call.
+    #[test]
+    fn repeated_tool_ids_do_not_split_a_call() {
+        let delta = |id: &str, name: &str, args: &str| {
+            chunk(&format!(
+                r#""choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"{id}","type":"function","function":{{"name":"{name}","arguments":{args:?}}}}}]}}}}]"#
+            ))
+        };
+        let stream = [
+            delta("call_1", "get_weather", ""),
+            delta("call_1", "", "{\"city\":"),
+            delta("call_1", "", "\"Paris\"}"),
+            delta("call_2", "get_time", "{}"),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let mut c = Converter::new(Format::OpenAi, Format::Anthropic, false, 0);
+        let evs = run(&mut c, &stream);
+        let starts: Vec<Value> = evs
+            .iter()
+            .filter(|e| e.event.as_deref() == Some("content_block_start"))
+            .map(data)
+            .collect();
+        assert_eq!(starts.len(), 2);
+        assert_eq!(starts[0]["content_block"]["id"], "call_1");
+        assert_eq!(starts[1]["content_block"]["name"], "get_time");
+        let args: String = evs
+            .iter()
+            .map(data_or_null)
+            .filter(|d| d["index"] == starts[0]["index"] && d["type"] == "content_block_delta")
+            .map(|d| d["delta"]["partial_json"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(args, "{\"city\":\"Paris\"}");
+    }
+
+    fn data_or_null(ev: &Event) -> Value {
+        serde_json::from_str(&ev.data).unwrap_or(Value::Null)
     }
 
     #[test]
