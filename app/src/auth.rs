@@ -19,6 +19,9 @@ fn message(error: &str) -> &'static str {
         "taken" => "An account with this email already exists. Sign in instead.",
         "oidc" => "Signing in with that provider failed. Try again.",
         "invalid_code" => "That code is unknown, expired or already used.",
+        "too_many_devices" => {
+            "Five approved devices have not finished signing in yet. Wait for them (or ten minutes) and try again."
+        }
         _ => "Something went wrong. Try again.",
     }
 }

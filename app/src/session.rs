@@ -47,9 +47,11 @@ pub struct DeviceRequest {
 /// Server-side services the portal needs beyond the request itself.
 #[cfg(feature = "ssr")]
 pub trait PortalServices: Send + Sync {
-    /// The pending, unexpired device request with this (normalised) user code.
+    /// The pending, unexpired device request with this user code, looked up by `user_id`
+    /// (failed lookups are throttled per user).
     fn device_request(
         &self,
+        user_id: i64,
         user_code: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<DeviceRequest>> + Send>>;
 
@@ -98,10 +100,10 @@ pub async fn find_device_request(
     user_code: String,
 ) -> Result<Option<DeviceRequest>, ServerFnError> {
     let ctx = context()?;
-    if ctx.user.is_none() {
+    let Some(user) = ctx.user else {
         return Ok(None);
-    }
-    Ok(ctx.services.device_request(user_code).await)
+    };
+    Ok(ctx.services.device_request(user.id, user_code).await)
 }
 
 /// Calls the account or admin API (`/api/v1/...`) as the signed-in user: one bridge, so

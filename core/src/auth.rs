@@ -148,6 +148,54 @@ pub async fn purge_expired(db: &Db) -> Result<u64, Error> {
 
 // ----- sign-in throttling ---------------------------------------------------------------
 
+/// One attempt, recorded against each of its subjects (rows of `signin_failures`), for
+/// throttles that must hold under concurrency.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    ids: Vec<i64>,
+}
+
+/// Records an attempt against each `(subject, limit)` and says whether every subject is
+/// within its limit counting this attempt (attempts since `since`, ms). Each row is
+/// inserted before anything is counted, so of any number of concurrent attempts at most
+/// `limit` see a count within it: checking and counting are one step.
+pub async fn attempt(
+    db: &Db,
+    subjects: &[(&str, i64)],
+    since: i64,
+) -> Result<(Attempt, bool), Error> {
+    let now = now_ms();
+    let mut a = Attempt::default();
+    for (s, _) in subjects {
+        let id: i64 = sqlx::query(
+            "INSERT INTO signin_failures (subject, created_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(*s)
+        .bind(now)
+        .fetch_one(db.pool())
+        .await?
+        .try_get("id")?;
+        a.ids.push(id);
+    }
+    for (s, limit) in subjects {
+        if failures_since(db, s, since).await? > *limit {
+            return Ok((a, false));
+        }
+    }
+    Ok((a, true))
+}
+
+/// Forgets an attempt (it succeeded, or was refused before it did anything).
+pub async fn release(db: &Db, a: Attempt) -> Result<(), Error> {
+    for id in a.ids {
+        sqlx::query("DELETE FROM signin_failures WHERE id = $1")
+            .bind(id)
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(())
+}
+
 /// Records a failed sign-in for each subject (e.g. `acct:<email>`, `ip:<addr>`).
 pub async fn record_failure(db: &Db, subjects: &[String]) -> Result<(), Error> {
     let now = now_ms();
@@ -264,20 +312,48 @@ pub async fn grant_by_user_code(db: &Db, user_code: &str) -> Result<Option<Devic
     .transpose()
 }
 
+/// Device grants an account may have approved and not yet collected (unexpired).
+pub const MAX_UNCOLLECTED_APPROVALS: i64 = 5;
+
 /// Approves (`Some(user)`) or denies (`None`) a pending, unexpired grant, recording the
 /// scope granted (`granted_scope`, which may be narrower than the one asked for; `None`
-/// keeps it); `NotFound` if there is none (unknown, expired or already decided).
+/// keeps it); `NotFound` if there is none (unknown, expired or already decided),
+/// `Conflict` when the approver already has [`MAX_UNCOLLECTED_APPROVALS`] approved grants
+/// no client has collected. The approver's row is locked first, so concurrent approvals
+/// are counted one after the other.
 pub async fn decide_grant(
     db: &Db,
     user_code: &str,
     approver: Option<i64>,
     granted_scope: Option<&str>,
 ) -> Result<(), Error> {
+    let now = now_ms();
     let status = if approver.is_some() {
         "approved"
     } else {
         "denied"
     };
+    let mut tx = db.pool().begin().await?;
+    if let Some(user_id) = approver {
+        sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let outstanding: i64 = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM device_grants WHERE user_id = $1 \
+             AND status = 'approved' AND expires_at > $2",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        if outstanding >= MAX_UNCOLLECTED_APPROVALS {
+            return Err(Error::Conflict(
+                "too many approved devices have not signed in yet".into(),
+            ));
+        }
+    }
     let n = sqlx::query(
         "UPDATE device_grants SET status = $1, user_id = $2, scope = COALESCE($5, scope) \
          WHERE user_code = $3 AND status = 'pending' AND expires_at > $4",
@@ -285,14 +361,15 @@ pub async fn decide_grant(
     .bind(status)
     .bind(approver)
     .bind(user_code)
-    .bind(now_ms())
+    .bind(now)
     .bind(granted_scope)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?
     .rows_affected();
     if n == 0 {
         return Err(Error::NotFound);
     }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -122,8 +122,12 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey, Error> {
     })
 }
 
+/// Keys an account may hold that are not revoked (active, disabled or expired).
+pub const MAX_KEYS_PER_ACCOUNT: i64 = 100;
+
 /// Validates and stores a new key for `user_id`; returns the record and the raw secret,
-/// which exists nowhere else afterwards.
+/// which exists nowhere else afterwards. `Conflict` when the account already holds
+/// [`MAX_KEYS_PER_ACCOUNT`] keys that are not revoked.
 pub async fn create(
     db: &Db,
     secret: &[u8],
@@ -151,6 +155,26 @@ pub async fn create(
         .as_ref()
         .map(serde_json::to_string)
         .transpose()?;
+    // The account's row is locked first (PostgreSQL: a row lock; SQLite: the write lock),
+    // so concurrent creations are counted one after the other and the cap holds.
+    use sqlx::Row;
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+    let live: i64 = sqlx::query(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM api_keys WHERE user_id = $1 AND status <> 'revoked'",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("n")?;
+    if live >= MAX_KEYS_PER_ACCOUNT {
+        return Err(Error::Conflict(format!(
+            "An account can have at most {MAX_KEYS_PER_ACCOUNT} API keys that are not revoked; revoke one first."
+        )));
+    }
     let row = sqlx::query(&format!(
         "INSERT INTO api_keys (user_id, name, key_prefix, key_hash, status, group_id, allowed_models, \
          spend_limit_nano, rpm, tpm, expires_at, created_at, updated_at) \
@@ -167,9 +191,11 @@ pub async fn create(
     .bind(new.tpm)
     .bind(new.expires_at)
     .bind(now)
-    .fetch_one(db.pool())
+    .fetch_one(&mut *tx)
     .await?;
-    Ok((from_row(&row)?, raw))
+    let key = from_row(&row)?;
+    tx.commit().await?;
+    Ok((key, raw))
 }
 
 /// Changes to an existing key; `None` leaves a field as it is, `Some(None)` clears it.

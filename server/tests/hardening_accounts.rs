@@ -10,6 +10,7 @@
 mod common;
 
 use common::{Running, on_postgres, start_public};
+use futures::future::join_all;
 use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -29,6 +30,20 @@ struct T {
 impl T {
     async fn start(database_url: Option<String>, extra: &[(&str, &str)]) -> T {
         let r = start_public(database_url, extra).await;
+        let c = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        T { r, c }
+    }
+
+    /// A server that trusts 127.0.0.1 as a reverse proxy, so each test request can come
+    /// from its own client address (`X-Forwarded-For`).
+    async fn behind_proxy(database_url: Option<String>) -> T {
+        let r = common::start_with(database_url, &[], |c| {
+            c.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+        })
+        .await;
         let c = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -686,4 +701,582 @@ async fn provider_key_cleared_on_host_change_on_sqlite() {
 #[tokio::test]
 async fn provider_key_cleared_on_host_change_on_postgres() {
     on_postgres(provider_keys_suite).await;
+}
+
+// ----- 9. throttles that hold under concurrency --------------------------------------------
+
+/// A same-site form post from client address `ip` (behind the trusted proxy).
+async fn form_from(
+    t: &T,
+    ip: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> Response {
+    let mut req =
+        t.c.post(t.url(path))
+            .header("origin", t.base())
+            .header("x-forwarded-for", ip)
+            .form(form);
+    if let Some(c) = cookie {
+        req = req.header("cookie", format!("tg_session={c}"));
+    }
+    req.send().await.unwrap()
+}
+
+async fn throttles_suite(database_url: Option<String>) {
+    let t = T::behind_proxy(database_url).await;
+    t.user("erin@example.com", "user").await;
+
+    // 30 concurrent wrong passwords for one account, each from its own address: at most
+    // 5 are checked (the account's limit), the rest are throttled without a check.
+    let ips: Vec<String> = (0..30).map(|i| format!("203.0.113.{i}")).collect();
+    let answers = join_all(ips.iter().map(|ip| async {
+        form_from(
+            &t,
+            ip,
+            "/auth/login",
+            None,
+            &[
+                ("email", "erin@example.com"),
+                ("password", "wrong password!"),
+            ],
+        )
+        .await
+    }))
+    .await;
+    let locations: Vec<String> = answers.iter().map(location).collect();
+    let checked = locations
+        .iter()
+        .filter(|l| l.contains("error=invalid"))
+        .count();
+    let throttled = locations
+        .iter()
+        .filter(|l| l.contains("error=throttled"))
+        .count();
+    assert!(checked <= 5, "{checked} passwords checked: {locations:?}");
+    assert_eq!(checked + throttled, 30, "{locations:?}");
+    // (Attempts in flight count, so a burst may check fewer; one by one, exactly 5.)
+    let mut checked_total = checked;
+    for i in 0..10 {
+        let resp = form_from(
+            &t,
+            &format!("203.0.113.{}", 100 + i),
+            "/auth/login",
+            None,
+            &[
+                ("email", "erin@example.com"),
+                ("password", "wrong password!"),
+            ],
+        )
+        .await;
+        if location(&resp).contains("error=invalid") {
+            checked_total += 1;
+        }
+    }
+    assert_eq!(checked_total, 5);
+    // The right password is now refused too, from anywhere.
+    let resp = form_from(
+        &t,
+        "198.51.100.1",
+        "/auth/login",
+        None,
+        &[("email", "erin@example.com"), ("password", PW)],
+    )
+    .await;
+    assert!(
+        location(&resp).contains("error=throttled"),
+        "{}",
+        location(&resp)
+    );
+    // Per address: 25 concurrent failures over 25 accounts from one address, at most 20
+    // checked.
+    let emails: Vec<String> = (0..25).map(|i| format!("nobody{i}@example.com")).collect();
+    let answers = join_all(emails.iter().map(|e| async {
+        form_from(
+            &t,
+            "198.51.100.7",
+            "/auth/login",
+            None,
+            &[("email", e), ("password", "wrong password!")],
+        )
+        .await
+    }))
+    .await;
+    let checked = answers
+        .iter()
+        .filter(|r| location(r).contains("error=invalid"))
+        .count();
+    assert!(checked <= 20, "{checked} checked from one address");
+
+    // Sign-ups: 10 per address an hour, concurrency included.
+    let emails: Vec<String> = (0..14).map(|i| format!("new{i}@example.com")).collect();
+    let answers = join_all(emails.iter().map(|e| async {
+        form_from(
+            &t,
+            "192.0.2.50",
+            "/auth/signup",
+            None,
+            &[("email", e), ("password", PW)],
+        )
+        .await
+    }))
+    .await;
+    let mut created = answers.iter().filter(|r| location(r) == "/console").count();
+    let refused = answers
+        .iter()
+        .filter(|r| location(r) == "/signup?error=throttled")
+        .count();
+    assert!(
+        created <= 10 && created + refused == 14,
+        "{created} {refused}"
+    );
+    for i in 0..12 {
+        let email = format!("later{i}@example.com");
+        let resp = form_from(
+            &t,
+            "192.0.2.50",
+            "/auth/signup",
+            None,
+            &[("email", &email), ("password", PW)],
+        )
+        .await;
+        if location(&resp) == "/console" {
+            created += 1;
+        } else {
+            assert_eq!(location(&resp), "/signup?error=throttled");
+        }
+    }
+    assert_eq!(created, 10);
+    let resp = form_from(
+        &t,
+        "192.0.2.51",
+        "/auth/signup",
+        None,
+        &[("email", "elsewhere@example.com"), ("password", PW)],
+    )
+    .await;
+    assert_eq!(location(&resp), "/console");
+
+    // Device codes: 20 per address in 15 minutes.
+    let answers = join_all((0..24).map(|_| {
+        t.c.post(t.url("/api/v1/auth/device/code"))
+            .header("x-forwarded-for", "192.0.2.60")
+            .form(&[("client_id", CLIENT), ("scope", "account")])
+            .send()
+    }))
+    .await;
+    let mut ok = 0;
+    for r in answers {
+        let (s, v) = read(r.unwrap()).await;
+        match s {
+            200 => ok += 1,
+            429 => assert_eq!(v["error"], "slow_down", "{v}"),
+            other => panic!("{other}: {v}"),
+        }
+    }
+    assert!(ok <= 20, "{ok}");
+    for _ in 0..24 {
+        let r =
+            t.c.post(t.url("/api/v1/auth/device/code"))
+                .header("x-forwarded-for", "192.0.2.60")
+                .form(&[("client_id", CLIENT), ("scope", "account")])
+                .send()
+                .await
+                .unwrap();
+        if r.status() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 20);
+
+    // Keys: at most 100 not revoked per account, even when created concurrently.
+    let uid = t.user("keys@example.com", "user").await;
+    let keys_cookie = form_from(
+        &t,
+        "192.0.2.70",
+        "/auth/login",
+        None,
+        &[("email", "keys@example.com"), ("password", PW)],
+    )
+    .await;
+    let keys_cookie = session_cookie(&keys_cookie).unwrap();
+    let secret = t.r.server_state.config.secret_bytes();
+    for i in 0..97 {
+        let new = tokengate_core::keys::NewKey {
+            name: format!("k{i}"),
+            ..Default::default()
+        };
+        tokengate_core::keys::create(t.db(), &secret, uid, &new)
+            .await
+            .unwrap();
+    }
+    let answers = join_all((0..8).map(|i| {
+        let (t, c) = (&t, &keys_cookie);
+        async move {
+            t.call(
+                Method::POST,
+                "/api/v1/me/keys",
+                Auth::Session(c),
+                Some(json!({"name": format!("c{i}")})),
+            )
+            .await
+        }
+    }))
+    .await;
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(created, 3, "{answers:?}");
+    for (s, v) in answers.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(*s, 409, "{v}");
+        assert_eq!(v["error"]["code"], "conflict", "{v}");
+    }
+    // Revoking one makes room for one.
+    let (_, list) = t
+        .call(
+            Method::GET,
+            "/api/v1/me/keys",
+            Auth::Session(&keys_cookie),
+            None,
+        )
+        .await;
+    let id = list[0]["id"].as_i64().unwrap();
+    let (s, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/me/keys/{id}"),
+            Auth::Session(&keys_cookie),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, v) = t
+        .call(
+            Method::POST,
+            "/api/v1/me/keys",
+            Auth::Session(&keys_cookie),
+            Some(json!({"name": "after-revoke"})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+
+    // Device approvals: at most 5 approved and not yet collected per account.
+    t.user("approver@example.com", "user").await;
+    let ap = session_cookie(
+        &form_from(
+            &t,
+            "192.0.2.80",
+            "/auth/login",
+            None,
+            &[("email", "approver@example.com"), ("password", PW)],
+        )
+        .await,
+    )
+    .unwrap();
+    let mut codes = vec![];
+    for i in 0..6 {
+        let resp =
+            t.c.post(t.url("/api/v1/auth/device/code"))
+                .header("x-forwarded-for", format!("192.0.2.{}", 100 + i))
+                .form(&[("client_id", CLIENT), ("scope", "account")])
+                .send()
+                .await
+                .unwrap();
+        codes.push(read(resp).await.1);
+    }
+    let answers = join_all(codes.iter().map(|d| async {
+        form_from(
+            &t,
+            "192.0.2.80",
+            "/auth/device",
+            Some(&ap),
+            &[
+                ("user_code", d["user_code"].as_str().unwrap()),
+                ("action", "approve"),
+            ],
+        )
+        .await
+    }))
+    .await;
+    let approved = answers
+        .iter()
+        .filter(|r| location(r) == "/device?done=approved")
+        .count();
+    let refused = answers
+        .iter()
+        .filter(|r| location(r) == "/device?error=too_many_devices")
+        .count();
+    assert_eq!((approved, refused), (5, 1));
+    // Collecting one frees a slot.
+    let collected = answers
+        .iter()
+        .position(|r| location(r) == "/device?done=approved")
+        .unwrap();
+    t.collect(codes[collected]["device_code"].as_str().unwrap())
+        .await;
+    let pending = answers
+        .iter()
+        .position(|r| location(r) == "/device?error=too_many_devices")
+        .unwrap();
+    let resp = form_from(
+        &t,
+        "192.0.2.80",
+        "/auth/device",
+        Some(&ap),
+        &[
+            ("user_code", codes[pending]["user_code"].as_str().unwrap()),
+            ("action", "approve"),
+        ],
+    )
+    .await;
+    assert_eq!(location(&resp), "/device?done=approved");
+
+    // User-code lookups: 10 unknown codes per user in 15 minutes, then nothing is looked
+    // up for that user (not even a real code) — no guessing oracle.
+    t.user("guesser@example.com", "user").await;
+    let g = session_cookie(
+        &form_from(
+            &t,
+            "192.0.2.90",
+            "/auth/login",
+            None,
+            &[("email", "guesser@example.com"), ("password", PW)],
+        )
+        .await,
+    )
+    .unwrap();
+    let real =
+        t.c.post(t.url("/api/v1/auth/device/code"))
+            .header("x-forwarded-for", "192.0.2.91")
+            .form(&[("client_id", CLIENT), ("scope", "account")])
+            .send()
+            .await
+            .unwrap();
+    let real = read(real).await.1;
+    let real_code = real["user_code"].as_str().unwrap().to_string();
+    let (s, _) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/auth/device/request?user_code={real_code}"),
+            Auth::Session(&g),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "a found code does not count");
+    let guesses: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                "BCDF-GH{}{}",
+                ["J", "K", "L"][i % 3],
+                ["M", "N", "P", "Q"][i / 3]
+            )
+        })
+        .filter(|c| *c != real_code)
+        .take(12)
+        .collect();
+    let answers = join_all(guesses.iter().map(|c| {
+        let (t, g) = (&t, &g);
+        async move {
+            t.call(
+                Method::GET,
+                &format!("/api/v1/auth/device/request?user_code={c}"),
+                Auth::Session(g),
+                None,
+            )
+            .await
+        }
+    }))
+    .await;
+    let mut unknown = answers.iter().filter(|(s, _)| *s == 404).count();
+    let limited = answers.iter().filter(|(s, _)| *s == 429).count();
+    assert!(
+        unknown <= 10 && unknown + limited == guesses.len(),
+        "{answers:?}"
+    );
+    for c in &guesses {
+        let (s, _) = t
+            .call(
+                Method::GET,
+                &format!("/api/v1/auth/device/request?user_code={c}"),
+                Auth::Session(&g),
+                None,
+            )
+            .await;
+        if s == 404 {
+            unknown += 1;
+        }
+    }
+    assert_eq!(unknown, 10);
+    let (s, v) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/auth/device/request?user_code={real_code}"),
+            Auth::Session(&g),
+            None,
+        )
+        .await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    let resp = form_from(
+        &t,
+        "192.0.2.90",
+        "/auth/device",
+        Some(&g),
+        &[("user_code", &real_code), ("action", "approve")],
+    )
+    .await;
+    assert_eq!(location(&resp), "/device?error=throttled");
+    assert_eq!(
+        tokengate_core::auth::grant_by_user_code(t.db(), &real_code)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "pending"
+    );
+    // Another user is not affected.
+    let (s, _) = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/auth/device/request?user_code={real_code}"),
+            Auth::Session(&ap),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn throttles_hold_under_concurrency_on_sqlite() {
+    throttles_suite(None).await;
+}
+
+#[tokio::test]
+async fn throttles_hold_under_concurrency_on_postgres() {
+    on_postgres(throttles_suite).await;
+}
+
+/// Peak and current resident set size of a process, in MiB, from `/proc/<pid>/status`.
+fn rss_mib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// 500 concurrent sign-ups against the real binary (SQLite): password hashing waits for
+/// its semaphore instead of running 500 argon2 hashes (19 MiB each) at once, so the
+/// server's peak RSS stays under 300 MB. Prints the figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_sign_ups_keep_rss_bounded() {
+    let dir = std::env::temp_dir().join(format!(
+        "tg-rss-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "trusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate-server"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TOKENGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .arg("--config")
+        .arg(&config)
+        .env("TOKENGATE_DATA_DIR", dir.join("data"))
+        .env("TOKENGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TOKENGATE_PUBLIC_URL", &base)
+        .env("TOKENGATE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child, std::path::PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let pid = child.id();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited: {status}");
+        }
+        if c.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _guard = Kill(child, dir);
+    let (idle_peak, _) = rss_mib(pid);
+    let started = std::time::Instant::now();
+    let answers = join_all((0..500u32).map(|i| {
+        let c = c.clone();
+        let base = base.clone();
+        async move {
+            let email = format!("user{i}@example.com");
+            let resp = c
+                .post(format!("{base}/auth/signup"))
+                .header("origin", &base)
+                .header(
+                    "x-forwarded-for",
+                    format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                )
+                .form(&[("email", email.as_str()), ("password", PW)])
+                .send()
+                .await;
+            resp.map(|r| location(&r))
+        }
+    }))
+    .await;
+    let (peak, now) = rss_mib(pid);
+    let created = answers
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|l| l == "/console"))
+        .count();
+    println!(
+        "500 concurrent sign-ups: {created} created in {:.1} s; server RSS peak {peak} MiB \
+         (idle {idle_peak} MiB), now {now} MiB",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        created,
+        500,
+        "{:?}",
+        answers
+            .iter()
+            .find(|a| !a.as_ref().is_ok_and(|l| l == "/console"))
+    );
+    assert!(peak < 300, "peak RSS {peak} MiB");
 }

@@ -22,10 +22,10 @@ use utoipa_axum::routes;
 use super::{ApiError, ApiJson, ApiPath};
 use crate::AppState;
 use crate::auth::CurrentUser;
-use crate::auth::device::normalise_user_code;
+use crate::auth::device;
 use crate::docs::schemas::{
-    ApiKeyView, BadRequest, Balance, CreatedKey, DeviceRequestView, Me, NotFound, RevokedKey,
-    SessionInfo, SignedOut, Unauthorized, Unprocessable, UsageDaily, UsageSummary,
+    ApiErrorBody, ApiKeyView, BadRequest, Balance, CreatedKey, DeviceRequestView, Me, NotFound,
+    RevokedKey, SessionInfo, SignedOut, Unauthorized, Unprocessable, UsageDaily, UsageSummary,
 };
 
 /// The account routes; each handler's `#[utoipa::path]` names its method and path.
@@ -602,20 +602,27 @@ struct DeviceQuery {
     security(("access_token" = []), ("session_cookie" = [])),
     params(DeviceQuery),
     responses((status = 200, description = "The pending request.", body = DeviceRequestView),
-        Unauthorized, NotFound))]
+        Unauthorized, NotFound,
+        (status = 429, description = "More than 10 unknown codes looked up by this user in 15 minutes.", body = ApiErrorBody,
+            example = json!({"error": {"message": "Too many unknown codes looked up; try again in a few minutes.", "type": "rate_limit_error", "code": "rate_limited"}}))))]
 async fn device_request(
-    CurrentUser(_user): CurrentUser,
+    CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
     Query(q): Query<DeviceQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let code = normalise_user_code(&q.user_code)
-        .ok_or_else(|| ApiError::NotFound("No such code.".into()))?;
-    let g = store::grant_by_user_code(&state.db, &code)
-        .await?
-        .filter(|g| g.status == "pending" && g.expires_at > now_ms())
-        .ok_or_else(|| {
-            ApiError::NotFound("This code is unknown, expired or already used.".into())
-        })?;
+    let g = match device::lookup(&state.db, user.id, &q.user_code).await? {
+        device::Lookup::Found(g) => g,
+        device::Lookup::Unknown => {
+            return Err(ApiError::NotFound(
+                "This code is unknown, expired or already used.".into(),
+            ));
+        }
+        device::Lookup::Throttled => {
+            return Err(ApiError::RateLimited(
+                "Too many unknown codes looked up; try again in a few minutes.".into(),
+            ));
+        }
+    };
     Ok(Json(
         json!({"user_code": g.user_code, "client_id": g.client_id, "scope": g.scope,
         "expires_in": (g.expires_at - now_ms()) / 1000}),

@@ -33,6 +33,8 @@ pub enum ApiError {
     /// Well-formed but invalid values.
     Unprocessable(String),
     Unavailable(String),
+    /// Too many attempts lately (a throttle); try again later.
+    RateLimited(String),
     /// Top-ups cannot be taken now (no provider configured, or it cannot be reached).
     PaymentsUnavailable(String),
     /// Logged, never sent.
@@ -88,6 +90,12 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "api_error",
                 "unavailable",
+                m.clone(),
+            ),
+            ApiError::RateLimited(m) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limited",
                 m.clone(),
             ),
             ApiError::PaymentsUnavailable(m) => (

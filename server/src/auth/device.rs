@@ -5,10 +5,12 @@
 //! refresh tokens rotate on use and reuse of a rotated one revokes its family.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -16,9 +18,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
 use serde_json::json;
 use tokengate_core::accounts;
-use tokengate_core::auth::{self as store, NewGrant, Poll, RefreshGrant, RefreshRefusal};
+use tokengate_core::auth::{
+    self as store, DeviceGrant, NewGrant, Poll, RefreshGrant, RefreshRefusal,
+};
 use tokengate_core::{keys, now_ms};
 
+use super::login::client_ip;
 use super::token;
 use crate::AppState;
 use crate::docs::schemas::{
@@ -60,6 +65,58 @@ fn not_a_form() -> Response {
         "invalid_request",
         "The body must be application/x-www-form-urlencoded.",
     )
+}
+
+/// Failed user-code lookups (approval page, API, approval form) allowed per signed-in
+/// user in the window: a guessing oracle for other people's codes is closed after a few.
+const LOOKUP_FAILURES_PER_USER: i64 = 10;
+const LOOKUP_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Device codes one client address may request in the window.
+const CODES_PER_ADDRESS: i64 = 20;
+const CODES_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// What a signed-in user's lookup of a typed user code found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A pending, unexpired grant.
+    Found(DeviceGrant),
+    /// No such pending grant (unknown, malformed, expired or decided); counted.
+    Unknown,
+    /// Too many failed lookups by this user lately; nothing was looked up.
+    Throttled,
+}
+
+/// Looks up a typed user code for `user_id`, throttled per user: each lookup is counted
+/// before it runs and forgotten when it finds a pending grant, so only failures count.
+pub async fn lookup(
+    db: &tokengate_core::Db,
+    user_id: i64,
+    typed: &str,
+) -> Result<Lookup, tokengate_core::Error> {
+    let subject = format!("devlookup:{user_id}");
+    let (attempt, allowed) = store::attempt(
+        db,
+        &[(&subject, LOOKUP_FAILURES_PER_USER)],
+        now_ms() - LOOKUP_WINDOW_MS,
+    )
+    .await?;
+    if !allowed {
+        store::release(db, attempt).await?;
+        return Ok(Lookup::Throttled);
+    }
+    let found = match normalise_user_code(typed) {
+        Some(code) => store::grant_by_user_code(db, &code)
+            .await?
+            .filter(|g| g.status == "pending" && g.expires_at > now_ms()),
+        None => None,
+    };
+    Ok(match found {
+        Some(g) => {
+            store::release(db, attempt).await?;
+            Lookup::Found(g)
+        }
+        None => Lookup::Unknown,
+    })
 }
 
 /// A new user code, `XXXX-XXXX`.
@@ -137,10 +194,17 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
             example = json!({"error": "invalid_scope", "error_description": "Unknown scope requested."})),
         (status = 401, description = "`invalid_client`: the client id is not `tokengate-cli`.", body = OAuthError,
             example = json!({"error": "invalid_client", "error_description": "Unknown client_id."})),
+        (status = 429, description = "`slow_down`: more than 20 device codes from this address in 15 minutes.", body = OAuthError,
+            example = json!({"error": "slow_down", "error_description": "Too many login requests from this address; try again in a few minutes."})),
         (status = 503, description = "`temporarily_unavailable`: command-line login is disabled.", body = OAuthError,
             example = json!({"error": "temporarily_unavailable", "error_description": "Command-line login is disabled."})),
     ))]
-pub async fn device_authorization(State(state): State<AppState>, body: Bytes) -> Response {
+pub async fn device_authorization(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let c = &state.config;
     if !c.cli_login {
         return oauth_error(
@@ -148,6 +212,33 @@ pub async fn device_authorization(State(state): State<AppState>, body: Bytes) ->
             "temporarily_unavailable",
             "Command-line login is disabled.",
         );
+    }
+    let ip = client_ip(addr.ip(), &headers, &c.trusted_proxies);
+    let subject = format!("devcode:{ip}");
+    match store::attempt(
+        &state.db,
+        &[(&subject, CODES_PER_ADDRESS)],
+        now_ms() - CODES_WINDOW_MS,
+    )
+    .await
+    {
+        Ok((_, true)) => {}
+        Ok((a, false)) => {
+            let _ = store::release(&state.db, a).await;
+            return oauth_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "Too many login requests from this address; try again in a few minutes.",
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "device throttle failed");
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "Try again.",
+            );
+        }
     }
     let Some(f) = form(&body) else {
         return not_a_form();

@@ -16,7 +16,7 @@ use tokengate_core::{accounts, now_ms, password};
 use tower_sessions::Session;
 use utoipa::ToSchema;
 
-use super::device::normalise_user_code;
+use super::device::{Lookup, lookup, normalise_user_code};
 use super::{scope, session};
 use crate::AppState;
 
@@ -24,6 +24,9 @@ use crate::AppState;
 const MAX_FAILURES_PER_ACCOUNT: i64 = 5;
 const MAX_FAILURES_PER_ADDRESS: i64 = 20;
 const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Sign-ups allowed per client address in the window.
+const SIGNUPS_PER_ADDRESS: i64 = 10;
+const SIGNUP_WINDOW_MS: i64 = 60 * 60 * 1000;
 
 /// The client's address: the peer, or — when the peer is a trusted reverse proxy — the
 /// rightmost `X-Forwarded-For` entry that is not itself a trusted proxy (entries left of it
@@ -111,14 +114,23 @@ pub async fn login(
         client_ip(addr.ip(), &headers, &state.config.trusted_proxies)
     );
     let since = now_ms() - FAILURE_WINDOW_MS;
-    let (a, i) = match (
-        store::failures_since(&state.db, &acct, since).await,
-        store::failures_since(&state.db, &ip, since).await,
-    ) {
-        (Ok(a), Ok(i)) => (a, i),
-        (Err(e), _) | (_, Err(e)) => return internal(e),
+    // The attempt is counted before the password is checked, so concurrent guesses cannot
+    // all slip under the limit; it is forgotten again if it succeeds.
+    let (attempt, allowed) = match store::attempt(
+        &state.db,
+        &[
+            (&acct, MAX_FAILURES_PER_ACCOUNT),
+            (&ip, MAX_FAILURES_PER_ADDRESS),
+        ],
+        since,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(e) => return internal(e),
     };
-    if a >= MAX_FAILURES_PER_ACCOUNT || i >= MAX_FAILURES_PER_ADDRESS {
+    if !allowed {
+        let _ = store::release(&state.db, attempt).await;
         return back("throttled");
     }
     let found = match accounts::credentials(&state.db, &f.email).await {
@@ -129,26 +141,14 @@ pub async fn login(
         Some((u, h)) => (Some(u), h),
         None => (None, None),
     };
-    let given = f.password;
     // Verify even for unknown accounts, so timing does not reveal which emails exist.
-    let ok = tokio::task::spawn_blocking(move || match stored {
-        Some(h) => password::verify(&given, &h),
-        None => {
-            password::verify(&given, password::dummy_hash());
-            false
-        }
-    })
-    .await
-    .unwrap_or(false);
+    let ok = password::verify_async(f.password, stored).await;
     let user = match user {
         Some(u) if ok && u.status == "active" => u,
-        _ => {
-            if let Err(e) = store::record_failure(&state.db, &[acct, ip]).await {
-                return internal(e);
-            }
-            return back("invalid");
-        }
+        // The attempt stays recorded: it is a failure.
+        _ => return back("invalid"),
     };
+    let _ = store::release(&state.db, attempt).await;
     let _ = store::clear_failures(&state.db, &acct).await;
     if let Err(e) = session::sign_in(&session, &user, user.auth_epoch).await {
         return internal(e);
@@ -179,11 +179,29 @@ pub struct SignupForm {
         headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn signup(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     session: Session,
     Form(f): Form<SignupForm>,
 ) -> Response {
     if !state.config.signup {
         return Redirect::to("/login?error=signup_disabled").into_response();
+    }
+    let ip = client_ip(addr.ip(), &headers, &state.config.trusted_proxies);
+    let subject = format!("signup:{ip}");
+    match store::attempt(
+        &state.db,
+        &[(&subject, SIGNUPS_PER_ADDRESS)],
+        now_ms() - SIGNUP_WINDOW_MS,
+    )
+    .await
+    {
+        Ok((_, true)) => {}
+        Ok((a, false)) => {
+            let _ = store::release(&state.db, a).await;
+            return Redirect::to("/signup?error=throttled").into_response();
+        }
+        Err(e) => return internal(e),
     }
     if f.password.chars().count() < 10 || f.password.len() > 1024 {
         return Redirect::to("/signup?error=weak_password").into_response();
@@ -197,10 +215,8 @@ pub async fn signup(
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty() && n.chars().count() <= 100)
         .unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
-    let pw = f.password;
-    let hash = match tokio::task::spawn_blocking(move || password::hash(&pw)).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => return internal(e),
+    let hash = match password::hash_async(f.password).await {
+        Ok(h) => h,
         Err(e) => return internal(e),
     };
     let user = match accounts::create_user(&state.db, &email, &name, Some(&hash), "user").await {
@@ -276,7 +292,9 @@ pub struct DeviceForm {
 #[utoipa::path(post, path = "/auth/device", tag = "Device flow", operation_id = "decide_device",
     security(("session_cookie" = [])),
     request_body(content = DeviceForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 303, description = "To `/device?done=approved|denied`, `/device?error=invalid_code`, or to sign-in first.",
+    responses((status = 303, description = "To `/device?done=approved|denied`, `/device?error=invalid_code` (unknown, expired \
+        or decided), `/device?error=throttled` (more than 10 failed code lookups by this user in 15 minutes), \
+        `/device?error=too_many_devices` (5 approved devices have not collected their tokens yet), or to sign-in first.",
         headers(("Location" = String, description = "Where the browser goes next")))))]
 pub async fn decide_device(
     State(state): State<AppState>,
@@ -300,13 +318,14 @@ pub async fn decide_device(
         "deny" => None,
         _ => return Redirect::to(&format!("/device?user_code={code}")).into_response(),
     };
-    let asked = match store::grant_by_user_code(&state.db, &code).await {
-        Ok(Some(g)) => g.scope,
-        Ok(None) => return Redirect::to("/device?error=invalid_code").into_response(),
+    let grant = match lookup(&state.db, user.id, &code).await {
+        Ok(Lookup::Found(g)) => g,
+        Ok(Lookup::Unknown) => return Redirect::to("/device?error=invalid_code").into_response(),
+        Ok(Lookup::Throttled) => return Redirect::to("/device?error=throttled").into_response(),
         Err(e) => return internal(e),
     };
-    let granted = granted_scope(&asked, &user.role, f.grant_admin.as_deref());
-    match store::decide_grant(&state.db, &code, approver, Some(&granted)).await {
+    let granted = granted_scope(&grant.scope, &user.role, f.grant_admin.as_deref());
+    match store::decide_grant(&state.db, &grant.user_code, approver, Some(&granted)).await {
         Ok(()) => {
             let done = if approver.is_some() {
                 "approved"
@@ -315,6 +334,9 @@ pub async fn decide_device(
             };
             tracing::info!(user = user.id, done, "device grant decided");
             Redirect::to(&format!("/device?done={done}")).into_response()
+        }
+        Err(tokengate_core::Error::Conflict(_)) => {
+            Redirect::to("/device?error=too_many_devices").into_response()
         }
         Err(tokengate_core::Error::NotFound) => {
             Redirect::to("/device?error=invalid_code").into_response()

@@ -22,12 +22,12 @@ use axum::response::{Html, IntoResponse, Response};
 use leptos::config::LeptosOptions;
 use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokengate_core::money::format_balance;
-use tokengate_core::{Db, auth as store, now_ms};
+use tokengate_core::{Db, now_ms};
 use tower::ServiceExt;
 use tower_sessions::Session;
 
 use crate::AppState;
-use crate::auth::device::normalise_user_code;
+use crate::auth::device::{Lookup, lookup};
 use crate::security::CspNonce;
 
 /// Leptos options for this server (no cargo-leptos environment needed at run time).
@@ -50,18 +50,24 @@ struct Services {
 impl PortalServices for Services {
     fn device_request(
         &self,
+        user_id: i64,
         user_code: String,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<DeviceRequest>> + Send>> {
         let db = self.db.clone();
         Box::pin(async move {
-            let code = normalise_user_code(&user_code)?;
-            let g = store::grant_by_user_code(&db, &code).await.ok().flatten()?;
-            (g.status == "pending" && g.expires_at > now_ms()).then(|| DeviceRequest {
-                user_code: g.user_code,
-                client_id: g.client_id,
-                scope: g.scope,
-                expires_in: (g.expires_at - now_ms()) / 1000,
-            })
+            match lookup(&db, user_id, &user_code).await {
+                Ok(Lookup::Found(g)) => Some(DeviceRequest {
+                    user_code: g.user_code,
+                    client_id: g.client_id,
+                    scope: g.scope,
+                    expires_in: (g.expires_at - now_ms()) / 1000,
+                }),
+                Ok(Lookup::Unknown | Lookup::Throttled) => None,
+                Err(e) => {
+                    tracing::error!(error = %e, "device request lookup failed");
+                    None
+                }
+            }
         })
     }
 
