@@ -193,6 +193,8 @@ struct FileConfig {
     log_format: Option<String>,
     max_body_bytes: Option<usize>,
     max_choices: Option<u64>,
+    max_upstream_body_bytes: Option<u64>,
+    max_upstream_event_bytes: Option<u64>,
     flush_interval_ms: Option<u64>,
     upstream_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
@@ -256,6 +258,12 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Largest `n` (choices per chat request) accepted; each choice is held and billed.
     pub max_choices: u64,
+    /// Largest whole upstream response body read (after decompression); a larger one
+    /// fails the attempt with 502.
+    pub max_upstream_body_bytes: usize,
+    /// Largest single event of an upstream stream; a larger one ends the stream with an
+    /// error event.
+    pub max_upstream_event_bytes: usize,
     pub flush_interval_ms: u64,
     /// Time allowed for one upstream attempt until its response headers.
     pub upstream_timeout_ms: u64,
@@ -355,6 +363,22 @@ impl Config {
             10 * 1024 * 1024,
         )? as usize;
         let max_choices = parse_num("TOKENGATE_MAX_CHOICES", parsed.max_choices, 16)?.max(1);
+        let upstream_defaults = crate::gateway::providers::http::UpstreamLimits::default();
+        let max_upstream_body_bytes = parse_num(
+            "TOKENGATE_MAX_UPSTREAM_BODY_BYTES",
+            parsed.max_upstream_body_bytes,
+            upstream_defaults.max_body_bytes as u64,
+        )?;
+        let max_upstream_event_bytes = parse_num(
+            "TOKENGATE_MAX_UPSTREAM_EVENT_BYTES",
+            parsed.max_upstream_event_bytes,
+            upstream_defaults.max_event_bytes as u64,
+        )?;
+        if max_upstream_body_bytes == 0 || max_upstream_event_bytes == 0 {
+            return Err(ConfigError(
+                "max_upstream_body_bytes and max_upstream_event_bytes must be positive".into(),
+            ));
+        }
         let flush_interval_ms =
             parse_num("TOKENGATE_FLUSH_INTERVAL_MS", parsed.flush_interval_ms, 250)?;
         if !(1..=250).contains(&flush_interval_ms) {
@@ -518,6 +542,9 @@ impl Config {
             log_format,
             max_body_bytes,
             max_choices,
+            max_upstream_body_bytes: usize::try_from(max_upstream_body_bytes).unwrap_or(usize::MAX),
+            max_upstream_event_bytes: usize::try_from(max_upstream_event_bytes)
+                .unwrap_or(usize::MAX),
             flush_interval_ms,
             upstream_timeout_ms,
             request_timeout_ms,

@@ -254,6 +254,10 @@ impl Server {
             provider_keys: keys,
             max_body_bytes: config.max_body_bytes,
             max_choices: i64::try_from(config.max_choices).unwrap_or(i64::MAX),
+            upstream_limits: gateway::providers::http::UpstreamLimits {
+                max_body_bytes: config.max_upstream_body_bytes,
+                max_event_bytes: config.max_upstream_event_bytes,
+            },
             timeouts: Timeouts {
                 attempt: Duration::from_millis(config.upstream_timeout_ms),
                 total: Duration::from_millis(config.request_timeout_ms),

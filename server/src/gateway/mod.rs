@@ -40,6 +40,7 @@ use self::limits::RateLimits;
 use self::meter::Meter;
 use self::money::Money;
 use self::pipeline::Timeouts;
+use self::providers::http::UpstreamLimits;
 use self::routes::{AdapterEnv, Routes};
 use crate::config::Secret;
 
@@ -61,6 +62,7 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     pub max_choices: i64,
     pub timeouts: Timeouts,
+    upstream_limits: UpstreamLimits,
 }
 
 /// Gateway settings from the configuration.
@@ -71,6 +73,8 @@ pub struct GatewaySettings {
     pub max_choices: i64,
     pub timeouts: Timeouts,
     pub breaker: health::BreakerConfig,
+    /// Size caps on upstream answers.
+    pub upstream_limits: UpstreamLimits,
 }
 
 impl Gateway {
@@ -103,6 +107,7 @@ impl Gateway {
             max_body_bytes: settings.max_body_bytes,
             max_choices: settings.max_choices,
             timeouts: settings.timeouts,
+            upstream_limits: settings.upstream_limits,
         };
         gw.refresh().await?;
         Ok(gw)
@@ -149,6 +154,7 @@ impl Gateway {
         }
         let env = AdapterEnv {
             client: &self.client,
+            limits: self.upstream_limits,
             provider_keys: &keys,
         };
         let routes = Routes::build(&catalog, &env);

@@ -500,6 +500,10 @@ async fn run_to_end(
                         status: 504,
                         message: "The upstream provider timed out.".into(),
                     },
+                    UpstreamError::TooLarge { .. } => GatewayError::Upstream {
+                        status: 502,
+                        message: e.to_string(),
+                    },
                     _ => GatewayError::Upstream {
                         status: 502,
                         message: "The upstream provider could not be reached.".into(),
@@ -814,13 +818,17 @@ fn stream_response(
                         Some(("upstream_error", format!("stream interrupted: {e}"))),
                     ));
                     let mut out = Vec::new();
-                    if let Some(ev) = relay.parser.finish() {
+                    // An oversized event is dropped unread, not parsed from its first part.
+                    let too_large = matches!(e, UpstreamError::TooLarge { .. });
+                    if !too_large && let Some(ev) = relay.parser.finish() {
                         relay.conv.event(ev, &mut out);
                     }
-                    out.extend_from_slice(&translate::stream::error_event(
-                        relay.client,
-                        "The upstream provider stream was interrupted.",
-                    ));
+                    let message = if too_large {
+                        e.to_string()
+                    } else {
+                        "The upstream provider stream was interrupted.".to_string()
+                    };
+                    out.extend_from_slice(&translate::stream::error_event(relay.client, &message));
                     relay.settle();
                     return Some((Ok(Bytes::from(out)), relay));
                 }

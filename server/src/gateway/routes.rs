@@ -11,6 +11,7 @@ use tokengate_core::catalog::{Catalog, KeyGroup, Model};
 use tokengate_core::keys::ApiKey;
 
 use super::providers::anthropic::{self, AnthropicAdapter};
+use super::providers::http::UpstreamLimits;
 use super::providers::{Adapter, mock::MockAdapter, openai::OpenAiAdapter};
 use crate::config::Secret;
 
@@ -56,6 +57,7 @@ pub struct Routes {
 /// Inputs for building adapters.
 pub struct AdapterEnv<'a> {
     pub client: &'a reqwest::Client,
+    pub limits: UpstreamLimits,
     pub provider_keys: &'a HashMap<String, Secret>,
 }
 
@@ -81,6 +83,7 @@ impl Routes {
                     client: env.client.clone(),
                     base_url: p.base_url.clone().unwrap_or_default(),
                     api_key: env.provider_keys.get(&p.name).cloned(),
+                    limits: env.limits,
                 }),
                 "anthropic" => Adapter::Anthropic(AnthropicAdapter {
                     client: env.client.clone(),
@@ -89,6 +92,7 @@ impl Routes {
                         .clone()
                         .unwrap_or_else(|| anthropic::DEFAULT_BASE_URL.to_string()),
                     api_key: env.provider_keys.get(&p.name).cloned(),
+                    limits: env.limits,
                 }),
                 other => {
                     tracing::warn!(provider = %p.name, kind = %other, "provider kind not served yet; skipped");

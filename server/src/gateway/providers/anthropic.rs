@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{join, post_json};
+use super::http::{UpstreamLimits, join, post_json};
 use super::{UpstreamError, UpstreamReply};
 use crate::config::Secret;
 
@@ -20,6 +20,7 @@ pub struct AnthropicAdapter {
     pub client: reqwest::Client,
     pub base_url: String,
     pub api_key: Option<Secret>,
+    pub limits: UpstreamLimits,
 }
 
 impl AnthropicAdapter {
@@ -36,7 +37,7 @@ impl AnthropicAdapter {
         if let Some(key) = &self.api_key {
             req = req.header("x-api-key", key.expose());
         }
-        post_json(req, body, stream, timeout).await
+        post_json(req, body, stream, timeout, self.limits).await
     }
 
     /// `GET /models` with the provider key: whether the provider answers and accepts it.

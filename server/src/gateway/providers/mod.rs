@@ -39,6 +39,10 @@ pub enum UpstreamError {
     /// The provider kind cannot serve this operation (e.g. embeddings on Anthropic).
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The upstream sent more than the configured size limit (a whole body or one stream
+    /// event); the message is safe to show to clients.
+    #[error("The upstream provider sent a {what} larger than the {limit}-byte limit.")]
+    TooLarge { what: &'static str, limit: usize },
 }
 
 /// One configured provider, ready to call.

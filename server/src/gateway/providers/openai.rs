@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::http::{join, post_json};
+use super::http::{UpstreamLimits, join, post_json};
 use super::{UpstreamError, UpstreamReply};
 use crate::config::Secret;
 
@@ -16,6 +16,7 @@ pub struct OpenAiAdapter {
     /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     pub api_key: Option<Secret>,
+    pub limits: UpstreamLimits,
 }
 
 impl OpenAiAdapter {
@@ -33,7 +34,14 @@ impl OpenAiAdapter {
         stream: bool,
         timeout: Duration,
     ) -> Result<UpstreamReply, UpstreamError> {
-        post_json(self.post("chat/completions"), body, stream, timeout).await
+        post_json(
+            self.post("chat/completions"),
+            body,
+            stream,
+            timeout,
+            self.limits,
+        )
+        .await
     }
 
     /// `GET /models` with the provider key: whether the provider answers and accepts it.
@@ -51,6 +59,6 @@ impl OpenAiAdapter {
         body: &Value,
         timeout: Duration,
     ) -> Result<UpstreamReply, UpstreamError> {
-        post_json(self.post("embeddings"), body, false, timeout).await
+        post_json(self.post("embeddings"), body, false, timeout, self.limits).await
     }
 }
