@@ -68,6 +68,10 @@ Markers survive translation because text does. Several markers may be combined:
   ``cache_read_input_tokens = N`` with ``input_tokens`` the uncached rest.
 * ``[fault:cachewrite:N]`` — Anthropic only: ``cache_creation_input_tokens = N`` (also
   taken out of ``input_tokens``); OpenAI ignores it.
+* ``[fault:replay:NAME]`` — stream: send the recorded stream
+  ``server/tests/fixtures/streams/NAME.sse`` (a real provider's bytes, listed with what
+  it must deliver in ``manifest.json`` beside it) byte for byte, in 13-byte chunks, after
+  the usual authentication and validation of the request.
 
 A fault can also be pinned to a *provider* by its base URL: requests to
 ``/fault/<spec>/v1/...`` (see :meth:`FakeUpstream.fault_base_url`) always get ``<spec>``
@@ -88,6 +92,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -114,6 +119,7 @@ assert "".join(FAKE_PIECES) == FAKE_CONTENT
 
 MARKER_RE = re.compile(r"\[fault:([a-z_]+)(?::([^\]\s]*))?\]")
 FAULT_PATH_RE = re.compile(r"^/fault/([^/]+)(/.*)$")
+RECORDED_STREAMS_DIR = Path(__file__).resolve().parents[2] / "server" / "tests" / "fixtures" / "streams"
 
 
 # --------------------------------------------------------------------------
@@ -745,12 +751,25 @@ def _make_handler(up: FakeUpstream):
             except _BadRequest as e:
                 self._error(fmt, 400, str(e))
                 return
-            if fmt == "anthropic":
+            if "replay" in faults:
+                self._replay(faults["replay"])
+            elif fmt == "anthropic":
                 self._anthropic(body, faults)
             elif fmt == "embeddings":
                 self._embeddings(body, faults)
             else:
                 self._openai_chat(body, faults)
+
+        # -- recorded streams -----------------------------------------------
+        def _replay(self, name: str) -> None:
+            if not re.fullmatch(r"[a-z0-9_]+", name) or not (RECORDED_STREAMS_DIR / f"{name}.sse").is_file():
+                self._error("openai", 404, f"No recorded stream {name!r}.")
+                return
+            data = (RECORDED_STREAMS_DIR / f"{name}.sse").read_bytes()
+            self._start_sse()
+            for i in range(0, len(data), 13):
+                self._chunk(data[i : i + 13])
+            self._end_chunks()
 
         # -- OpenAI chat ---------------------------------------------------
         def _openai_chat(self, body: dict, faults: dict) -> None:

@@ -1,17 +1,28 @@
 //! Recorded streams of real providers (`tests/fixtures/streams/`, listed with what each one
 //! must deliver in `manifest.json`) replayed through the SSE parser and the stream
-//! converter for both client formats, whole and cut into small chunks: the text, the tool
+//! converter for both client formats, whole and cut into small chunks, and served by a
+//! fake upstream through the real router (SQLite and PostgreSQL): the text, the tool
 //! calls, the stop reason and the usage must reach an OpenAI client and an Anthropic client
 //! intact, read the way their SDKs read them, and the usage tokengate bills must be the
 //! upstream's.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use axum::body::Body;
+use axum::extract::Path;
+use axum::response::Response;
+use axum::routing::post;
+use bytes::Bytes;
+use common::{Running, client, start};
 use serde_json::{Value, json};
-use tokengate_core::money::Usage;
+use tokengate_core::catalog::{self, ModelSpec, ProviderSpec};
+use tokengate_core::keys::NewKey;
+use tokengate_core::money::{NANOS_PER_USD, Usage};
 use tokengate_server::gateway::sse::{Event, Parser};
 use tokengate_server::gateway::translate::Format;
 use tokengate_server::gateway::translate::stream::Converter;
@@ -363,14 +374,15 @@ fn recorded_streams_reach_anthropic_clients_intact() {
 
 /// Same-format relays forward the upstream's bytes untouched, apart from a usage chunk
 /// added for a client that asked for usage when the upstream reported it only in a
-/// provider-specific field.
+/// provider-specific field, and an OpenAI-format event without data that is not a
+/// comment (a `retry:` line), which the OpenAI SDKs cannot parse.
 #[test]
 fn recorded_streams_pass_through_byte_for_byte() {
     for_each_fixture(|f| {
         let (events, _) = replay(&f.bytes, 5, f.format, f.format, true);
         let relayed: Vec<u8> = events.iter().flat_map(|e| e.raw.to_vec()).collect();
         let relayed = String::from_utf8_lossy(&relayed).into_owned();
-        let original = String::from_utf8_lossy(&f.bytes).into_owned();
+        let original = String::from_utf8_lossy(&f.bytes).replacen("retry: 3000\n\n", "", 1);
         if f.file.contains("x_groq") {
             let body = original.strip_suffix("data: [DONE]\n\n").unwrap();
             let added = relayed
@@ -386,4 +398,197 @@ fn recorded_streams_pass_through_byte_for_byte() {
             assert_eq!(relayed, original, "{}", f.file);
         }
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// The same streams served by a fake upstream through the real router
+
+/// Serves `/{fixture}/v1/chat/completions` and `/{fixture}/v1/messages` as the recorded
+/// bytes, in 13-byte chunks.
+async fn replaying_upstream() -> String {
+    async fn replay_file(Path(name): Path<String>) -> Response {
+        let bytes = std::fs::read(fixtures_dir().join(format!("{name}.sse"))).unwrap();
+        let chunks: Vec<Result<Bytes, std::io::Error>> = bytes
+            .chunks(13)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(futures::stream::iter(chunks)))
+            .unwrap()
+    }
+    let app = axum::Router::new()
+        .route("/{name}/v1/chat/completions", post(replay_file))
+        .route("/{name}/v1/messages", post(replay_file));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+fn stem(f: &Fixture) -> String {
+    f.file.trim_end_matches(".sse").to_string()
+}
+
+async fn register(r: &Running, upstream: &str, f: &Fixture) {
+    let name = stem(f);
+    catalog::upsert_provider(
+        &r.server_state.db,
+        &ProviderSpec {
+            name: name.clone(),
+            kind: match f.format {
+                Format::OpenAi => "openai",
+                Format::Anthropic => "anthropic",
+            }
+            .into(),
+            base_url: Some(format!("{upstream}/{name}/v1")),
+            api_key_enc: None,
+            config: json!({}),
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    catalog::upsert_model(
+        &r.server_state.db,
+        &ModelSpec {
+            name: format!("{name}/m"),
+            provider: name,
+            upstream_model: "m".into(),
+            input_price_nano: NANOS_PER_USD,
+            output_price_nano: 2 * NANOS_PER_USD,
+            cache_read_price_nano: Some(NANOS_PER_USD / 10),
+            cache_write_price_nano: Some(NANOS_PER_USD),
+            max_output_tokens: 4096,
+            complexity_tier: "fast".into(),
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The SSE events of a response body.
+async fn events_of(resp: reqwest::Response) -> (String, Vec<Event>) {
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(resp.status(), 200);
+    let body = resp.bytes().await.unwrap();
+    let mut p = Parser::default();
+    let mut events = p.push(&body);
+    events.extend(p.finish());
+    (id, events)
+}
+
+async fn billed(r: &Running, user: i64, request_id: &str) -> tokengate_core::usage::RequestRecord {
+    for _ in 0..100 {
+        let logs = tokengate_core::usage::recent_logs(&r.server_state.db, user, 1000)
+            .await
+            .unwrap();
+        if let Some(row) = logs.into_iter().find(|l| l.request_id == request_id) {
+            return row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no log row for {request_id}");
+}
+
+fn assert_billed(row: &tokengate_core::usage::RequestRecord, f: &Fixture, ctx: &str) {
+    assert_eq!(row.status, 200, "{ctx}: {row:?}");
+    if let Some(u) = f.usage {
+        assert_eq!(
+            (row.tokens_in, row.tokens_out, row.cached_tokens),
+            (u.total_input(), u.output, u.cache_read + u.cache_write),
+            "{ctx}: billed usage"
+        );
+    }
+}
+
+async fn replay_through_the_router(database_url: Option<String>) {
+    let r = start(database_url, &[]).await;
+    let upstream = replaying_upstream().await;
+    let all = fixtures();
+    for f in &all {
+        register(&r, &upstream, f).await;
+    }
+    r.server_state.gateway.reload_routes().await.unwrap();
+    let (user, key) = r
+        .customer(
+            "replay@example.com",
+            100 * NANOS_PER_USD,
+            NewKey {
+                name: "k".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    let msgs = json!([{"role": "user", "content": "What is the weather in Paris?"}]);
+    for f in &all {
+        let model = format!("{}/m", stem(f));
+        let ctx = format!("{} via /v1/chat/completions", f.file);
+        let resp = client()
+            .post(format!("{}/v1/chat/completions", r.base))
+            .bearer_auth(&key)
+            .json(&json!({"model": model, "messages": msgs, "stream": true,
+                "stream_options": {"include_usage": true}}))
+            .send()
+            .await
+            .unwrap();
+        let (id, events) = events_of(resp).await;
+        let v = openai_view(&events);
+        assert!(v.done, "{ctx}: no [DONE]");
+        assert_eq!(v.text, f.text, "{ctx}: text");
+        let tools: Vec<(String, String, Value)> = v
+            .tools
+            .values()
+            .map(|(id, name, args)| (id.clone(), name.clone(), arguments(args)))
+            .collect();
+        assert_eq!(tools, f.tool_calls, "{ctx}: tool calls");
+        if let Some(u) = f.usage {
+            let got = v.usage.unwrap_or_else(|| panic!("{ctx}: no usage"));
+            assert_eq!(
+                (&got["prompt_tokens"], &got["completion_tokens"]),
+                (&json!(u.total_input()), &json!(u.output)),
+                "{ctx}: usage"
+            );
+        }
+        assert_billed(&billed(&r, user, &id).await, f, &ctx);
+
+        let ctx = format!("{} via /v1/messages", f.file);
+        let resp = client()
+            .post(format!("{}/v1/messages", r.base))
+            .header("x-api-key", &key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": model, "max_tokens": 1024, "messages": msgs, "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let (id, events) = events_of(resp).await;
+        let v = anthropic_view(&events);
+        assert!(v.stopped, "{ctx}: no message_stop");
+        assert_eq!(v.text, f.text, "{ctx}: text");
+        let tools: Vec<(String, String, Value)> = v
+            .tools
+            .iter()
+            .map(|(id, name, args)| (id.clone(), name.clone(), arguments(args)))
+            .collect();
+        assert_eq!(tools, f.tool_calls, "{ctx}: tool calls");
+        if let Some(u) = f.usage {
+            assert_eq!(
+                (&v.usage["input_tokens"], &v.usage["output_tokens"]),
+                (&json!(u.input), &json!(u.output)),
+                "{ctx}: usage"
+            );
+        }
+        assert_billed(&billed(&r, user, &id).await, f, &ctx);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_streams_through_the_router_on_sqlite() {
+    replay_through_the_router(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_streams_through_the_router_on_postgres() {
+    common::on_postgres(replay_through_the_router).await;
 }

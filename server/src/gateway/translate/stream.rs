@@ -53,6 +53,12 @@ impl Delivered {
     }
 }
 
+/// Whether an SSE event holds nothing but comment lines.
+fn comments_only(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n' || *b == b'\r')
+        .all(|line| line.is_empty() || line.starts_with(b":"))
+}
+
 /// The usage object of an OpenAI-format chunk, wherever the upstream put it.
 fn chunk_usage(v: &Value) -> Option<&Value> {
     v.get("usage")
@@ -177,7 +183,12 @@ impl Converter {
                     self.done = true;
                 }
                 let Some(mut v) = parsed else {
-                    out.extend_from_slice(&ev.raw);
+                    // `[DONE]` and keep-alive comments pass; an event without data but with
+                    // other fields (`retry:`, `id:`, a bare `event:`) is dropped, since the
+                    // OpenAI SDKs try to parse its empty data as JSON and fail.
+                    if is_done || comments_only(&ev.raw) {
+                        out.extend_from_slice(&ev.raw);
+                    }
                     return;
                 };
                 p.remember(&v);
@@ -918,6 +929,25 @@ mod tests {
             .map(|d| d["delta"]["partial_json"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(args, "{\"city\":\"Paris\"}");
+    }
+
+    /// Comments reach an OpenAI client; an event with no data but other fields does not
+    /// (the OpenAI SDKs would try to parse its empty data).
+    #[test]
+    fn dataless_events_other_than_comments_are_dropped() {
+        let mut c = Converter::new(Format::OpenAi, Format::OpenAi, false, 0);
+        let evs = run(
+            &mut c,
+            ": OPENROUTER PROCESSING\n\nretry: 3000\n\nid: 7\n\nevent: ping\n\ndata: [DONE]\n\n",
+        );
+        let raws: Vec<&[u8]> = evs.iter().map(|e| e.raw.as_ref()).collect();
+        assert_eq!(
+            raws,
+            [
+                &b": OPENROUTER PROCESSING\n\n"[..],
+                &b"data: [DONE]\n\n"[..]
+            ]
+        );
     }
 
     fn data_or_null(ev: &Event) -> Value {
