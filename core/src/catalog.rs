@@ -216,6 +216,8 @@ pub async fn upsert_key_group(
     if !valid_name(name) || name.contains('/') {
         return Err(Error::Invalid(format!("invalid key group name {name:?}")));
     }
+    check_list("allowed_providers", allowed_providers, valid_name)?;
+    check_list("allowed_models", allowed_models, valid_pattern)?;
     let enc = |v: Option<&[String]>| v.map(serde_json::to_string).transpose();
     let row = sqlx::query(
         "INSERT INTO key_groups (name, allowed_providers, allowed_models, created_at)          VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET          allowed_providers = excluded.allowed_providers, allowed_models = excluded.allowed_models          RETURNING id",
@@ -305,6 +307,60 @@ pub struct ProviderSpec {
     pub enabled: bool,
 }
 
+/// Longest provider base URL, in bytes.
+pub const MAX_BASE_URL: usize = 2048;
+/// Longest sealed provider key, in bytes (a key of about 12 KiB once sealed).
+pub const MAX_SEALED_KEY: usize = 16 * 1024;
+/// Largest provider config, serialized, in bytes.
+pub const MAX_PROVIDER_CONFIG: usize = 64 * 1024;
+
+/// Longest upstream model id, in bytes.
+pub const MAX_UPSTREAM_MODEL: usize = 256;
+/// Longest complexity tier, in bytes.
+pub const MAX_TIER: usize = 64;
+/// Longest alias description, in bytes.
+pub const MAX_DESCRIPTION: usize = 1024;
+
+/// Refuses catalog text over `max` bytes or with control characters (line breaks and tabs
+/// only where `multiline`); PostgreSQL cannot even store a NUL.
+fn check_text(what: &str, text: &str, max: usize, multiline: bool) -> Result<(), Error> {
+    if text.len() > max {
+        return Err(Error::Invalid(format!("{what} is longer than {max} bytes")));
+    }
+    let allowed = |c: char| multiline && (c == '\n' || c == '\t' || c == '\r');
+    if text.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(Error::Invalid(format!(
+            "{what} may not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Most entries a key group's allow-list (or an alias's target list) may hold.
+pub const MAX_LIST_ENTRIES: usize = 256;
+
+/// A model or alias name, or a `provider/*` pattern.
+fn valid_pattern(entry: &str) -> bool {
+    valid_name(entry.strip_suffix("/*").unwrap_or(entry))
+}
+
+/// Refuses an allow-list that is too long or holds an entry `ok` rejects.
+fn check_list(what: &str, list: Option<&[String]>, ok: fn(&str) -> bool) -> Result<(), Error> {
+    let Some(list) = list else { return Ok(()) };
+    if list.len() > MAX_LIST_ENTRIES {
+        return Err(Error::Invalid(format!(
+            "{what} holds more than {MAX_LIST_ENTRIES} entries"
+        )));
+    }
+    match list.iter().find(|e| !ok(e)) {
+        Some(bad) => {
+            let shown: String = bad.chars().take(64).collect();
+            Err(Error::Invalid(format!("invalid entry {shown:?} in {what}")))
+        }
+        None => Ok(()),
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -357,6 +413,22 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
             spec.name
         )));
     }
+    if spec
+        .base_url
+        .as_deref()
+        .is_some_and(|u| u.len() > MAX_BASE_URL)
+    {
+        return Err(Error::Invalid(format!(
+            "base_url is longer than {MAX_BASE_URL} bytes"
+        )));
+    }
+    if spec
+        .api_key_enc
+        .as_deref()
+        .is_some_and(|k| k.len() > MAX_SEALED_KEY)
+    {
+        return Err(Error::Invalid("api_key is too long".into()));
+    }
     let config = if spec.config.is_null() {
         serde_json::json!({})
     } else {
@@ -366,6 +438,11 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
         return Err(Error::Invalid(
             "provider config must be a JSON object".into(),
         ));
+    }
+    if config.to_string().len() > MAX_PROVIDER_CONFIG {
+        return Err(Error::Invalid(format!(
+            "provider config is larger than {MAX_PROVIDER_CONFIG} bytes"
+        )));
     }
     let now = now_ms();
     let previous: Option<Option<String>> =
@@ -449,6 +526,13 @@ pub async fn upsert_model(db: &Db, spec: &ModelSpec) -> Result<i64, Error> {
             spec.name
         )));
     }
+    check_text(
+        "upstream_model",
+        &spec.upstream_model,
+        MAX_UPSTREAM_MODEL,
+        false,
+    )?;
+    check_text("complexity_tier", &spec.complexity_tier, MAX_TIER, false)?;
     let prices = [
         Some(spec.input_price_nano),
         Some(spec.output_price_nano),
@@ -527,6 +611,13 @@ pub async fn upsert_alias(
             "target weights must be positive, priorities ≥ 0".into(),
         ));
     }
+    if targets.len() > MAX_LIST_ENTRIES {
+        return Err(Error::Invalid(format!(
+            "an alias has at most {MAX_LIST_ENTRIES} targets"
+        )));
+    }
+    check_text("description", description, MAX_DESCRIPTION, true)?;
+    check_text("complexity_tier", complexity_tier, MAX_TIER, false)?;
     let now = now_ms();
     let mut tx = db.pool().begin().await?;
     let row = sqlx::query(
@@ -604,5 +695,48 @@ mod origin_tests {
         ));
         assert!(!same_origin(None, Some("https://api.example.com")));
         assert!(same_origin(None, None));
+    }
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+
+    #[test]
+    fn allow_lists_hold_names_or_provider_patterns_only() {
+        let l = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(
+            check_list(
+                "m",
+                Some(&l(&["openai/*", "tokengate-fast"])),
+                valid_pattern
+            )
+            .is_ok()
+        );
+        assert!(check_list("m", None, valid_pattern).is_ok());
+        for bad in ["", "a\u{0}b", "x y", "*"] {
+            assert!(
+                check_list("m", Some(&l(&[bad])), valid_pattern).is_err(),
+                "{bad:?}"
+            );
+        }
+        let huge = "a".repeat(2_000_000);
+        let err = check_list("p", Some(&l(&[&huge])), valid_name).unwrap_err();
+        assert!(
+            err.to_string().len() < 200,
+            "the refusal does not echo the entry"
+        );
+        let many = vec!["m".to_string(); MAX_LIST_ENTRIES + 1];
+        assert!(check_list("p", Some(&many), valid_name).is_err());
+    }
+
+    #[test]
+    fn catalog_text_is_bounded_and_printable() {
+        assert!(check_text("d", "two\nlines\tand tabs", 64, true).is_ok());
+        assert!(check_text("t", "two\nlines", 64, false).is_err());
+        assert!(check_text("d", "a\u{0}b", 64, true).is_err());
+        assert!(check_text("d", "\u{1b}[2J", 64, true).is_err());
+        assert!(check_text("d", &"a".repeat(65), 64, true).is_err());
+        assert!(check_text("d", &"a".repeat(64), 64, true).is_ok());
     }
 }

@@ -10,6 +10,7 @@ pub mod docs;
 pub mod gateway;
 pub mod mock_upstream;
 pub mod portal;
+pub mod rejections;
 pub mod seal;
 pub mod security;
 pub mod serve;
@@ -356,6 +357,8 @@ pub fn router(state: AppState) -> Router {
         .merge(docs::router(&state.config.public_url))
         .nest("/v1", gateway::router(state.gateway.clone()))
         .fallback_service(signed_in)
+        // Plain-text 4xx from extractors become the route's documented error body.
+        .layer(middleware::from_fn(rejections::shape))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
             Duration::from_secs(state.config.body_read_timeout_secs),

@@ -136,19 +136,80 @@ impl From<tokengate_core::Error> for ApiError {
             E::NotFound => ApiError::NotFound("Not found.".into()),
             E::Conflict(m) => ApiError::Conflict(m),
             E::InsufficientBalance => ApiError::Unprocessable("Insufficient balance.".into()),
+            // PostgreSQL refuses text it cannot hold (a NUL, a byte its encoding lacks):
+            // the caller's input, not the server's fault.
+            E::Db(sqlx::Error::Database(d))
+                if matches!(d.code().as_deref(), Some("22021" | "22P05")) =>
+            {
+                ApiError::BadRequest("Text may not contain NUL characters.".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
 }
 
-/// A JSON body whose rejection is an [`ApiError`] (400), never axum's plain text.
+/// A JSON body whose rejection is an [`ApiError`] (400), never axum's plain text. A string
+/// holding a NUL character (`\u0000`) is refused on every database, since PostgreSQL
+/// cannot store one.
 pub struct ApiJson<T>(pub T);
+
+/// Whether a JSON text holds an escaped NUL (`\u0000`) in a string or key.
+fn has_escaped_nul(json: &[u8]) -> bool {
+    let mut backslashes = 0usize;
+    for (i, &b) in json.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        if backslashes % 2 == 1 && b == b'u' && json.get(i + 1..i + 5) == Some(b"0000") {
+            return true;
+        }
+        backslashes = 0;
+    }
+    false
+}
+
+/// Whether `headers` declare a JSON body (`application/json` or `application/*+json`).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(ApiError::BadRequest(
+                "Send the body as JSON with Content-Type: application/json.".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "The request body could not be read: {}",
+                    e.body_text()
+                ))
+            })?;
+        if has_escaped_nul(&bytes) {
+            return Err(ApiError::BadRequest(
+                "Text may not contain NUL characters.".into(),
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::BadRequest(format!(
                 "Invalid request body: {}",
@@ -225,4 +286,34 @@ pub fn route_table() -> OpenApiRouter<AppState> {
 pub fn router() -> Router<AppState> {
     Router::from(route_table())
         .fallback(|| async { ApiError::NotFound("Unknown API route.".into()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_nuls_are_found_and_nothing_else() {
+        assert!(has_escaped_nul(br#"{"name":"a\u0000b"}"#));
+        assert!(has_escaped_nul(br#"{"a\u0000":1}"#));
+        assert!(has_escaped_nul(br#"{"name":"\\\u0000"}"#));
+        // An escaped backslash followed by the text `u0000` is no NUL.
+        assert!(!has_escaped_nul(br#"{"name":"\\u0000"}"#));
+        assert!(!has_escaped_nul(br#"{"name":"\u0001 u0000"}"#));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let h = |ct: &str| {
+            let mut m = axum::http::HeaderMap::new();
+            m.insert("content-type", ct.parse().unwrap());
+            m
+        };
+        assert!(is_json(&h("application/json")));
+        assert!(is_json(&h("Application/JSON; charset=utf-8")));
+        assert!(is_json(&h("application/merge-patch+json")));
+        assert!(!is_json(&h("text/plain")));
+        assert!(!is_json(&h("application/jsonx")));
+        assert!(!is_json(&axum::http::HeaderMap::new()));
+    }
 }

@@ -29,6 +29,16 @@ pub const TOLERANCE_SECS: i64 = 300;
 /// Nano-USD per cent.
 const NANOS_PER_CENT: i64 = NANOS_PER_USD / 100;
 
+/// Longest id, type or code taken from an event (Stripe's are far shorter): a longer one,
+/// or one with control characters, makes the event malformed instead of being stored.
+const MAX_FIELD: usize = 255;
+
+/// `v` as a non-empty string of at most [`MAX_FIELD`] bytes without control characters.
+fn field(v: &Value) -> Option<&str> {
+    v.as_str()
+        .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD && !s.chars().any(char::is_control))
+}
+
 /// Stripe Checkout.
 pub struct Stripe {
     client: stripe::Client,
@@ -149,24 +159,19 @@ pub fn verify(header: &str, body: &[u8], secret: &str, now: i64) -> Result<(), W
 pub fn interpret(body: &[u8]) -> Result<Event, WebhookError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| WebhookError::Malformed(format!("not JSON: {e}")))?;
-    let id = v["id"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| WebhookError::Malformed("no event id".into()))?
+    let id = field(&v["id"])
+        .ok_or_else(|| WebhookError::Malformed("no valid event id".into()))?
         .to_string();
-    let kind = v["type"]
-        .as_str()
-        .ok_or_else(|| WebhookError::Malformed("no event type".into()))?
+    let kind = field(&v["type"])
+        .ok_or_else(|| WebhookError::Malformed("no valid event type".into()))?
         .to_string();
     let obj = &v["data"]["object"];
     let session_id = || -> Result<String, WebhookError> {
-        obj["id"]
-            .as_str()
-            .filter(|s| !s.is_empty())
+        field(&obj["id"])
             .map(str::to_string)
             .ok_or_else(|| WebhookError::Malformed("no checkout session id".into()))
     };
-    let string = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let string = |v: &Value| field(v).map(str::to_string);
     // An id field may also arrive expanded into its object.
     let id_of = |v: &Value| string(v).or_else(|| string(&v["id"]));
     let currency = string(&obj["currency"]).map(|c| c.to_ascii_lowercase());
@@ -231,6 +236,26 @@ pub fn interpret(body: &[u8]) -> Result<Event, WebhookError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oversized_or_control_ids_are_malformed() {
+        let long = "e".repeat(MAX_FIELD + 1);
+        for bad in [
+            serde_json::json!({"id": long, "type": "charge.refunded"}),
+            serde_json::json!({"id": "evt_\u{0}x", "type": "charge.refunded"}),
+            serde_json::json!({"id": "evt_1", "type": long}),
+            serde_json::json!({"id": "evt_1", "type": "checkout.session.expired",
+                "data": {"object": {"id": "cs_\n1"}}}),
+        ] {
+            let body = serde_json::to_vec(&bad).unwrap();
+            assert!(
+                matches!(interpret(&body), Err(WebhookError::Malformed(_))),
+                "{bad}"
+            );
+        }
+        let ok = serde_json::json!({"id": "e".repeat(MAX_FIELD), "type": "x.y"});
+        assert!(interpret(&serde_json::to_vec(&ok).unwrap()).is_ok());
+    }
 
     fn sign(secret: &str, t: i64, body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();

@@ -40,11 +40,21 @@ pub async fn start(database_url: Option<String>, extra: &[(&str, &str)]) -> Runn
 /// the URLs it advertises (discovery, verification URI) and the CSRF origin check match
 /// what a client sees.
 pub async fn start_public(database_url: Option<String>, extra: &[(&str, &str)]) -> Running {
+    start_public_with(database_url, extra, |_| {}).await
+}
+
+/// Like [`start_public`], with a last change to the loaded [`Config`] before the server
+/// starts.
+pub async fn start_public_with(
+    database_url: Option<String>,
+    extra: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Config),
+) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let mut extra = extra.to_vec();
     extra.push(("TOKENGATE_PUBLIC_URL", &base));
-    start_on(listener, database_url, &extra, |_| {}).await
+    start_on(listener, database_url, &extra, tweak).await
 }
 
 /// Like [`start`], with a last change to the loaded [`Config`] before the server starts.
