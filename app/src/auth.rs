@@ -18,6 +18,10 @@ fn message(error: &str) -> &'static str {
         "invalid_email" => "Enter a valid email address.",
         "taken" => "An account with this email already exists. Sign in instead.",
         "oidc" => "Signing in with that provider failed. Try again.",
+        "oidc_link" => {
+            "An account with this email already exists, and its address was never verified. Sign in to it with your password first, then use the provider's button to link it."
+        }
+        "verify_link" => "That verification link is unknown, used or expired.",
         "invalid_code" => "That code is unknown, expired or already used.",
         "too_many_devices" => {
             "Five approved devices have not finished signing in yet. Wait for them (or ten minutes) and try again."
@@ -74,6 +78,7 @@ pub fn LoginPage() -> impl IntoView {
             .unwrap_or_else(|| "/console".into())
     };
     let signed_out = move || query.read().get("signed_out").is_some();
+    let verified = move || query.read().get("verified").is_some();
     let options = Resource::new_blocking(
         || (),
         |_| async { load_sign_in_options().await.unwrap_or_default() },
@@ -84,6 +89,7 @@ pub fn LoginPage() -> impl IntoView {
             <h1>"Sign in"</h1>
             {move || error().map(|e| view! { <p class="alert" role="alert">{message(&e)}</p> })}
             {move || signed_out().then(|| view! { <p class="notice">"You are signed out."</p> })}
+            {move || verified().then(|| view! { <p class="notice" id="email-verified">"Your email address is verified."</p> })}
             <form method="post" action="/auth/login" class="stack">
                 <input type="hidden" name="next" value=next/>
                 <label for="email">"Email"</label>

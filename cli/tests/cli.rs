@@ -144,10 +144,12 @@ impl Server {
                 );
             }
             let out = fs::read_to_string(&stdout).unwrap_or_default();
+            // The value is the first word (the banner marks demo secrets after it).
             let field = |label: &str| {
                 out.lines()
                     .find_map(|l| l.strip_prefix(label))
-                    .map(|v| v.trim().to_string())
+                    .and_then(|v| v.split_whitespace().next())
+                    .map(str::to_string)
             };
             if let (Some(email), Some(pw), Some(_key)) = (
                 field("Admin email:"),

@@ -1,7 +1,9 @@
 //! Persistence for sign-in and client authorization: portal sessions (the store behind the
-//! session layer), device-flow grants (RFC 8628), refresh-token families, sign-in failure
-//! counts for throttling, and the per-user auth epoch that "sign out everywhere" bumps.
-//! Secrets (device codes, refresh tokens) arrive here already hashed.
+//! session layer), device-flow grants (RFC 8628), refresh-token families, attempt counts
+//! for throttling, email verification (whether an account's address is proven, and the
+//! outstanding verification links), and the per-user auth epoch that "sign out
+//! everywhere" bumps. Secrets (device codes, refresh tokens, verification tokens) arrive
+//! here already hashed.
 
 use sqlx::Row;
 
@@ -143,7 +145,96 @@ pub async fn purge_expired(db: &Db) -> Result<u64, Error> {
         .execute(db.pool())
         .await?
         .rows_affected();
-    Ok(a + b + c)
+    let d = sqlx::query("DELETE FROM email_verifications WHERE expires_at <= $1")
+        .bind(now)
+        .execute(db.pool())
+        .await?
+        .rows_affected();
+    Ok(a + b + c + d)
+}
+
+// ----- email verification ---------------------------------------------------------------
+
+/// Whether the account's email address was verified.
+pub async fn email_verified(db: &Db, user_id: i64) -> Result<bool, Error> {
+    let row = sqlx::query("SELECT email_verified_at FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(row
+        .try_get::<Option<i64>, _>("email_verified_at")?
+        .is_some())
+}
+
+/// Marks the account's email address verified (an operator created the account, or an
+/// identity provider vouched for the address of an account it created).
+pub async fn mark_email_verified(db: &Db, user_id: i64) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $1",
+    )
+    .bind(user_id)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Stores a verification link (its token's hash) for the account's current address.
+pub async fn create_email_verification(
+    db: &Db,
+    token_hash: &str,
+    user_id: i64,
+    expires_at: i64,
+) -> Result<(), Error> {
+    let n = sqlx::query(
+        "INSERT INTO email_verifications (token_hash, user_id, email_lower, expires_at, created_at) \
+         SELECT $1, id, email_lower, $3, $4 FROM users WHERE id = $2",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(expires_at)
+    .bind(now_ms())
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+/// Spends a verification link: when it is unexpired and the account still has the address
+/// it was sent to, the address is marked verified and the account's id returned. A link
+/// works once.
+pub async fn consume_email_verification(db: &Db, token_hash: &str) -> Result<Option<i64>, Error> {
+    let Some(row) = sqlx::query(
+        "DELETE FROM email_verifications WHERE token_hash = $1 \
+         RETURNING user_id, email_lower, expires_at",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?
+    else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    if row.try_get::<i64, _>("expires_at")? <= now {
+        return Ok(None);
+    }
+    let user_id: i64 = row.try_get("user_id")?;
+    let email: String = row.try_get("email_lower")?;
+    let n = sqlx::query(
+        "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $3) \
+         WHERE id = $1 AND email_lower = $2",
+    )
+    .bind(user_id)
+    .bind(email)
+    .bind(now)
+    .execute(db.pool())
+    .await?
+    .rows_affected();
+    Ok((n == 1).then_some(user_id))
 }
 
 // ----- sign-in throttling ---------------------------------------------------------------

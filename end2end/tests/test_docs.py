@@ -291,6 +291,8 @@ def test_live_answers_match_the_documented_schemas(docs_gw, doc, admin_token):
     assert r.headers["location"].startswith("/login?next="), r.headers
     c.check("get", "/auth/oidc/{id}/start", 303, url="/auth/oidc/nope/start")
     c.check("get", "/auth/oidc/{id}/callback", 303, url="/auth/oidc/nope/callback?code=x&state=y")
+    r = c.check("get", "/auth/verify-email", 303, url="/auth/verify-email?token=forged")
+    assert r.headers["location"] == "/login?error=verify_link", r.headers
 
     # Docs.
     c.check("get", "/openapi.json", 200)

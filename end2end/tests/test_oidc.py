@@ -144,7 +144,20 @@ def test_new_user_signs_in_and_again_as_the_same_user(oidc_env):
     assert gw.query("SELECT COUNT(*) FROM users WHERE email_lower = 'alice@example.com'")[0][0] == 1
 
 
-def test_first_sign_in_links_an_existing_account_by_verified_email(oidc_env):
+def verification_link(gw, email: str) -> str:
+    """The newest verification link mailed to ``email``: in demo mode without SMTP the
+    server writes account mail to its log (stderr)."""
+    pattern = r"to=" + re.escape(email) + r"\b.*?(/auth/verify-email\?token=[A-Za-z0-9_-]+)"
+    for _ in range(50):
+        log = re.sub(r"\x1b\[[0-9;]*m", "", gw.stderr_path.read_text(errors="replace"))
+        found = re.findall(pattern, log, re.S | re.I)
+        if found:
+            return found[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no verification link for {email} in the log")
+
+
+def test_first_sign_in_never_takes_over_an_unverified_local_account(oidc_env):
     gw, _ = oidc_env
     with httpx.Client(follow_redirects=False) as c:
         r = c.post(
@@ -154,8 +167,47 @@ def test_first_sign_in_links_an_existing_account_by_verified_email(oidc_env):
         )
         assert r.status_code == 303 and r.headers["location"] == "/console"
         local_id = me(gw, c).json()["id"]
+    # The address was never verified: the provider's word does not link it (whoever
+    # signed up with it may not own it).
+    with httpx.Client(follow_redirects=False) as c:
+        r = sign_in(gw, c, "bob")
+        assert r.status_code == 303 and r.headers["location"] == "/login?error=oidc_link", r.headers
+        assert me(gw, c).status_code == 401
+    # Signed in to the account with its password first, the same sign-in links it.
+    with httpx.Client(follow_redirects=False) as c:
+        r = c.post(
+            f"{gw.url}/auth/login",
+            data={"email": "bob@example.com", "password": "a-long-password"},
+            headers={"Origin": gw.url},
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/console"
+        r = sign_in(gw, c, "bob")
+        assert r.status_code == 303 and r.headers["location"] == "/console", r.headers
+        assert me(gw, c).json()["id"] == local_id
     with httpx.Client(follow_redirects=False) as c:
         sign_in(gw, c, "bob")
+        assert me(gw, c).json()["id"] == local_id
+
+
+def test_first_sign_in_links_an_account_whose_address_was_verified(oidc_env):
+    gw, _ = oidc_env
+    with httpx.Client(follow_redirects=False) as c:
+        r = c.post(
+            f"{gw.url}/auth/signup",
+            data={"email": "erin@example.com", "password": "a-long-password", "display_name": "Erin"},
+            headers={"Origin": gw.url},
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/console"
+        local_id = me(gw, c).json()["id"]
+    # The mailed link (demo mode: written to the log) verifies the address once.
+    link = verification_link(gw, "erin@example.com")
+    r = httpx.get(f"{gw.url}{link}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?verified=1"
+    r = httpx.get(f"{gw.url}{link}", follow_redirects=False)
+    assert r.headers["location"] == "/login?error=verify_link"
+    with httpx.Client(follow_redirects=False) as c:
+        r = sign_in(gw, c, "erin")
+        assert r.status_code == 303 and r.headers["location"] == "/console", r.headers
         assert me(gw, c).json()["id"] == local_id
 
 

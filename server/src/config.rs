@@ -125,7 +125,8 @@ pub struct OidcConfig {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: Option<Secret>,
-    /// Link a first sign-in to an existing account with the same, verified, email.
+    /// Link a first sign-in to an existing account with the same email when the provider
+    /// verified it and the account's own address was verified (a mailed link).
     #[serde(default)]
     pub link_by_email: bool,
 }
@@ -217,6 +218,7 @@ struct FileConfig {
     #[serde(default)]
     key_groups: Vec<KeyGroupConfig>,
     stripe: Option<StripeFileConfig>,
+    smtp: Option<SmtpFileConfig>,
     topup_max_usd: Option<String>,
     stream_idle_secs: Option<u64>,
     header_read_timeout_secs: Option<u64>,
@@ -231,6 +233,25 @@ struct StripeFileConfig {
     secret_key: Option<Secret>,
     webhook_secret: Option<Secret>,
     api_base: Option<String>,
+}
+
+/// `[smtp]` in the config file; each key may also come from the environment
+/// (`TOKENGATE_SMTP_URL`, `TOKENGATE_SMTP_FROM`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpFileConfig {
+    url: Option<Secret>,
+    from: Option<String>,
+}
+
+/// Where account mail (the sign-up verification link) goes out.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// `smtps://user:password@host:465` (TLS) or `smtp://user:password@host:587` (STARTTLS
+    /// required); may hold credentials, so it is a secret.
+    pub url: Secret,
+    /// The sender, e.g. `tokengate <noreply@example.com>`.
+    pub from: String,
 }
 
 /// Stripe credentials: top-ups are offered only when both secrets are set.
@@ -288,6 +309,9 @@ pub struct Config {
     pub key_groups: Vec<KeyGroupConfig>,
     /// Stripe Checkout for top-ups; `None` disables top-ups (503).
     pub stripe: Option<StripeConfig>,
+    /// SMTP for account mail; `None`: verification links are written to the log in demo
+    /// mode and not sent otherwise.
+    pub smtp: Option<SmtpConfig>,
     /// Largest single top-up, in nano-USD (the smallest is 1 USD).
     pub topup_max_nano: i64,
     /// A stream whose upstream sends nothing for this long is ended and settled.
@@ -459,6 +483,30 @@ impl Config {
         if log_format != "text" && log_format != "json" {
             return Err(ConfigError("log_format must be text or json".into()));
         }
+        let smtp_file = parsed.smtp.unwrap_or_default();
+        let smtp = match (
+            env("TOKENGATE_SMTP_URL").map(Secret::new).or(smtp_file.url),
+            env("TOKENGATE_SMTP_FROM").or(smtp_file.from),
+        ) {
+            (None, _) => None,
+            (Some(url), from) => {
+                let u = url.expose();
+                if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
+                    return Err(ConfigError(
+                        "smtp.url must start with smtp:// or smtps://".into(),
+                    ));
+                }
+                let from = from.ok_or_else(|| {
+                    ConfigError("smtp.from is required when smtp.url is set".into())
+                })?;
+                if from.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(ConfigError(format!(
+                        "smtp.from {from:?} is not a mail address"
+                    )));
+                }
+                Some(SmtpConfig { url, from })
+            }
+        };
         let stripe_file = parsed.stripe.unwrap_or_default();
         let stripe_key = env("TOKENGATE_STRIPE_SECRET_KEY")
             .map(Secret::new)
@@ -526,6 +574,7 @@ impl Config {
         }
         Ok(Config {
             stripe,
+            smtp,
             topup_max_nano,
             stream_idle_secs,
             header_read_timeout_secs,

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod config;
 pub mod docs;
 pub mod gateway;
+pub mod mail;
 pub mod mock_upstream;
 pub mod portal;
 pub mod rejections;
@@ -392,6 +393,7 @@ pub fn portal_route_table() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(auth::login::login))
         .routes(routes!(auth::login::signup))
+        .routes(routes!(auth::login::verify_email))
         .routes(routes!(auth::login::logout))
         .routes(routes!(auth::login::logout_everywhere))
         .routes(routes!(auth::login::decide_device))

@@ -143,6 +143,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             let user = accounts::create_user(&db, &email, &name, Some(&hash), "admin")
                 .await
                 .map_err(|e| e.to_string())?;
+            // The operator typed the address: it counts as verified.
+            tokengate_core::auth::mark_email_verified(&db, user.id)
+                .await
+                .map_err(|e| e.to_string())?;
             println!(
                 "Created administrator {} (id {}).\nPassword (shown once): {pw}",
                 user.email, user.id

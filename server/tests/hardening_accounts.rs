@@ -1280,3 +1280,255 @@ async fn five_hundred_concurrent_sign_ups_keep_rss_bounded() {
     );
     assert!(peak < 300, "peak RSS {peak} MiB");
 }
+
+// ----- 6. OpenID Connect never takes over an unverified account ---------------------------
+
+/// A minimal SMTP server that hands each message's DATA to the returned receiver.
+async fn fake_smtp() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let cmd = line.to_ascii_uppercase();
+                    let reply: &[u8] = if cmd.starts_with("EHLO") {
+                        b"250-fake\r\n250 8BITMIME\r\n"
+                    } else if cmd.starts_with("DATA") {
+                        w.write_all(b"354 go ahead\r\n").await.unwrap();
+                        let mut data = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 || line == ".\r\n" {
+                                break;
+                            }
+                            data.push_str(&line);
+                        }
+                        let _ = tx.send(data);
+                        b"250 queued\r\n"
+                    } else if cmd.starts_with("QUIT") {
+                        w.write_all(b"221 bye\r\n").await.unwrap();
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    w.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// The verification link (path and query) in a mailed message.
+fn verification_link(message: &str) -> String {
+    // Quoted-printable: soft line breaks and an encoded '='.
+    let text = message.replace("=\r\n", "").replace("=3D", "=");
+    let start = text.find("/auth/verify-email?token=").expect(&text);
+    text[start..]
+        .split(|c: char| c.is_whitespace())
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn next_mail(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a mail within 20 s")
+        .unwrap()
+}
+
+async fn oidc_suite(database_url: Option<String>) {
+    use tokengate_server::auth::oidc::{Identity, Refusal, find_or_create};
+    let (smtp_port, mut mails) = fake_smtp().await;
+    let smtp_url = format!("smtp://127.0.0.1:{smtp_port}");
+    let t = T::start(
+        database_url,
+        &[
+            ("TOKENGATE_SMTP_URL", &smtp_url),
+            ("TOKENGATE_SMTP_FROM", "tokengate <noreply@example.com>"),
+        ],
+    )
+    .await;
+    let idp = tokengate_server::config::OidcConfig {
+        id: "idp".into(),
+        name: "IdP".into(),
+        issuer: "https://idp.example".into(),
+        client_id: "tg".into(),
+        client_secret: None,
+        link_by_email: true,
+    };
+    let state = &t.r.server_state;
+    let identity = |subject: &'static str, email: &str, verified: bool| Identity {
+        issuer: "https://idp.example",
+        subject,
+        email: Some(email.to_string()),
+        verified,
+        name: None,
+    };
+    let signup = |email: &'static str| {
+        let t = &t;
+        async move {
+            let resp = t
+                .form(
+                    "/auth/signup",
+                    None,
+                    Some(&t.base()),
+                    &[("email", email), ("password", PW)],
+                )
+                .await;
+            assert_eq!(location(&resp), "/console");
+            accounts::get_user_by_email(t.db(), email).await.unwrap().id
+        }
+    };
+
+    // A squatter signs up with the victim's address and never verifies it (the link goes
+    // to the victim's mailbox). The victim's first sign-in with an identity provider that
+    // vouches for the address must not land in the squatter's account.
+    let squatter = signup("victim@example.com").await;
+    let mail = next_mail(&mut mails).await;
+    assert!(mail.contains("victim@example.com"), "{mail}");
+    assert!(
+        !tokengate_core::auth::email_verified(t.db(), squatter)
+            .await
+            .unwrap()
+    );
+    let refused = find_or_create(
+        state,
+        &idp,
+        identity("victim", "victim@example.com", true),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, Refusal::Link(_)), "{refused:?}");
+    assert!(
+        accounts::user_by_identity(t.db(), "https://idp.example", "victim")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Signed in to that account in the same browser (its password proves it), the owner
+    // links it.
+    let linked = find_or_create(
+        state,
+        &idp,
+        identity("victim", "victim@example.com", false),
+        Some(squatter),
+    )
+    .await
+    .unwrap();
+    assert_eq!(linked.id, squatter);
+
+    // An account whose owner opened the mailed link is linked by email automatically.
+    let carol = signup("carol@example.com").await;
+    let link = verification_link(&next_mail(&mut mails).await);
+    let resp = t.c.get(t.url(&link)).send().await.unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/login?verified=1");
+    assert!(
+        tokengate_core::auth::email_verified(t.db(), carol)
+            .await
+            .unwrap()
+    );
+    // A link works once; a forged one not at all.
+    let resp = t.c.get(t.url(&link)).send().await.unwrap();
+    assert_eq!(location(&resp), "/login?error=verify_link");
+    let resp =
+        t.c.get(t.url("/auth/verify-email?token=forged"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(location(&resp), "/login?error=verify_link");
+    // ...but not when the provider itself has not verified the address.
+    let refused = find_or_create(
+        state,
+        &idp,
+        identity("carol-1", "carol@example.com", false),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, Refusal::Link(_)), "{refused:?}");
+    let u = find_or_create(
+        state,
+        &idp,
+        identity("carol", "carol@example.com", true),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(u.id, carol);
+    // Without link_by_email only the signed-in owner links.
+    let strict = tokengate_server::config::OidcConfig {
+        link_by_email: false,
+        ..idp.clone()
+    };
+    let refused = find_or_create(
+        state,
+        &strict,
+        identity("carol-2", "carol@example.com", true),
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(refused, Refusal::Link(_)), "{refused:?}");
+
+    // A new identity creates an account, verified only if the provider says so.
+    let dan = find_or_create(state, &idp, identity("dan", "dan@example.com", true), None)
+        .await
+        .unwrap();
+    assert!(
+        tokengate_core::auth::email_verified(t.db(), dan.id)
+            .await
+            .unwrap()
+    );
+    let eve = find_or_create(state, &idp, identity("eve", "eve@example.com", false), None)
+        .await
+        .unwrap();
+    assert!(
+        !tokengate_core::auth::email_verified(t.db(), eve.id)
+            .await
+            .unwrap()
+    );
+    // A link mailed for an address the account no longer has verifies nothing.
+    let frank = signup("frank@example.com").await;
+    let link = verification_link(&next_mail(&mut mails).await);
+    sqlx::query(
+        "UPDATE users SET email = 'f2@example.com', email_lower = 'f2@example.com' WHERE id = $1",
+    )
+    .bind(frank)
+    .execute(t.db().pool())
+    .await
+    .unwrap();
+    let resp = t.c.get(t.url(&link)).send().await.unwrap();
+    assert_eq!(location(&resp), "/login?error=verify_link");
+    assert!(
+        !tokengate_core::auth::email_verified(t.db(), frank)
+            .await
+            .unwrap()
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn oidc_links_only_verified_accounts_on_sqlite() {
+    oidc_suite(None).await;
+}
+
+#[tokio::test]
+async fn oidc_links_only_verified_accounts_on_postgres() {
+    on_postgres(oidc_suite).await;
+}

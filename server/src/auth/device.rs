@@ -142,11 +142,11 @@ pub fn normalise_user_code(input: &str) -> Option<String> {
     Some(format!("{}-{}", &chars[..4], &chars[4..]))
 }
 
-fn opaque_secret() -> String {
+pub(crate) fn opaque_secret() -> String {
     URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
-fn hashed(state: &AppState, secret: &str) -> String {
+pub(crate) fn hashed(state: &AppState, secret: &str) -> String {
     hex::encode(keys::hash(&state.config.secret_bytes(), secret))
 }
 

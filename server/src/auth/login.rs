@@ -1,5 +1,6 @@
 //! Portal sign-in with local accounts (email + password, argon2id off the async runtime),
-//! sign-up when enabled, sign-out and "sign out everywhere", and the device-approval form.
+//! sign-up when enabled (with a mailed link that verifies the address), sign-out and "sign
+//! out everywhere", and the device-approval form.
 //! These are plain HTML form posts answered with 303 redirects, so they work without
 //! JavaScript. Failures give one generic message and are throttled per account and per
 //! client address.
@@ -7,18 +8,19 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::Form;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tokengate_core::auth as store;
 use tokengate_core::{accounts, now_ms, password};
 use tower_sessions::Session;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use super::device::{Lookup, lookup, normalise_user_code};
+use super::device::{Lookup, hashed, lookup, normalise_user_code, opaque_secret};
 use super::{scope, session};
 use crate::AppState;
+use crate::mail::{self, Mail};
 
 /// Failed sign-ins allowed per account, and per client address, in the window.
 const MAX_FAILURES_PER_ACCOUNT: i64 = 5;
@@ -26,6 +28,8 @@ const MAX_FAILURES_PER_ADDRESS: i64 = 20;
 const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// Longest email address an account can have (RFC 5321's path limit).
 const MAX_EMAIL_LEN: usize = 254;
+/// How long a mailed verification link works.
+const VERIFY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 /// Sign-ups allowed per client address in the window.
 const SIGNUPS_PER_ADDRESS: i64 = 10;
 const SIGNUP_WINDOW_MS: i64 = 60 * 60 * 1000;
@@ -239,10 +243,81 @@ pub async fn signup(
         Err(e) => return internal(e),
     };
     state.gateway.money.set_account(user.id, true, 0);
+    send_verification(&state, &user).await;
     if let Err(e) = session::sign_in(&session, &user, user.auth_epoch).await {
         return internal(e);
     }
     Redirect::to("/console").into_response()
+}
+
+/// Mails `user` a link that proves their address (valid 24 hours, once). The account works
+/// without it; only linking an OpenID identity by email needs a verified address.
+async fn send_verification(state: &AppState, user: &accounts::User) {
+    let token = opaque_secret();
+    let expires_at = now_ms() + VERIFY_TTL_MS;
+    if let Err(e) =
+        store::create_email_verification(&state.db, &hashed(state, &token), user.id, expires_at)
+            .await
+    {
+        tracing::error!(error = %e, user = user.id, "verification link could not be stored");
+        return;
+    }
+    let link = format!(
+        "{}/auth/verify-email?token={token}",
+        state.config.public_url
+    );
+    let body = format!(
+        "Confirm the email address of your tokengate account by opening this link \
+         within 24 hours:\n\n{link}\n\nIf you did not create an account at {}, ignore \
+         this message.\n",
+        state.config.public_url
+    );
+    mail::send(
+        &state.config,
+        user.id,
+        Mail {
+            to: user.email.clone(),
+            subject: "Confirm your email address".into(),
+            body,
+        },
+    );
+}
+
+/// The verification link's query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// The token from the mailed link.
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// Verify an email address (mailed link)
+///
+/// The link mailed at sign-up: marks the account's address verified (once, within 24
+/// hours, while the account still has that address) and answers with a redirect to
+/// `/login?verified=1`, or `/login?error=verify_link` for an unknown, used or expired link.
+#[utoipa::path(get, path = "/auth/verify-email", tag = "Portal sign-in", operation_id = "verify_email",
+    params(VerifyQuery),
+    responses((status = 303, description = "To `/login?verified=1` or `/login?error=verify_link`.",
+        headers(("Location" = String, description = "Where the browser goes next")))))]
+pub async fn verify_email(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    // Read leniently (a malformed query is an unknown link, never a plain-text rejection).
+    let token = serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(k, _)| k == "token"))
+        .map(|(_, v)| v);
+    let Some(token) = token.filter(|t| !t.is_empty() && t.len() <= 128) else {
+        return Redirect::to("/login?error=verify_link").into_response();
+    };
+    match store::consume_email_verification(&state.db, &hashed(&state, &token)).await {
+        Ok(Some(user)) => {
+            tracing::info!(user, "email address verified");
+            Redirect::to("/login?verified=1").into_response()
+        }
+        Ok(None) => Redirect::to("/login?error=verify_link").into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 /// Sign out (portal form)

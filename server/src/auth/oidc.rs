@@ -2,9 +2,13 @@
 //! config): discovery from the issuer URL (cached after the first success), the
 //! authorization-code flow with PKCE, state and nonce kept in the session, and ID-token
 //! validation by `openidconnect`; email and name come from the ID token or, when it lacks
-//! them, from the userinfo endpoint. Users are keyed by (issuer, subject); a first sign-in is
-//! linked to an existing account with the same verified email only when the provider is
-//! configured with `link_by_email`, otherwise it creates an account.
+//! them, from the userinfo endpoint. Users are keyed by (issuer, subject). A first sign-in
+//! whose email names an existing account is linked to it only when that account's own
+//! address was verified (a mailed link, or an operator created it), the provider vouches
+//! for the email and is configured with `link_by_email` — or when this browser is signed
+//! in to that account already (its owner proved it with the password). Otherwise it is
+//! refused (`/login?error=oidc_link`): an identity provider's word never takes over an
+//! account whose address nobody proved. Without an existing account it creates one.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use openidconnect::{
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokengate_core::accounts;
+use tokengate_core::auth as store;
 use tower_sessions::Session;
 use utoipa::IntoParams;
 
@@ -265,9 +270,26 @@ pub async fn callback(
             Err(e) => return fail("userinfo", e),
         }
     }
-    let user = match find_or_create(&state, p, &issuer, &subject, email, verified, name).await {
+    let absolute = std::time::Duration::from_secs(state.config.session_absolute_secs);
+    let signed_in = session::current_user(&session, &state.db, absolute)
+        .await
+        .ok()
+        .flatten()
+        .map(|u| u.id);
+    let identity = Identity {
+        issuer: &issuer,
+        subject: &subject,
+        email,
+        verified,
+        name,
+    };
+    let user = match find_or_create(&state, p, identity, signed_in).await {
         Ok(u) => u,
-        Err(reason) => return fail(reason, &subject),
+        Err(Refusal::Link(reason)) => {
+            tracing::warn!(reason, subject = %subject, "OpenID sign-in not linked");
+            return Redirect::to("/login?error=oidc_link").into_response();
+        }
+        Err(Refusal::Other(reason)) => return fail(reason, &subject),
     };
     if user.status != "active" {
         return fail("account suspended", user.id);
@@ -279,44 +301,117 @@ pub async fn callback(
     Redirect::to(&pending.next).into_response()
 }
 
-async fn find_or_create(
+/// What the provider said about the person signing in.
+pub struct Identity<'a> {
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub email: Option<String>,
+    /// The provider's `email_verified`.
+    pub verified: bool,
+    pub name: Option<String>,
+}
+
+/// Why a sign-in found no account.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// An account with this email exists and may not be linked (see [`may_link`]).
+    Link(&'static str),
+    Other(&'static str),
+}
+
+/// Whether a first sign-in may be linked to the existing account with its email: when
+/// this browser is signed in to that account (its owner proved it), or when the operator
+/// allows linking by email, the provider verified the email, and the account's own
+/// address was verified too.
+fn may_link(
+    link_by_email: bool,
+    provider_verified: bool,
+    account_verified: bool,
+    signed_in_to_it: bool,
+) -> Result<(), &'static str> {
+    if signed_in_to_it {
+        return Ok(());
+    }
+    if !link_by_email {
+        return Err("an account with this email exists and linking by email is off");
+    }
+    if !provider_verified {
+        return Err("the provider did not verify the email");
+    }
+    if !account_verified {
+        return Err("the existing account's email was never verified; sign in to it first");
+    }
+    Ok(())
+}
+
+/// The account an identity signs in to: the one already linked to it, else the existing
+/// account with its email when [`may_link`] allows it (`signed_in`: the account this
+/// browser is signed in to), else a new account.
+pub async fn find_or_create(
     state: &AppState,
     p: &OidcConfig,
-    issuer: &str,
-    subject: &str,
-    email: Option<String>,
-    verified: bool,
-    name: Option<String>,
-) -> Result<accounts::User, &'static str> {
+    id: Identity<'_>,
+    signed_in: Option<i64>,
+) -> Result<accounts::User, Refusal> {
     let db = &state.db;
-    if let Some(u) = accounts::user_by_identity(db, issuer, subject)
+    let other = Refusal::Other;
+    if let Some(u) = accounts::user_by_identity(db, id.issuer, id.subject)
         .await
-        .map_err(|_| "database")?
+        .map_err(|_| other("database"))?
     {
         return Ok(u);
     }
-    let email = email.ok_or("the provider sent no email")?;
+    let email = id.email.ok_or(other("the provider sent no email"))?;
     if let Ok(existing) = accounts::get_user_by_email(db, &email).await {
-        if !(p.link_by_email && verified) {
-            return Err(
-                "an account with this email exists and linking is off or the email is unverified",
-            );
-        }
-        accounts::link_identity(db, existing.id, issuer, subject)
+        let account_verified = store::email_verified(db, existing.id)
             .await
-            .map_err(|_| "database")?;
+            .map_err(|_| other("database"))?;
+        may_link(
+            p.link_by_email,
+            id.verified,
+            account_verified,
+            signed_in == Some(existing.id),
+        )
+        .map_err(Refusal::Link)?;
+        accounts::link_identity(db, existing.id, id.issuer, id.subject)
+            .await
+            .map_err(|_| other("database"))?;
         return Ok(existing);
     }
     if !state.config.signup {
-        return Err("sign-up is disabled");
+        return Err(other("sign-up is disabled"));
     }
-    let display = name.unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
+    let display = id
+        .name
+        .unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
     let user = accounts::create_user(db, &email, &display, None, "user")
         .await
-        .map_err(|_| "account creation")?;
-    accounts::link_identity(db, user.id, issuer, subject)
+        .map_err(|_| other("account creation"))?;
+    accounts::link_identity(db, user.id, id.issuer, id.subject)
         .await
-        .map_err(|_| "database")?;
+        .map_err(|_| other("database"))?;
+    if id.verified {
+        // The provider vouches for the address of the account it creates.
+        store::mark_email_verified(db, user.id)
+            .await
+            .map_err(|_| other("database"))?;
+    }
     state.gateway.money.set_account(user.id, true, 0);
     Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_link;
+
+    #[test]
+    fn never_links_to_an_account_whose_address_nobody_proved() {
+        // The pre-takeover: a verified IdP email, linking on, the local account unverified.
+        assert!(may_link(true, true, false, false).is_err());
+        assert!(may_link(true, true, true, false).is_ok());
+        assert!(may_link(true, false, true, false).is_err());
+        assert!(may_link(false, true, true, false).is_err());
+        // Signed in to the account first: its owner links it.
+        assert!(may_link(false, false, false, true).is_ok());
+    }
 }
