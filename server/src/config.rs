@@ -201,6 +201,7 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     breaker: Option<BreakerSettings>,
     signup: Option<bool>,
+    signups_per_address_per_hour: Option<u64>,
     cli_login: Option<bool>,
     #[serde(default)]
     trusted_proxies: Vec<std::net::IpAddr>,
@@ -293,6 +294,8 @@ pub struct Config {
     pub breaker: BreakerSettings,
     /// Whether anyone may create a local account.
     pub signup: bool,
+    /// Sign-ups allowed from one client address per hour; 0: no limit.
+    pub signups_per_address_per_hour: u64,
     /// Whether command-line clients may sign in with the device flow.
     pub cli_login: bool,
     /// Reverse proxies whose `X-Forwarded-For` names the real client (for sign-in
@@ -441,6 +444,11 @@ impl Config {
             }
         };
         let signup = flag("TOKENGATE_SIGNUP", parsed.signup, true)?;
+        let signups_per_address_per_hour = parse_num(
+            "TOKENGATE_SIGNUPS_PER_ADDRESS_PER_HOUR",
+            parsed.signups_per_address_per_hour,
+            10,
+        )?;
         let cli_login = flag("TOKENGATE_CLI_LOGIN", parsed.cli_login, true)?;
         let session_idle_secs = parse_num(
             "TOKENGATE_SESSION_IDLE_SECS",
@@ -599,6 +607,7 @@ impl Config {
             request_timeout_ms,
             breaker,
             signup,
+            signups_per_address_per_hour,
             cli_login,
             trusted_proxies: parsed.trusted_proxies,
             session_idle_secs,

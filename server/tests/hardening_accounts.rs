@@ -1532,3 +1532,23 @@ async fn oidc_links_only_verified_accounts_on_sqlite() {
 async fn oidc_links_only_verified_accounts_on_postgres() {
     on_postgres(oidc_suite).await;
 }
+
+/// `signups_per_address_per_hour = 0` lifts the sign-up limit (e.g. a suite whose clients
+/// all come from one address); the default is 10.
+#[tokio::test]
+async fn sign_up_limit_is_configurable() {
+    let t = T::start(None, &[("TOKENGATE_SIGNUPS_PER_ADDRESS_PER_HOUR", "0")]).await;
+    for i in 0..12 {
+        let email = format!("many{i}@example.com");
+        let resp = t
+            .form(
+                "/auth/signup",
+                None,
+                Some(&t.base()),
+                &[("email", &email), ("password", PW)],
+            )
+            .await;
+        assert_eq!(location(&resp), "/console", "sign-up {i}");
+    }
+    t.stop().await;
+}

@@ -30,8 +30,7 @@ const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 const MAX_EMAIL_LEN: usize = 254;
 /// How long a mailed verification link works.
 const VERIFY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
-/// Sign-ups allowed per client address in the window.
-const SIGNUPS_PER_ADDRESS: i64 = 10;
+/// The window of `signups_per_address_per_hour`.
 const SIGNUP_WINDOW_MS: i64 = 60 * 60 * 1000;
 
 /// The client's address: the peer, or — when the peer is a trusted reverse proxy — the
@@ -198,21 +197,18 @@ pub async fn signup(
     if !state.config.signup {
         return Redirect::to("/login?error=signup_disabled").into_response();
     }
-    let ip = client_ip(addr.ip(), &headers, &state.config.trusted_proxies);
-    let subject = format!("signup:{ip}");
-    match store::attempt(
-        &state.db,
-        &[(&subject, SIGNUPS_PER_ADDRESS)],
-        now_ms() - SIGNUP_WINDOW_MS,
-    )
-    .await
-    {
-        Ok((_, true)) => {}
-        Ok((a, false)) => {
-            let _ = store::release(&state.db, a).await;
-            return Redirect::to("/signup?error=throttled").into_response();
+    let limit = i64::try_from(state.config.signups_per_address_per_hour).unwrap_or(i64::MAX);
+    if limit > 0 {
+        let ip = client_ip(addr.ip(), &headers, &state.config.trusted_proxies);
+        let subject = format!("signup:{ip}");
+        match store::attempt(&state.db, &[(&subject, limit)], now_ms() - SIGNUP_WINDOW_MS).await {
+            Ok((_, true)) => {}
+            Ok((a, false)) => {
+                let _ = store::release(&state.db, a).await;
+                return Redirect::to("/signup?error=throttled").into_response();
+            }
+            Err(e) => return internal(e),
         }
-        Err(e) => return internal(e),
     }
     if f.password.chars().count() < 10 || f.password.len() > 1024 {
         return Redirect::to("/signup?error=weak_password").into_response();
