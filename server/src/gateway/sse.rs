@@ -242,11 +242,12 @@ mod tests {
         assert_eq!(ev[1].data, "\n");
     }
 
-    /// One event fed one byte at a time: the work done must grow linearly with its size
-    /// (the old parser rescanned the whole buffer on every chunk).
+    /// One event fed one byte at a time: the work done must grow linearly with its size.
+    /// The old parser rescanned the whole buffer on every chunk: 4.5e10 byte comparisons
+    /// here, about 45 s in a debug build (measured); the linear one takes milliseconds.
     #[test]
     fn byte_by_byte_feeding_is_linear() {
-        let body = "x".repeat(2_000_000);
+        let body = "x".repeat(300_000);
         let stream = format!("data: {body}\n\n");
         let started = std::time::Instant::now();
         let mut p = Parser::default();
@@ -255,8 +256,11 @@ mod tests {
             n += p.push(chunk).len();
         }
         assert_eq!(n, 1);
-        // Quadratic rescanning of 2 MB would take minutes; linear takes well under a second.
-        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
