@@ -535,3 +535,237 @@ fn generated_requests_have_tools_and_turns() {
     let m = anthropic_meaning(&Value::Object(a));
     assert_eq!(m["turns"].as_array().map(Vec::len), Some(3));
 }
+
+// ---------------------------------------------------------------------------------------
+// Streams: an OpenAI stream translated to Anthropic events and back keeps its answer
+
+/// Where an OpenAI-compatible upstream reports usage.
+#[derive(Debug, Clone, Copy)]
+enum UsageAt {
+    /// A trailing chunk with empty choices (OpenAI).
+    Trailing,
+    /// The chunk carrying `finish_reason` (OpenRouter, DeepSeek, Mistral).
+    Finish,
+    /// A running total on every chunk (vLLM continuous usage, xAI).
+    Every,
+    /// Only in `x_groq.usage` of the finish chunk (Groq).
+    Groq,
+    /// A chunk after the finish chunk that still has a choice.
+    LaterWithChoice,
+}
+
+#[derive(Debug, Clone)]
+struct Answer {
+    text: Vec<String>,
+    /// (id, name, argument fragments)
+    tools: Vec<(String, String, Vec<String>)>,
+    finish: &'static str,
+    prompt: i64,
+    cached: i64,
+    completion: i64,
+    usage_at: UsageAt,
+}
+
+fn arb_answer() -> impl Strategy<Value = Answer> {
+    let tool = (
+        "[a-z]{1,6}",
+        arb_args(),
+        prop::collection::vec(any::<usize>(), 0..4),
+    )
+        .prop_map(|(name, args, cuts)| {
+            let json = args.to_string();
+            let mut points: Vec<usize> = cuts
+                .iter()
+                .map(|c| c % (json.len() + 1))
+                .filter(|p| json.is_char_boundary(*p))
+                .collect();
+            points.sort_unstable();
+            let mut frags = Vec::new();
+            let mut prev = 0;
+            for p in points {
+                frags.push(json[prev..p].to_string());
+                prev = p;
+            }
+            frags.push(json[prev..].to_string());
+            (name, frags)
+        });
+    (
+        prop::collection::vec(word(), 0..5),
+        prop::collection::vec(tool, 0..3),
+        prop::sample::select(vec!["stop", "length"]),
+        (1i64..100_000, 0i64..100_000, 1i64..10_000),
+        prop::sample::select(vec![
+            UsageAt::Trailing,
+            UsageAt::Finish,
+            UsageAt::Every,
+            UsageAt::Groq,
+            UsageAt::LaterWithChoice,
+        ]),
+    )
+        .prop_map(
+            |(text, tools, finish, (prompt, cached, completion), usage_at)| {
+                let tools: Vec<(String, String, Vec<String>)> = tools
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (name, frags))| (format!("call_{i}"), name, frags))
+                    .collect();
+                Answer {
+                    finish: if tools.is_empty() {
+                        finish
+                    } else {
+                        "tool_calls"
+                    },
+                    text,
+                    tools,
+                    prompt,
+                    cached: cached.min(prompt),
+                    completion,
+                    usage_at,
+                }
+            },
+        )
+}
+
+/// The answer as an OpenAI-compatible upstream streams it.
+fn openai_stream(a: &Answer) -> String {
+    let usage = json!({"prompt_tokens": a.prompt, "completion_tokens": a.completion,
+        "total_tokens": a.prompt + a.completion,
+        "prompt_tokens_details": {"cached_tokens": a.cached}});
+    let every = matches!(a.usage_at, UsageAt::Every);
+    let chunk = |choices: Value, extra: Option<(&str, Value)>| {
+        let mut c = json!({"id": "chatcmpl-p", "object": "chat.completion.chunk",
+            "created": 1, "model": "m", "choices": choices});
+        if every {
+            c["usage"] = usage.clone();
+        }
+        if let Some((k, v)) = extra {
+            c[k] = v;
+        }
+        format!("data: {c}\n\n")
+    };
+    let delta = |d: Value| json!([{"index": 0, "delta": d, "finish_reason": null}]);
+    let mut s = chunk(delta(json!({"role": "assistant", "content": ""})), None);
+    for t in &a.text {
+        s += &chunk(delta(json!({"content": t})), None);
+    }
+    for (i, (id, name, frags)) in a.tools.iter().enumerate() {
+        s += &chunk(
+            delta(
+                json!({"tool_calls": [{"index": i, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]}),
+            ),
+            None,
+        );
+        for f in frags {
+            s += &chunk(
+                delta(json!({"tool_calls": [{"index": i, "function": {"arguments": f}}]})),
+                None,
+            );
+        }
+    }
+    let finish = json!([{"index": 0, "delta": {}, "finish_reason": a.finish}]);
+    s += &match a.usage_at {
+        UsageAt::Finish => chunk(finish, Some(("usage", usage.clone()))),
+        UsageAt::Groq => chunk(
+            finish,
+            Some(("x_groq", json!({"id": "req_1", "usage": usage}))),
+        ),
+        _ => chunk(finish, None),
+    };
+    match a.usage_at {
+        UsageAt::Trailing => s += &chunk(json!([]), Some(("usage", usage.clone()))),
+        UsageAt::LaterWithChoice => {
+            s += &chunk(
+                json!([{"index": 0, "delta": {"content": ""}, "finish_reason": null}]),
+                Some(("usage", usage.clone())),
+            )
+        }
+        _ => {}
+    }
+    s + "data: [DONE]\n\n"
+}
+
+fn convert(input: &[u8], up: Format, client: Format, chunk: usize) -> (Vec<u8>, Option<Usage>) {
+    let mut conv = Converter::new(up, client, true, 0);
+    let mut parser = Parser::default();
+    let mut out = Vec::new();
+    for piece in input.chunks(chunk.max(1)) {
+        for ev in parser.push(piece) {
+            conv.event(ev, &mut out);
+        }
+    }
+    if let Some(ev) = parser.finish() {
+        conv.event(ev, &mut out);
+    }
+    conv.finish(&mut out);
+    (out, conv.usage())
+}
+
+/// (text, tool calls as (id, name, arguments), finish_reason, usage) as an OpenAI SDK
+/// assembles them.
+fn assemble_openai(bytes: &[u8]) -> (String, Vec<(String, String, String)>, Value, Value) {
+    let mut text = String::new();
+    let mut tools: std::collections::BTreeMap<i64, (String, String, String)> =
+        std::collections::BTreeMap::new();
+    let (mut finish, mut usage) = (Value::Null, Value::Null);
+    for ev in Parser::default().push(bytes) {
+        let Ok(c) = serde_json::from_str::<Value>(&ev.data) else {
+            continue;
+        };
+        if c["usage"].is_object() {
+            usage = c["usage"].clone();
+        }
+        for ch in c["choices"].as_array().into_iter().flatten() {
+            text.push_str(ch["delta"]["content"].as_str().unwrap_or(""));
+            for tc in ch["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                let e = tools.entry(tc["index"].as_i64().unwrap_or(-1)).or_default();
+                if let Some(id) = tc["id"].as_str() {
+                    e.0 = id.to_string();
+                }
+                e.1.push_str(tc["function"]["name"].as_str().unwrap_or(""));
+                e.2.push_str(tc["function"]["arguments"].as_str().unwrap_or(""));
+            }
+            if ch["finish_reason"].is_string() {
+                finish = ch["finish_reason"].clone();
+            }
+        }
+    }
+    (text, tools.into_values().collect(), finish, usage)
+}
+
+proptest! {
+    #![proptest_config(config(200))]
+
+    /// OpenAI upstream → Anthropic client → (as an Anthropic upstream) → OpenAI client:
+    /// text, tool calls, finish reason and every usage count survive, wherever the usage
+    /// was reported and however the bytes were chunked.
+    #[test]
+    fn openai_stream_survives_a_round_trip_through_anthropic(a in arb_answer(),
+        chunk in 1usize..64) {
+        let original = openai_stream(&a);
+        let (anthropic, billed) =
+            convert(original.as_bytes(), Format::OpenAi, Format::Anthropic, chunk);
+        let expected_usage = Usage {
+            input: a.prompt - a.cached,
+            output: a.completion,
+            cache_read: a.cached,
+            cache_write: 0,
+        };
+        prop_assert_eq!(billed, Some(expected_usage));
+        let (back, billed_back) =
+            convert(&anthropic, Format::Anthropic, Format::OpenAi, chunk);
+        prop_assert_eq!(billed_back, Some(expected_usage));
+        let (text, tools, finish, usage) = assemble_openai(&back);
+        prop_assert_eq!(text, a.text.concat());
+        let expected_tools: Vec<(String, String, String)> = a
+            .tools
+            .iter()
+            .map(|(id, name, frags)| (id.clone(), name.clone(), frags.concat()))
+            .collect();
+        prop_assert_eq!(tools, expected_tools);
+        prop_assert_eq!(finish, json!(a.finish));
+        prop_assert_eq!(&usage["prompt_tokens"], &json!(a.prompt));
+        prop_assert_eq!(&usage["completion_tokens"], &json!(a.completion));
+        prop_assert_eq!(&usage["prompt_tokens_details"]["cached_tokens"], &json!(a.cached));
+    }
+}
