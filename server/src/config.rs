@@ -719,6 +719,29 @@ mod tests {
     }
 
     #[test]
+    fn upstream_size_limits() {
+        let c = Config::load(None, env_of(&[])).unwrap();
+        assert_eq!(c.max_upstream_body_bytes, 32 * 1024 * 1024);
+        assert_eq!(c.max_upstream_event_bytes, 4 * 1024 * 1024);
+        let c = Config::load(
+            None,
+            env_of(&[
+                ("TOKENGATE_MAX_UPSTREAM_BODY_BYTES", "1000"),
+                ("TOKENGATE_MAX_UPSTREAM_EVENT_BYTES", "100"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.max_upstream_body_bytes, c.max_upstream_event_bytes),
+            (1000, 100)
+        );
+        assert!(
+            Config::load(None, env_of(&[("TOKENGATE_MAX_UPSTREAM_EVENT_BYTES", "0")])).is_err()
+        );
+        assert!(Config::load(None, env_of(&[("TOKENGATE_MAX_UPSTREAM_BODY_BYTES", "x")])).is_err());
+    }
+
+    #[test]
     fn rejects_unknown_keys_and_bad_values() {
         let dir = std::env::temp_dir().join(format!("tg-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
