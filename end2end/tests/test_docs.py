@@ -293,6 +293,8 @@ def test_live_answers_match_the_documented_schemas(docs_gw, doc, admin_token):
     c.check("get", "/auth/oidc/{id}/callback", 303, url="/auth/oidc/nope/callback?code=x&state=y")
     r = c.check("get", "/auth/verify-email", 303, url="/auth/verify-email?token=forged")
     assert r.headers["location"] == "/login?error=verify_link", r.headers
+    r = c.check("post", "/auth/verify-email/resend", 303, headers=form)
+    assert r.headers["location"].startswith("/login?next="), r.headers
 
     # Docs.
     c.check("get", "/openapi.json", 200)

@@ -394,6 +394,7 @@ pub fn portal_route_table() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::login::login))
         .routes(routes!(auth::login::signup))
         .routes(routes!(auth::login::verify_email))
+        .routes(routes!(auth::login::resend_verification))
         .routes(routes!(auth::login::logout))
         .routes(routes!(auth::login::logout_everywhere))
         .routes(routes!(auth::login::decide_device))

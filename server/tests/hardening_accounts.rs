@@ -1552,3 +1552,98 @@ async fn sign_up_limit_is_configurable() {
     }
     t.stop().await;
 }
+
+/// The verification link can be mailed again from the settings page (3 an hour), and
+/// `GET /api/v1/me` says whether the address is verified.
+async fn resend_suite(database_url: Option<String>) {
+    let (smtp_port, mut mails) = fake_smtp().await;
+    let smtp_url = format!("smtp://127.0.0.1:{smtp_port}");
+    let t = T::start(
+        database_url,
+        &[
+            ("TOKENGATE_SMTP_URL", &smtp_url),
+            ("TOKENGATE_SMTP_FROM", "tokengate <noreply@example.com>"),
+        ],
+    )
+    .await;
+    let resp = t
+        .form(
+            "/auth/signup",
+            None,
+            Some(&t.base()),
+            &[("email", "gina@example.com"), ("password", PW)],
+        )
+        .await;
+    let gina = session_cookie(&resp).unwrap();
+    next_mail(&mut mails).await;
+    let (_, me) = t
+        .call(Method::GET, "/api/v1/me", Auth::Session(&gina), None)
+        .await;
+    assert_eq!(me["email_verified"], false, "{me}");
+    let settings = |t: &T, c: &str| {
+        let req =
+            t.c.get(t.url("/me/settings"))
+                .header("cookie", format!("tg_session={c}"));
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(settings(&t, &gina).await.contains("email-unverified"));
+    let mut last = String::new();
+    for _ in 0..3 {
+        let resp = t
+            .form(
+                "/auth/verify-email/resend",
+                Some(&gina),
+                Some(&t.base()),
+                &[],
+            )
+            .await;
+        assert_eq!(location(&resp), "/me/settings?verification=sent");
+        last = verification_link(&next_mail(&mut mails).await);
+    }
+    let resp = t
+        .form(
+            "/auth/verify-email/resend",
+            Some(&gina),
+            Some(&t.base()),
+            &[],
+        )
+        .await;
+    assert_eq!(location(&resp), "/me/settings?verification=throttled");
+    // A foreign page cannot trigger it.
+    let resp = t
+        .form("/auth/verify-email/resend", Some(&gina), Some(EVIL), &[])
+        .await;
+    assert_eq!(resp.status(), 403);
+    let resp = t.c.get(t.url(&last)).send().await.unwrap();
+    assert_eq!(location(&resp), "/login?verified=1");
+    let (_, me) = t
+        .call(Method::GET, "/api/v1/me", Auth::Session(&gina), None)
+        .await;
+    assert_eq!(me["email_verified"], true, "{me}");
+    assert!(!settings(&t, &gina).await.contains("email-unverified"));
+    let resp = t
+        .form(
+            "/auth/verify-email/resend",
+            Some(&gina),
+            Some(&t.base()),
+            &[],
+        )
+        .await;
+    assert_eq!(location(&resp), "/me/settings?verification=already");
+    // Signed out: to sign-in.
+    let resp = t
+        .form("/auth/verify-email/resend", None, Some(&t.base()), &[])
+        .await;
+    assert!(location(&resp).starts_with("/login"), "{}", location(&resp));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn verification_link_sent_again_on_sqlite() {
+    resend_suite(None).await;
+}
+
+#[tokio::test]
+async fn verification_link_sent_again_on_postgres() {
+    on_postgres(resend_suite).await;
+}

@@ -1,7 +1,9 @@
-//! `/me/settings`: the profile (display name), active sign-in sessions, and signing out
+//! `/me/settings`: the profile (display name, whether the email address is verified, with
+//! a form to mail the verification link again), active sign-in sessions, and signing out
 //! here or everywhere.
 
 use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
 use serde_json::json;
 
 use crate::api::{self, text};
@@ -18,6 +20,16 @@ pub fn SettingsPage() -> impl IntoView {
 #[component]
 fn Settings(user: PortalUser) -> impl IntoView {
     let sessions = Resource::new(|| (), |_| api::get("/me/sessions".into()));
+    let me = Resource::new(|| (), |_| api::get("/me".into()));
+    let query = use_query_map();
+    let verification = move || {
+        query.read().get("verification").map(|v| match v.as_str() {
+            "sent" => "A new verification link is on its way; it works for 24 hours.",
+            "already" => "Your email address is already verified.",
+            "throttled" => "Too many links asked for; try again in an hour.",
+            _ => "",
+        })
+    };
     let (name, set_name) = signal(user.display_name.clone());
     let save = Action::new(move |n: &String| {
         let n = n.clone();
@@ -41,6 +53,18 @@ fn Settings(user: PortalUser) -> impl IntoView {
                 Err(e) => view! { <ErrorBox message=e/> }.into_any(),
             })}
             <p>"Email: " <strong>{user.email.clone()}</strong> " · role: " {user.role.clone()}</p>
+            {move || verification().filter(|m| !m.is_empty()).map(|m| view! { <p class="notice" role="status" id="verification-status">{m}</p> })}
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let verified = me.await.ok().is_none_or(|v| v["email_verified"] != serde_json::Value::Bool(false));
+                    (!verified).then(|| view! {
+                        <form method="post" action="/auth/verify-email/resend" class="row" id="email-unverified">
+                            <span>"Your email address is not verified yet (the link was mailed at sign-up). It is needed to link a sign-in provider by email."</span>
+                            <button class="button secondary" type="submit">"Send the link again"</button>
+                        </form>
+                    })
+                })}
+            </Suspense>
         </section>
         <section class="card">
             <h2>"Sessions"</h2>

@@ -106,13 +106,18 @@ fn key_json(state: &AppState, k: &ApiKey) -> Value {
 #[utoipa::path(get, path = "/me", tag = "Account", operation_id = "get_me",
     security(("access_token" = []), ("session_cookie" = [])),
     responses((status = 200, description = "The user.", body = Me), Unauthorized))]
-async fn me(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<Value> {
+async fn me(
+    CurrentUser(u): CurrentUser,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let pending = state.gateway.money.account_funds(u.id).pending;
-    Json(
+    let verified = store::email_verified(&state.db, u.id).await?;
+    Ok(Json(
         json!({"id": u.id, "display_name": u.display_name, "email": u.email,
+        "email_verified": verified,
         "balance_usd": format_balance(u.balance_nano - pending), "status": u.status, "role": u.role,
         "created_at": rfc3339(u.created_at)}),
-    )
+    ))
 }
 
 /// Profile changes.
@@ -147,7 +152,7 @@ async fn patch_me(
         tokengate_core::accounts::set_display_name(&state.db, u.id, name).await?;
     }
     let u = tokengate_core::accounts::get_user(&state.db, u.id).await?;
-    Ok(me(CurrentUser(u), State(state)).await)
+    me(CurrentUser(u), State(state)).await
 }
 
 /// List portal sessions

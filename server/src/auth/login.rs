@@ -28,6 +28,8 @@ const MAX_FAILURES_PER_ADDRESS: i64 = 20;
 const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// Longest email address an account can have (RFC 5321's path limit).
 const MAX_EMAIL_LEN: usize = 254;
+/// Verification links one account may ask to be sent again per hour.
+const RESENDS_PER_HOUR: i64 = 3;
 /// How long a mailed verification link works.
 const VERIFY_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 /// The window of `signups_per_address_per_hour`.
@@ -277,6 +279,46 @@ async fn send_verification(state: &AppState, user: &accounts::User) {
             body,
         },
     );
+}
+
+/// Send the verification link again (portal form)
+///
+/// For the signed-in user whose address is not verified yet: mails a new link (at most 3 an
+/// hour). Answers with a redirect to `/me/settings?verification=sent`, `…=already`
+/// (nothing to do) or `…=throttled`, or to sign-in first.
+#[utoipa::path(post, path = "/auth/verify-email/resend", tag = "Portal sign-in", operation_id = "resend_verification",
+    security(("session_cookie" = [])),
+    responses((status = 303, description = "To `/me/settings?verification=sent|already|throttled`, or to sign-in first.",
+        headers(("Location" = String, description = "Where the browser goes next")))))]
+pub async fn resend_verification(State(state): State<AppState>, session: Session) -> Response {
+    let absolute = std::time::Duration::from_secs(state.config.session_absolute_secs);
+    let user = match session::current_user(&session, &state.db, absolute).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Redirect::to("/login?next=%2Fme%2Fsettings").into_response(),
+        Err(e) => return internal(e),
+    };
+    match store::email_verified(&state.db, user.id).await {
+        Ok(true) => return Redirect::to("/me/settings?verification=already").into_response(),
+        Ok(false) => {}
+        Err(e) => return internal(e),
+    }
+    let subject = format!("verifymail:{}", user.id);
+    match store::attempt(
+        &state.db,
+        &[(&subject, RESENDS_PER_HOUR)],
+        now_ms() - SIGNUP_WINDOW_MS,
+    )
+    .await
+    {
+        Ok((_, true)) => {}
+        Ok((a, false)) => {
+            let _ = store::release(&state.db, a).await;
+            return Redirect::to("/me/settings?verification=throttled").into_response();
+        }
+        Err(e) => return internal(e),
+    }
+    send_verification(&state, &user).await;
+    Redirect::to("/me/settings?verification=sent").into_response()
 }
 
 /// The verification link's query.

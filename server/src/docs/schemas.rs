@@ -654,11 +654,15 @@ pub struct TokenResponse {
 /// The signed-in user.
 #[derive(ToSchema)]
 #[schema(example = json!({"id": 1, "display_name": "Ada", "email": "ada@example.com",
-    "balance_usd": "5.00", "status": "active", "role": "user", "created_at": "2026-11-01T09:30:00Z"}))]
+    "email_verified": true, "balance_usd": "5.00", "status": "active", "role": "user",
+    "created_at": "2026-11-01T09:30:00Z"}))]
 pub struct Me {
     pub id: i64,
     pub display_name: String,
     pub email: String,
+    /// Whether the address was verified (the link mailed at sign-up, an operator creating
+    /// the account, or an identity provider vouching for it).
+    pub email_verified: bool,
     /// Balance less what running requests hold, 2 decimals.
     pub balance_usd: String,
     /// `active` or `suspended`.
