@@ -263,7 +263,7 @@ impl Converter {
                     if let Some(u) = chunk_usage(&v).and_then(openai_usage) {
                         self.usage = Some(u);
                     }
-                    s.chunk(&v, &mut self.delivered, out);
+                    s.chunk(&v, &self.usage, &mut self.delivered, out);
                 }
             }
             Mode::AnthropicToOpenAi(s) => {
@@ -380,7 +380,10 @@ struct O2A {
 }
 
 impl O2A {
-    fn start(&mut self, id: &str, model: &Value, out: &mut Vec<u8>) {
+    /// `message_start`, with the input counts when the upstream has already reported them
+    /// (a running total on its first chunk); otherwise zeros, and the counts follow in
+    /// `message_delta`.
+    fn start(&mut self, id: &str, model: &Value, usage: &Option<Usage>, out: &mut Vec<u8>) {
         if self.started {
             return;
         }
@@ -394,7 +397,12 @@ impl O2A {
             &json!({"type": "message_start", "message": {
             "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": 0, "output_tokens": 0}}}),
+            "usage": match usage {
+                Some(u) => json!({"input_tokens": u.input, "output_tokens": 0,
+                    "cache_read_input_tokens": u.cache_read,
+                    "cache_creation_input_tokens": u.cache_write}),
+                None => json!({"input_tokens": 0, "output_tokens": 0}),
+            }}}),
         ));
         out.extend_from_slice(&anthropic_event(&json!({"type": "ping"})));
     }
@@ -418,10 +426,17 @@ impl O2A {
         index
     }
 
-    fn chunk(&mut self, v: &Value, delivered: &mut Delivered, out: &mut Vec<u8>) {
+    fn chunk(
+        &mut self,
+        v: &Value,
+        usage: &Option<Usage>,
+        delivered: &mut Delivered,
+        out: &mut Vec<u8>,
+    ) {
         self.start(
             v.get("id").and_then(Value::as_str).unwrap_or("tokengate"),
             v.get("model").unwrap_or(&Value::Null),
+            usage,
             out,
         );
         let Some(choice) = v.pointer("/choices/0") else {
@@ -486,7 +501,7 @@ impl O2A {
         if self.finished {
             return;
         }
-        self.start("tokengate", &Value::Null, out);
+        self.start("tokengate", &Value::Null, usage, out);
         self.finished = true;
         self.close_block(out);
         out.extend_from_slice(&anthropic_event(&json!({"type": "message_delta",
@@ -828,6 +843,31 @@ mod tests {
         assert_eq!(md["usage"]["cache_read_input_tokens"], 4);
         assert_eq!(md["usage"]["output_tokens"], 9);
         assert_eq!(evs.last().unwrap().event.as_deref(), Some("message_stop"));
+    }
+
+    /// A running total on the first chunk (vLLM continuous usage, xAI) already gives
+    /// `message_start` the input counts.
+    #[test]
+    fn early_usage_reaches_message_start() {
+        let stream = [
+            chunk(
+                r#""choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":4}}"#,
+            ),
+            chunk(
+                r#""choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4}}"#,
+            ),
+            "data: [DONE]\n\n".to_string(),
+        ]
+        .concat();
+        let mut c = Converter::new(Format::OpenAi, Format::Anthropic, true, 0);
+        let evs = run(&mut c, &stream);
+        let start = data(&evs[0]);
+        assert_eq!(start["message"]["usage"]["input_tokens"], 5);
+        assert_eq!(start["message"]["usage"]["cache_read_input_tokens"], 4);
+        assert_eq!(start["message"]["usage"]["output_tokens"], 0);
+        let md = evs.iter().rev().nth(1).map(data).unwrap();
+        assert_eq!(md["usage"]["output_tokens"], 2);
+        assert_eq!(md["usage"]["input_tokens"], 5);
     }
 
     /// Groq reports usage only in `x_groq.usage`: it is billed, reaches an Anthropic
