@@ -101,6 +101,8 @@ pub async fn seed_if_new(
             Err(Error::Conflict(_)) => return Ok(None),
             Err(e) => return Err(e),
         };
+    // Created by the server for its operator, like `tokengate-server admin create`.
+    crate::auth::mark_email_verified(db, admin.id).await?;
     accounts::apply_entry(
         db,
         accounts::Entry {

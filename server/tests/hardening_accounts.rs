@@ -1647,3 +1647,73 @@ async fn verification_link_sent_again_on_sqlite() {
 async fn verification_link_sent_again_on_postgres() {
     on_postgres(resend_suite).await;
 }
+
+/// Accounts the operator creates count as verified: the demo administrator (and
+/// `tokengate-server admin create`); a sign-up does not until its link is opened.
+#[tokio::test]
+async fn operator_created_accounts_are_verified() {
+    let t = T::start(None, &[("TOKENGATE_DEMO", "1")]).await;
+    let admin = accounts::get_user_by_email(t.db(), tokengate_core::demo::DEMO_EMAIL)
+        .await
+        .unwrap();
+    assert!(
+        tokengate_core::auth::email_verified(t.db(), admin.id)
+            .await
+            .unwrap()
+    );
+    let resp = t
+        .form(
+            "/auth/signup",
+            None,
+            Some(&t.base()),
+            &[("email", "fresh@example.com"), ("password", PW)],
+        )
+        .await;
+    assert_eq!(location(&resp), "/console");
+    let fresh = accounts::get_user_by_email(t.db(), "fresh@example.com")
+        .await
+        .unwrap();
+    assert!(
+        !tokengate_core::auth::email_verified(t.db(), fresh.id)
+            .await
+            .unwrap()
+    );
+    t.stop().await;
+}
+
+/// `tokengate-server admin create` marks the address it was given verified.
+#[tokio::test]
+async fn admin_create_marks_the_address_verified() {
+    let dir = std::env::temp_dir().join(format!(
+        "tg-admin-create-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokengate-server"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("TOKENGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(["admin", "create", "--email", "ops@example.com"])
+        .env("TOKENGATE_DATA_DIR", &dir)
+        .env("TOKENGATE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let db = tokengate_core::Db::connect(&format!("sqlite://{}/tokengate.db", dir.display()))
+        .await
+        .unwrap();
+    let ops = accounts::get_user_by_email(&db, "ops@example.com")
+        .await
+        .unwrap();
+    assert!(
+        tokengate_core::auth::email_verified(&db, ops.id)
+            .await
+            .unwrap()
+    );
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
