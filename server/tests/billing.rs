@@ -540,6 +540,42 @@ async fn holds_never_overspend_on_postgres() {
 
 // ----- 2. a cost above its hold is charged in full and counted ---------------------------
 
+/// An OpenAI-compatible upstream on a local port that reports `prompt_tokens` of usage
+/// whatever it was sent (JSON, or a stream whose last chunk carries the usage).
+async fn overreporting_upstream(prompt_tokens: i64) -> String {
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |body: axum::Json<Value>| async move {
+            let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": 8,
+                "total_tokens": prompt_tokens + 8});
+            if body.get("stream").and_then(Value::as_bool) == Some(true) {
+                let chunk = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                    "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant",
+                    "content": "hi"}, "finish_reason": "stop"}]});
+                let last = json!({"id": "c1", "object": "chat.completion.chunk", "created": 1,
+                    "model": "m", "choices": [], "usage": usage});
+                (
+                    [("content-type", "text/event-stream")],
+                    format!("data: {chunk}\n\ndata: {last}\n\ndata: [DONE]\n\n"),
+                )
+                    .into_response()
+            } else {
+                axum::Json(
+                    json!({"id": "c1", "object": "chat.completion", "created": 1,
+                    "model": "m", "choices": [{"index": 0, "message": {"role": "assistant",
+                    "content": "hi"}, "finish_reason": "stop"}], "usage": usage}),
+                )
+                .into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v1")
+}
+
 async fn cost_cap_suite(database_url: Option<String>) {
     let r = start(database_url, &[]).await;
     let db = r.server_state.db.clone();
@@ -553,19 +589,31 @@ async fn cost_cap_suite(database_url: Option<String>) {
             },
         )
         .await;
-    // The mock counts 3 tokens per message, and a message may be the 1-byte JSON `0`: with
-    // 2,000 of them the upstream reports ~3 tokens per 2 body bytes, more than the hold's
-    // one token per byte (+16).
-    let mut messages = vec![json!({"role": "user", "content": "x"})];
-    messages.extend(std::iter::repeat_n(json!(0), 2000));
+    // An upstream that bills far more prompt tokens than the request has bytes: more than
+    // the hold's one token per body byte (+16) could foresee.
+    let prompt = 50_000;
+    catalog::upsert_provider(
+        &db,
+        &ProviderSpec {
+            name: "greedy".into(),
+            kind: "openai".into(),
+            base_url: Some(overreporting_upstream(prompt).await),
+            api_key_enc: None,
+            config: json!({}),
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    add_model(&r, "greedy/m", "greedy", 150_000_000, 600_000_000).await;
     let c = client();
     let mut expected = 0;
     for stream in [false, true] {
-        let body = json!({"model": "mock/fast-1", "max_tokens": 8, "stream": stream,
-            "stream_options": {"include_usage": true}, "messages": messages})
+        let body = json!({"model": "greedy/m", "max_tokens": 8, "stream": stream,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "x"}]})
         .to_string();
         let hold = (body.len() as i64 + 16) * 150 + 8 * 600;
-        let prompt = 3 * 2001 + 1;
         let uncapped = prompt * 150 + 8 * 600;
         assert!(
             uncapped > hold,
