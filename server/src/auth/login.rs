@@ -199,6 +199,19 @@ pub async fn signup(
     if !state.config.signup {
         return Redirect::to("/login?error=signup_disabled").into_response();
     }
+    if f.password.chars().count() < 10 || f.password.len() > 1024 {
+        return Redirect::to("/signup?error=weak_password").into_response();
+    }
+    let email = f.email.trim().to_string();
+    if !email.contains('@') || email.len() > 254 {
+        return Redirect::to("/signup?error=invalid_email").into_response();
+    }
+    let name = f
+        .display_name
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty() && n.chars().count() <= 100)
+        .unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
+    // Counted once the form is valid (a typo costs nothing), before the costly hash.
     let limit = i64::try_from(state.config.signups_per_address_per_hour).unwrap_or(i64::MAX);
     if limit > 0 {
         let ip = client_ip(addr.ip(), &headers, &state.config.trusted_proxies);
@@ -212,18 +225,6 @@ pub async fn signup(
             Err(e) => return internal(e),
         }
     }
-    if f.password.chars().count() < 10 || f.password.len() > 1024 {
-        return Redirect::to("/signup?error=weak_password").into_response();
-    }
-    let email = f.email.trim().to_string();
-    if !email.contains('@') || email.len() > 254 {
-        return Redirect::to("/signup?error=invalid_email").into_response();
-    }
-    let name = f
-        .display_name
-        .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty() && n.chars().count() <= 100)
-        .unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
     let hash = match password::hash_async(f.password).await {
         Ok(h) => h,
         Err(e) => return internal(e),
