@@ -362,6 +362,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(rejections::shape))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(
+            max_body,
+            serve::drain_unread,
+        ))
+        .layer(middleware::from_fn_with_state(
             Duration::from_secs(state.config.body_read_timeout_secs),
             serve::body_deadline,
         ))

@@ -1,7 +1,9 @@
 //! The HTTP transport: accepting TCP connections under a cap on connections served at
 //! once (over the cap, connections wait in the listen backlog), HTTP/1.1 on each with a
-//! header-read timeout (slowloris), a deadline for request bodies (408), and graceful
-//! shutdown (stop accepting, finish in-flight requests, close idle connections).
+//! header-read timeout (slowloris), a deadline for request bodies (408), what an early
+//! answer left unread of a body drained before it is sent (so the client gets the answer,
+//! not a reset), and graceful shutdown (stop accepting, finish in-flight requests, close
+//! idle connections).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -202,6 +204,82 @@ pub async fn body_deadline(State(limit): State<Duration>, req: Request, next: Ne
     let mut resp = timeout_response(shape, limit);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// A request body shared with [`drain_unread`], which gets back what the handler left.
+struct SharedBody(Arc<std::sync::Mutex<Option<Body>>>);
+
+fn lock(slot: &std::sync::Mutex<Option<Body>>) -> std::sync::MutexGuard<'_, Option<Body>> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        match lock(&self.0).as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        lock(&self.0).as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        lock(&self.0)
+            .as_ref()
+            .map(HttpBody::size_hint)
+            .unwrap_or_default()
+    }
+}
+
+/// Middleware: what a handler left unread of a request body (it answered early — 401, 413,
+/// a malformed head) is read and discarded, up to `max` bytes, before the answer goes out.
+/// A connection closed with unread bytes is reset by the kernel, and the client then often
+/// loses the answer already sent ("connection reset" instead of the 401). A body longer
+/// than `max` is left, and the connection closed after the answer.
+pub async fn drain_unread(State(max): State<usize>, req: Request, next: Next) -> Response {
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let slot = Arc::new(std::sync::Mutex::new(None));
+    let req = req.map(|inner| {
+        *lock(&slot) = Some(inner);
+        Body::new(SharedBody(slot.clone()))
+    });
+    let mut resp = next.run(req).await;
+    let rest = lock(&slot).take();
+    let Some(mut rest) = rest else {
+        return resp;
+    };
+    let mut seen = 0usize;
+    let complete = loop {
+        if rest.is_end_stream() {
+            break true;
+        }
+        match http_body_util::BodyExt::frame(&mut rest).await {
+            None => break true,
+            Some(Ok(frame)) => {
+                seen += frame.data_ref().map_or(0, Bytes::len);
+                if seen > max {
+                    break false;
+                }
+            }
+            Some(Err(_)) => break false,
+        }
+    };
+    if !complete {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 

@@ -68,14 +68,24 @@ pub fn stream_flag(obj: &Map<String, Value>) -> Result<bool, GatewayError> {
     }
 }
 
-/// A non-empty `messages` array.
+/// A non-empty `messages` array of message objects, each with a string `role` (the rest of
+/// each message is the upstream's to judge).
 pub fn require_messages(obj: &Map<String, Value>) -> Result<(), GatewayError> {
-    match obj.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => Ok(()),
-        _ => Err(GatewayError::BadRequest {
-            message: "'messages' must be a non-empty array.".into(),
+    let ok = match obj.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m
+            .iter()
+            .all(|x| x.get("role").is_some_and(Value::is_string)),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(GatewayError::BadRequest {
+            message: "'messages' must be a non-empty array of message objects, each with a \
+                      string 'role'."
+                .into(),
             param: Some("messages".into()),
-        }),
+        })
     }
 }
 
@@ -169,4 +179,32 @@ async fn handle(
         request_id,
     };
     pipeline::run(gw, key, started, call).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_are_objects_with_a_role() {
+        let check = |v: Value| require_messages(v.as_object().unwrap()).is_ok();
+        assert!(check(
+            json!({"messages": [{"role": "user", "content": "hi"}]})
+        ));
+        assert!(check(
+            json!({"messages": [{"role": "user", "content": [{"type": "text"}]}]})
+        ));
+        for bad in [
+            json!({}),
+            json!({"messages": []}),
+            json!({"messages": {"role": "user"}}),
+            json!({"messages": ["x", 1]}),
+            json!({"messages": [{"content": "no role"}]}),
+            json!({"messages": [{"role": -1, "content": "hi"}]}),
+            json!({"messages": [{"role": "user"}, null]}),
+        ] {
+            assert!(!check(bad.clone()), "{bad}");
+        }
+    }
 }
