@@ -1374,9 +1374,8 @@ async fn setup(database_url: Option<String>) -> Ctx {
     let c = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(60))
-        // A connection of its own per request: a server that closes a connection after an
-        // answer (e.g. with the body unread) must not be blamed on the next request.
-        .pool_max_idle_per_host(0)
+        // Connections are reused: an answer must leave its connection fit for the next
+        // request (the body read or drained), or that request fails.
         .build()
         .unwrap();
     let (customer_id, key) = r
