@@ -125,6 +125,14 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey, Error> {
 /// Keys an account may hold that are not revoked (active, disabled or expired).
 pub const MAX_KEYS_PER_ACCOUNT: i64 = 100;
 
+const NAME_RULE: &str = "name must be 1 to 100 characters, without control characters";
+
+/// A key name: 1 to 100 characters (trimmed), none of them a control character (names are
+/// shown in the portal, printed by the CLI to terminals and written to CSV exports).
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= 100 && !name.chars().any(char::is_control)
+}
+
 /// Validates and stores a new key for `user_id`; returns the record and the raw secret,
 /// which exists nowhere else afterwards. `Conflict` when the account already holds
 /// [`MAX_KEYS_PER_ACCOUNT`] keys that are not revoked.
@@ -135,8 +143,8 @@ pub async fn create(
     new: &NewKey,
 ) -> Result<(ApiKey, String), Error> {
     let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(Error::Invalid("name must be 1 to 100 characters".into()));
+    if !valid_name(name) {
+        return Err(Error::Invalid(NAME_RULE.into()));
     }
     if new.spend_limit_nano.is_some_and(|v| v <= 0) {
         return Err(Error::Invalid("spend_limit_usd must be positive".into()));
@@ -235,8 +243,8 @@ pub async fn update(db: &Db, user_id: i64, key_id: i64, patch: &KeyPatch) -> Res
     let name = match &patch.name {
         Some(n) => {
             let n = n.trim();
-            if n.is_empty() || n.chars().count() > 100 {
-                return Err(Error::Invalid("name must be 1 to 100 characters".into()));
+            if !valid_name(n) {
+                return Err(Error::Invalid(NAME_RULE.into()));
             }
             n.to_string()
         }
@@ -375,6 +383,17 @@ pub async fn revoke(db: &Db, user_id: i64, key_id: i64) -> Result<ApiKey, Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_names_are_short_and_printable() {
+        assert!(valid_name("ci-bot ✓"));
+        assert!(valid_name(&"é".repeat(100)));
+        assert!(!valid_name(""));
+        assert!(!valid_name(&"a".repeat(101)));
+        for bad in ["a\u{0}b", "\u{1b}[2J", "two\nlines", "del\u{7f}"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn generated_keys_are_well_formed_and_distinct() {

@@ -115,9 +115,10 @@ pub async fn login(
     let back = |error: &str| {
         Redirect::to(&format!("/login?error={error}&next={}", encode(&next))).into_response()
     };
-    // No account has an address this long (sign-up refuses them): answer before the
-    // address is stored as a throttle subject, so megabyte "emails" are not kept.
-    if f.email.trim().len() > MAX_EMAIL_LEN {
+    // No account has an address this long or with control characters (sign-up refuses
+    // them): answer before the address is stored as a throttle subject, so megabyte
+    // "emails" are not kept and a NUL never reaches PostgreSQL.
+    if f.email.trim().len() > MAX_EMAIL_LEN || f.email.chars().any(char::is_control) {
         return back("invalid");
     }
     let acct = format!("acct:{}", f.email.trim().to_lowercase());
@@ -203,13 +204,16 @@ pub async fn signup(
         return Redirect::to("/signup?error=weak_password").into_response();
     }
     let email = f.email.trim().to_string();
-    if !email.contains('@') || email.len() > 254 {
+    // Addresses and names are shown in the portal, printed by the CLI to terminals and
+    // written to CSV exports: no control characters (a NUL cannot even be stored on
+    // PostgreSQL). A name that breaks this rule is replaced like a missing one.
+    if !email.contains('@') || email.len() > MAX_EMAIL_LEN || email.chars().any(char::is_control) {
         return Redirect::to("/signup?error=invalid_email").into_response();
     }
     let name = f
         .display_name
         .map(|n| n.trim().to_string())
-        .filter(|n| !n.is_empty() && n.chars().count() <= 100)
+        .filter(|n| !n.is_empty() && n.chars().count() <= 100 && !n.chars().any(char::is_control))
         .unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
     // Counted once the form is valid (a typo costs nothing), before the costly hash.
     let limit = i64::try_from(state.config.signups_per_address_per_hour).unwrap_or(i64::MAX);
