@@ -101,6 +101,8 @@ enum Who {
     Valid,
     /// The customer's access token on an admin route.
     CustomerOnAdmin,
+    /// The portal session (the leaver's on sign-out routes) with a hostile `Origin`.
+    SessionFrom(Vec<u8>),
     /// A hostile `(header, value)`.
     Header(&'static str, Vec<u8>),
 }
@@ -1173,6 +1175,30 @@ fn cases_for(ctx: &Ctx, op: &Op) -> Vec<Case> {
                 Expect::Reject,
             ));
         }
+        // A session cookie on a state-changing call needs this site's Origin.
+        if op.method != Method::GET && op.template.starts_with("/api/v1/") {
+            let base = ctx.r.base.clone();
+            let origins: Vec<Vec<u8>> = vec![
+                b"null".to_vec(),
+                b"http://evil.example".to_vec(),
+                format!("{base}.evil.example").into_bytes(),
+                format!("http://evil.example@{}", base.trim_start_matches("http://")).into_bytes(),
+                base.replace("127.0.0.1", "localhost").into_bytes(),
+                Vec::new(),
+                b"http://\xff\xfe".to_vec(),
+                format!("{base} {base}").into_bytes(),
+            ];
+            for origin in origins {
+                out.push(mk(
+                    format!("session with Origin {}", String::from_utf8_lossy(&origin)),
+                    path.clone(),
+                    ct.as_deref(),
+                    b.clone(),
+                    Who::SessionFrom(origin),
+                    Expect::Reject,
+                ));
+            }
+        }
     }
     out
 }
@@ -1255,6 +1281,16 @@ async fn run(ctx: &Ctx, case: &Case) -> (Option<u16>, Option<String>) {
             }
         }
         Who::CustomerOnAdmin => req = req.bearer_auth(&ctx.customer_token),
+        Who::SessionFrom(origin) => {
+            let session = if t.contains("logout") {
+                &ctx.leaver_session
+            } else {
+                &ctx.customer_session
+            };
+            req = req
+                .header("cookie", format!("tg_session={session}"))
+                .header("origin", HeaderValue::from_bytes(origin).unwrap());
+        }
         Who::Header(name, value) => {
             let v = HeaderValue::from_bytes(value).unwrap();
             req = req.header(HeaderName::from_static(name), v);
@@ -1704,6 +1740,7 @@ impl Case {
             Who::Anon => "anonymous",
             Who::Valid => "valid credentials",
             Who::CustomerOnAdmin => "customer on admin",
+            Who::SessionFrom(_) => "session from another origin",
             Who::Header(..) => "hostile credentials",
         }
     }
