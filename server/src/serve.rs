@@ -207,6 +207,9 @@ pub async fn body_deadline(State(limit): State<Duration>, req: Request, next: Ne
     resp
 }
 
+/// Longest wait for the unread rest of a body before an early answer is sent anyway.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
 /// A request body shared with [`drain_unread`], which gets back what the handler left.
 struct SharedBody(Arc<std::sync::Mutex<Option<Body>>>);
 
@@ -250,6 +253,19 @@ pub async fn drain_unread(State(max): State<usize>, req: Request, next: Next) ->
     if req.body().is_end_stream() {
         return next.run(req).await;
     }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        // Too long to drain (and the client may not send it before it sees the answer):
+        // answer at once and close the connection after it.
+        let mut resp = next.run(req).await;
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     let slot = Arc::new(std::sync::Mutex::new(None));
     let req = req.map(|inner| {
         *lock(&slot) = Some(inner);
@@ -261,21 +277,28 @@ pub async fn drain_unread(State(max): State<usize>, req: Request, next: Next) ->
         return resp;
     };
     let mut seen = 0usize;
-    let complete = loop {
-        if rest.is_end_stream() {
-            break true;
-        }
-        match http_body_util::BodyExt::frame(&mut rest).await {
-            None => break true,
-            Some(Ok(frame)) => {
-                seen += frame.data_ref().map_or(0, Bytes::len);
-                if seen > max {
-                    break false;
-                }
+    let drain = async {
+        loop {
+            if rest.is_end_stream() {
+                break true;
             }
-            Some(Err(_)) => break false,
+            match http_body_util::BodyExt::frame(&mut rest).await {
+                None => break true,
+                Some(Ok(frame)) => {
+                    seen += frame.data_ref().map_or(0, Bytes::len);
+                    if seen > max {
+                        break false;
+                    }
+                }
+                Some(Err(_)) => break false,
+            }
         }
     };
+    // A client that holds its body back (waiting for the answer, or `Expect: 100-continue`)
+    // is not waited for long: the answer goes out and the connection is closed after it.
+    let complete = tokio::time::timeout(DRAIN_WAIT, drain)
+        .await
+        .unwrap_or(false);
     if !complete {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
