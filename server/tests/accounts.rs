@@ -394,20 +394,7 @@ async fn user(r: &Running, email: &str, pw: Option<&str>, nanos: i64) -> i64 {
 
 /// An access token for `user_id` as the device flow would issue it.
 async fn token_for(r: &Running, user_id: i64) -> String {
-    let c = &r.server_state.config;
-    let epoch = accounts::get_user(&r.server_state.db, user_id)
-        .await
-        .unwrap()
-        .auth_epoch;
-    tokengate_server::auth::token::mint(
-        &c.secret_bytes(),
-        user_id,
-        epoch,
-        &c.api_audience(),
-        "account keys",
-        now_ms() / 1000,
-        600,
-    )
+    r.token(user_id, "account keys").await
 }
 
 // ----- 1. local sign-in and sign-up -------------------------------------------------------

@@ -49,21 +49,7 @@ async fn recording_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 async fn token_for(r: &Running, user_id: i64) -> String {
-    let c = &r.server_state.config;
-    let now = tokengate_core::now_ms() / 1000;
-    let epoch = accounts::get_user(&r.server_state.db, user_id)
-        .await
-        .unwrap()
-        .auth_epoch;
-    tokengate_server::auth::token::mint(
-        &c.secret_bytes(),
-        user_id,
-        epoch,
-        &c.api_audience(),
-        "admin",
-        now,
-        600,
-    )
+    r.token(user_id, "admin").await
 }
 
 async fn call(

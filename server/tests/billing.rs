@@ -19,7 +19,7 @@ use sha2::Sha256;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokengate_core::accounts::{self, EntryKind};
-use tokengate_core::catalog::{self, ModelSpec, ProviderSpec};
+use tokengate_core::catalog::{self, ProviderSpec};
 use tokengate_core::keys::{self, NewKey};
 use tokengate_core::money::NANOS_PER_USD;
 use tokengate_core::payments::{self, NewPayment};
@@ -34,20 +34,7 @@ use common::{Running, assert_error, client, on_postgres, start, wait_for_logs};
 
 /// An access token for `user_id` as the device flow would issue it.
 async fn token_for(r: &Running, user_id: i64) -> String {
-    let c = &r.server_state.config;
-    let epoch = accounts::get_user(&r.server_state.db, user_id)
-        .await
-        .unwrap()
-        .auth_epoch;
-    tokengate_server::auth::token::mint(
-        &c.secret_bytes(),
-        user_id,
-        epoch,
-        &c.api_audience(),
-        tokengate_server::auth::scope::ALL,
-        now_ms() / 1000,
-        600,
-    )
+    r.token(user_id, tokengate_server::auth::scope::ALL).await
 }
 
 /// An admin account and its access token.
@@ -194,40 +181,17 @@ async fn set_balance(r: &Running, user_id: i64, target: i64) {
 }
 
 async fn add_provider(r: &Running, name: &str, config: Value) {
-    catalog::upsert_provider(
-        &r.server_state.db,
-        &ProviderSpec {
-            name: name.into(),
-            kind: "mock".into(),
-            base_url: None,
-            api_key_enc: None,
-            config,
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
+    r.provider(name, "mock", None, config).await;
 }
 
 async fn add_model(r: &Running, name: &str, provider: &str, input: i64, output: i64) {
-    catalog::upsert_model(
-        &r.server_state.db,
-        &ModelSpec {
-            name: name.into(),
-            provider: provider.into(),
-            upstream_model: name.rsplit('/').next().unwrap().into(),
-            input_price_nano: input,
-            output_price_nano: output,
-            cache_read_price_nano: None,
-            cache_write_price_nano: None,
-            max_output_tokens: 4096,
-            complexity_tier: "fast".into(),
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
-    r.server_state.gateway.reload_routes().await.unwrap();
+    let prices = tokengate_core::money::Prices {
+        input_per_m: input,
+        output_per_m: output,
+        cache_read_per_m: None,
+        cache_write_per_m: None,
+    };
+    r.model(name, provider, prices, 4096).await;
 }
 
 /// The id of the user's key named `name`.

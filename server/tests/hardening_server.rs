@@ -18,7 +18,7 @@ use reqwest::header::{
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use tokengate_core::keys::NewKey;
-use tokengate_core::{accounts, now_ms, password};
+use tokengate_core::{accounts, password};
 use tokengate_server::Server;
 use tokengate_server::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,20 +138,7 @@ async fn sign_in(r: &Running, email: &str) -> String {
 
 /// An access token for `user_id` with the account and key scopes.
 async fn token_for(r: &Running, user_id: i64) -> String {
-    let c = &r.server_state.config;
-    let epoch = accounts::get_user(&r.server_state.db, user_id)
-        .await
-        .unwrap()
-        .auth_epoch;
-    tokengate_server::auth::token::mint(
-        &c.secret_bytes(),
-        user_id,
-        epoch,
-        &c.api_audience(),
-        "account keys billing",
-        now_ms() / 1000,
-        600,
-    )
+    r.token(user_id, "account keys billing").await
 }
 
 async fn get_page(r: &Running, path: &str, cookie: Option<&str>) -> Response {

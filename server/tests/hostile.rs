@@ -1219,20 +1219,7 @@ async fn leaver_token(ctx: &Ctx) -> String {
 }
 
 async fn token(r: &Running, user_id: i64, scope: &str) -> String {
-    let c = &r.server_state.config;
-    let epoch = accounts::get_user(&r.server_state.db, user_id)
-        .await
-        .unwrap()
-        .auth_epoch;
-    tokengate_server::auth::token::mint(
-        &c.secret_bytes(),
-        user_id,
-        epoch,
-        &c.api_audience(),
-        scope,
-        now_ms() / 1000,
-        3600,
-    )
+    r.token(user_id, scope).await
 }
 
 /// Sends `case`; `None` when the answer is acceptable, else what is wrong with it.

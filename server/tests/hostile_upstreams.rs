@@ -18,7 +18,6 @@ use bytes::Bytes;
 use common::{Running, client, start_with};
 use serde_json::{Value, json};
 use tokengate_core::accounts;
-use tokengate_core::catalog::{self, ModelSpec, ProviderSpec};
 use tokengate_core::keys::NewKey;
 use tokengate_core::money::NANOS_PER_USD;
 use tokengate_core::usage::RequestRecord;
@@ -99,37 +98,15 @@ async fn fake_upstream() -> String {
 }
 
 async fn openai_model(r: &Running, upstream: &str, name: &str) {
-    let db = &r.server_state.db;
-    catalog::upsert_provider(
-        db,
-        &ProviderSpec {
-            name: name.into(),
-            kind: "openai".into(),
-            base_url: Some(format!("{upstream}/{name}/v1")),
-            api_key_enc: None,
-            config: json!({}),
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
-    catalog::upsert_model(
-        db,
-        &ModelSpec {
-            name: format!("{name}/m"),
-            provider: name.into(),
-            upstream_model: "m".into(),
-            input_price_nano: NANOS_PER_USD,
-            output_price_nano: 2 * NANOS_PER_USD,
-            cache_read_price_nano: None,
-            cache_write_price_nano: None,
-            max_output_tokens: 256,
-            complexity_tier: "fast".into(),
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
+    let base = format!("{upstream}/{name}/v1");
+    r.provider(name, "openai", Some(base), json!({})).await;
+    let prices = tokengate_core::money::Prices {
+        input_per_m: NANOS_PER_USD,
+        output_per_m: 2 * NANOS_PER_USD,
+        cache_read_per_m: None,
+        cache_write_per_m: None,
+    };
+    r.model(&format!("{name}/m"), name, prices, 256).await;
 }
 
 async fn log_row(r: &Running, user_id: i64, request_id: &str) -> RequestRecord {

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use common::{Running, assert_error, client, start};
 use serde_json::{Value, json};
-use tokengate_core::catalog::{self, ModelSpec, ProviderSpec};
 use tokengate_core::keys::NewKey;
 use tokengate_core::money::{NANOS_PER_USD, Prices, Usage};
 use tokengate_core::usage::{self, RequestRecord};
@@ -26,56 +25,12 @@ const PRICES: Prices = Prices {
     cache_write_per_m: None,
 };
 
-macro_rules! on_both {
-    ($scenario:ident, $sqlite:ident, $postgres:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(None).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            common::on_postgres($scenario).await;
-        }
-    };
-}
-
 /// A mock provider `name` with `config`, and a model `<name>/m` on it at [`PRICES`] with
 /// `max_out` output tokens.
 async fn mock_model(r: &Running, name: &str, config: Value, max_out: i64) -> String {
-    let db = &r.server_state.db;
-    catalog::upsert_provider(
-        db,
-        &ProviderSpec {
-            name: name.into(),
-            kind: "mock".into(),
-            base_url: None,
-            api_key_enc: None,
-            config,
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
     let model = format!("{name}/m");
-    catalog::upsert_model(
-        db,
-        &ModelSpec {
-            name: model.clone(),
-            provider: name.into(),
-            upstream_model: "m".into(),
-            input_price_nano: PRICES.input_per_m,
-            output_price_nano: PRICES.output_per_m,
-            cache_read_price_nano: None,
-            cache_write_price_nano: None,
-            max_output_tokens: max_out,
-            complexity_tier: "fast".into(),
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
-    r.server_state.gateway.reload_routes().await.unwrap();
+    r.provider(name, "mock", None, config).await;
+    r.model(&model, name, PRICES, max_out).await;
     model
 }
 

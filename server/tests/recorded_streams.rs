@@ -20,7 +20,6 @@ use axum::routing::post;
 use bytes::Bytes;
 use common::{Running, client, start};
 use serde_json::{Value, json};
-use tokengate_core::catalog::{self, ModelSpec, ProviderSpec};
 use tokengate_core::keys::NewKey;
 use tokengate_core::money::{NANOS_PER_USD, Usage};
 use tokengate_server::gateway::sse::{Event, Parser};
@@ -432,40 +431,19 @@ fn stem(f: &Fixture) -> String {
 
 async fn register(r: &Running, upstream: &str, f: &Fixture) {
     let name = stem(f);
-    catalog::upsert_provider(
-        &r.server_state.db,
-        &ProviderSpec {
-            name: name.clone(),
-            kind: match f.format {
-                Format::OpenAi => "openai",
-                Format::Anthropic => "anthropic",
-            }
-            .into(),
-            base_url: Some(format!("{upstream}/{name}/v1")),
-            api_key_enc: None,
-            config: json!({}),
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
-    catalog::upsert_model(
-        &r.server_state.db,
-        &ModelSpec {
-            name: format!("{name}/m"),
-            provider: name,
-            upstream_model: "m".into(),
-            input_price_nano: NANOS_PER_USD,
-            output_price_nano: 2 * NANOS_PER_USD,
-            cache_read_price_nano: Some(NANOS_PER_USD / 10),
-            cache_write_price_nano: Some(NANOS_PER_USD),
-            max_output_tokens: 4096,
-            complexity_tier: "fast".into(),
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
+    let kind = match f.format {
+        Format::OpenAi => "openai",
+        Format::Anthropic => "anthropic",
+    };
+    let base = format!("{upstream}/{name}/v1");
+    r.provider(&name, kind, Some(base), json!({})).await;
+    let prices = tokengate_core::money::Prices {
+        input_per_m: NANOS_PER_USD,
+        output_per_m: 2 * NANOS_PER_USD,
+        cache_read_per_m: Some(NANOS_PER_USD / 10),
+        cache_write_per_m: Some(NANOS_PER_USD),
+    };
+    r.model(&format!("{name}/m"), &name, prices, 4096).await;
 }
 
 /// The SSE events of a response body.

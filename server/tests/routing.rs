@@ -15,7 +15,7 @@ use common::{Running, assert_error, chat, client, start, start_with};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokengate_core::accounts;
-use tokengate_core::catalog::{self, ModelSpec, ProviderSpec, TargetSpec};
+use tokengate_core::catalog::{self, ModelSpec, TargetSpec};
 use tokengate_core::keys::{self, NewKey};
 use tokengate_core::money::{NANOS_PER_USD, Prices, Usage};
 use tokengate_core::now_ms;
@@ -46,19 +46,7 @@ const PREAMBLE: &str = "Hello from the tokengate mock provider. You said:";
 // Catalog and HTTP helpers
 
 async fn provider(r: &Running, name: &str, kind: &str, base_url: Option<String>, config: Value) {
-    catalog::upsert_provider(
-        &r.server_state.db,
-        &ProviderSpec {
-            name: name.into(),
-            kind: kind.into(),
-            base_url,
-            api_key_enc: None,
-            config,
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
+    r.provider(name, kind, base_url, config).await;
 }
 
 async fn mock_provider(r: &Running, name: &str, config: Value) {
@@ -67,23 +55,7 @@ async fn mock_provider(r: &Running, name: &str, config: Value) {
 
 /// A model `<provider>/m`-style name on `provider` at [`PRICES`].
 async fn model(r: &Running, name: &str, provider: &str) {
-    catalog::upsert_model(
-        &r.server_state.db,
-        &ModelSpec {
-            name: name.into(),
-            provider: provider.into(),
-            upstream_model: "m".into(),
-            input_price_nano: IN_PER_M,
-            output_price_nano: OUT_PER_M,
-            cache_read_price_nano: None,
-            cache_write_price_nano: None,
-            max_output_tokens: 256,
-            complexity_tier: "fast".into(),
-            enabled: true,
-        },
-    )
-    .await
-    .unwrap();
+    r.model(name, provider, PRICES, 256).await;
 }
 
 /// An alias over (model, priority, weight) targets.
@@ -220,21 +192,6 @@ fn calls(r: &Running, target: &str) -> u64 {
 fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// Each scenario as a SQLite test and a PostgreSQL test (own database, dropped after).
-macro_rules! on_both {
-    ($scenario:ident, $sqlite:ident, $postgres:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $sqlite() {
-            $scenario(None).await;
-        }
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $postgres() {
-            common::on_postgres($scenario).await;
-        }
-    };
 }
 
 // ---------------------------------------------------------------------------------------

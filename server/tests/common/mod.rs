@@ -12,6 +12,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tokengate_core::accounts::{self, EntryKind};
 use tokengate_core::keys::{self, NewKey};
+use tokengate_core::money::Prices;
 use tokengate_core::usage;
 use tokengate_server::Server;
 use tokengate_server::config::Config;
@@ -121,7 +122,83 @@ async fn start_on(
     }
 }
 
+/// Each scenario `$scenario(database_url)` as a SQLite test and a PostgreSQL test (own
+/// database, dropped after).
+#[macro_export]
+macro_rules! on_both {
+    ($scenario:ident, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $scenario(None).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            common::on_postgres($scenario).await;
+        }
+    };
+}
+
 impl Running {
+    /// Registers (or replaces) a provider of `kind` (`mock`, `openai`, `anthropic`).
+    pub async fn provider(&self, name: &str, kind: &str, base_url: Option<String>, config: Value) {
+        tokengate_core::catalog::upsert_provider(
+            &self.server_state.db,
+            &tokengate_core::catalog::ProviderSpec {
+                name: name.into(),
+                kind: kind.into(),
+                base_url,
+                api_key_enc: None,
+                config,
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Registers (or replaces) the model `name` on `provider` at `prices` with `max_out`
+    /// output tokens (its upstream id is the last segment of `name`), and reloads routes.
+    pub async fn model(&self, name: &str, provider: &str, prices: Prices, max_out: i64) {
+        tokengate_core::catalog::upsert_model(
+            &self.server_state.db,
+            &tokengate_core::catalog::ModelSpec {
+                name: name.into(),
+                provider: provider.into(),
+                upstream_model: name.rsplit('/').next().unwrap_or(name).into(),
+                input_price_nano: prices.input_per_m,
+                output_price_nano: prices.output_per_m,
+                cache_read_price_nano: prices.cache_read_per_m,
+                cache_write_price_nano: prices.cache_write_per_m,
+                max_output_tokens: max_out,
+                complexity_tier: "fast".into(),
+                enabled: true,
+            },
+        )
+        .await
+        .unwrap();
+        self.server_state.gateway.reload_routes().await.unwrap();
+    }
+
+    /// An access token for `user_id` with `scope`, as the device flow would issue it (valid
+    /// for an hour, at the account's current sign-out epoch).
+    pub async fn token(&self, user_id: i64, scope: &str) -> String {
+        let c = &self.server_state.config;
+        let epoch = accounts::get_user(&self.server_state.db, user_id)
+            .await
+            .unwrap()
+            .auth_epoch;
+        tokengate_server::auth::token::mint(
+            &c.secret_bytes(),
+            user_id,
+            epoch,
+            &c.api_audience(),
+            scope,
+            tokengate_core::now_ms() / 1000,
+            3600,
+        )
+    }
+
     /// A user with `nanos` of credit and one key.
     pub async fn customer(&self, email: &str, nanos: i64, new: NewKey) -> (i64, String) {
         let db = &self.server_state.db;
