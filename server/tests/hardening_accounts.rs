@@ -32,6 +32,8 @@ impl T {
         let r = start_public(database_url, extra).await;
         let c = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A request that hangs fails the test instead of the whole run.
+            .timeout(std::time::Duration::from_secs(60))
             .build()
             .unwrap();
         T { r, c }
@@ -46,6 +48,8 @@ impl T {
         .await;
         let c = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A request that hangs fails the test instead of the whole run.
+            .timeout(std::time::Duration::from_secs(60))
             .build()
             .unwrap();
         T { r, c }

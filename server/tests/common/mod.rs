@@ -254,7 +254,11 @@ impl Running {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    // A request that hangs fails its test instead of stalling the whole run.
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 pub async fn chat(base: &str, key: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
