@@ -468,12 +468,12 @@ async fn scopes_suite(database_url: Option<String>) {
     t.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_scopes_are_enforced_on_sqlite() {
     scopes_suite(None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_scopes_are_enforced_on_postgres() {
     on_postgres(scopes_suite).await;
 }
@@ -582,12 +582,12 @@ async fn csrf_suite(database_url: Option<String>) {
     t.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_forms_check_origin_on_sqlite() {
     csrf_suite(None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_forms_check_origin_on_postgres() {
     on_postgres(csrf_suite).await;
 }
@@ -697,12 +697,12 @@ async fn provider_keys_suite(database_url: Option<String>) {
     t.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_key_cleared_on_host_change_on_sqlite() {
     provider_keys_suite(None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_key_cleared_on_host_change_on_postgres() {
     on_postgres(provider_keys_suite).await;
 }
@@ -1150,12 +1150,12 @@ async fn throttles_suite(database_url: Option<String>) {
     t.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttles_hold_under_concurrency_on_sqlite() {
     throttles_suite(None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttles_hold_under_concurrency_on_postgres() {
     on_postgres(throttles_suite).await;
 }
@@ -1527,19 +1527,19 @@ async fn oidc_suite(database_url: Option<String>) {
     t.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_links_only_verified_accounts_on_sqlite() {
     oidc_suite(None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oidc_links_only_verified_accounts_on_postgres() {
     on_postgres(oidc_suite).await;
 }
 
 /// `signups_per_address_per_hour = 0` lifts the sign-up limit (e.g. a suite whose clients
 /// all come from one address); the default is 10.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_up_limit_is_configurable() {
     let t = T::start(None, &[("TOKENGATE_SIGNUPS_PER_ADDRESS_PER_HOUR", "0")]).await;
     for i in 0..12 {
@@ -1642,19 +1642,19 @@ async fn resend_suite(database_url: Option<String>) {
     t.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_link_sent_again_on_sqlite() {
     resend_suite(None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_link_sent_again_on_postgres() {
     on_postgres(resend_suite).await;
 }
 
 /// Accounts the operator creates count as verified: the demo administrator (and
 /// `tokengate-server admin create`); a sign-up does not until its link is opened.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_created_accounts_are_verified() {
     let t = T::start(None, &[("TOKENGATE_DEMO", "1")]).await;
     let admin = accounts::get_user_by_email(t.db(), tokengate_core::demo::DEMO_EMAIL)
@@ -1686,7 +1686,7 @@ async fn operator_created_accounts_are_verified() {
 }
 
 /// `tokengate-server admin create` marks the address it was given verified.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_create_marks_the_address_verified() {
     let dir = std::env::temp_dir().join(format!(
         "tg-admin-create-{}-{}",

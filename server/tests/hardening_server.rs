@@ -38,6 +38,8 @@ fn key_spec() -> NewKey {
 fn no_redirects() -> Client {
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // A request that hangs fails the test instead of the whole run.
+        .timeout(std::time::Duration::from_secs(60))
         .build()
         .unwrap()
 }
@@ -161,7 +163,7 @@ fn assert_common_headers(resp: &Response, what: &str) {
 
 // ----- 10. security headers ----------------------------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_apis_carry_security_headers() {
     let r = start_public(None, &[]).await;
     let (_, key) = r
@@ -314,7 +316,7 @@ async fn pages_and_apis_carry_security_headers() {
     r.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_carry_secrets_are_never_stored() {
     let r = start_public(None, &[]).await;
     let uid = password_user(&r, "keys@example.com", "user").await;
@@ -410,7 +412,7 @@ async fn answers_that_carry_secrets_are_never_stored() {
 
 // ----- 14. protected pages send visitors to sign in -----------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_pages_answer_see_other_to_sign_in() {
     let r = start_public(None, &[]).await;
     let c = no_redirects();
@@ -532,7 +534,7 @@ async fn read_response(s: &mut TcpStream, limit: Duration) -> Option<String> {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_head_is_disconnected() {
     let r = start(None, &[("TOKENGATE_HEADER_READ_TIMEOUT_SECS", "1")]).await;
     let mut slow = TcpStream::connect(addr(&r)).await.unwrap();
@@ -563,7 +565,7 @@ async fn a_stalled_request_head_is_disconnected() {
     r.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_wait_for_a_free_slot() {
     let r = start(None, &[("TOKENGATE_MAX_CONNECTIONS", "2")]).await;
     let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -594,7 +596,7 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     r.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_request_body_gets_408_in_the_route_shape() {
     let r = start(None, &[("TOKENGATE_BODY_READ_TIMEOUT_SECS", "1")]).await;
     let (uid, key) = r
@@ -743,12 +745,12 @@ async fn demo_suite(database_url: Option<String>) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_mode_refuses_a_database_with_real_accounts_on_sqlite() {
     demo_suite(None).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_mode_refuses_a_database_with_real_accounts_on_postgres() {
     on_postgres(demo_suite).await;
 }
