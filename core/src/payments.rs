@@ -270,6 +270,30 @@ async fn lock_paid_by_intent(
     }
 }
 
+/// The paid top-up a refund or dispute (`reference`, in `currency`) reverses, locked:
+/// `Err(UnknownPayment)` when it names none of this server's, `Err(Mismatch)` when its
+/// currency is not the payment's. Both are logged.
+async fn lock_reversed(
+    conn: &mut sqlx::AnyConnection,
+    provider: &str,
+    payment_intent: Option<&str>,
+    currency: Option<&str>,
+    reference: &str,
+    event_type: &str,
+    now: i64,
+) -> Result<Result<Locked, Applied>, Error> {
+    let Some(p) = lock_paid_by_intent(conn, provider, payment_intent, event_type, now).await?
+    else {
+        return Ok(Err(Applied::UnknownPayment));
+    };
+    if !currency.is_some_and(|c| c.eq_ignore_ascii_case(&p.currency)) {
+        tracing::error!(provider, event_type, reference, currency = ?currency, stored = %p.currency,
+            "reversal in another currency than the payment; nothing debited");
+        return Ok(Err(Applied::Mismatch));
+    }
+    Ok(Ok(p))
+}
+
 /// Whether `event` (from the provider) agrees with `stored`; logs the disagreement.
 fn agrees(
     provider: &str,
@@ -452,26 +476,19 @@ pub async fn apply_event(
             refunded_nano,
             currency,
         } => {
-            match lock_paid_by_intent(
+            match lock_reversed(
                 &mut tx,
                 provider,
                 payment_intent.as_deref(),
+                currency.as_deref(),
+                charge_id,
                 event_type,
                 now,
             )
             .await?
             {
-                None => Applied::UnknownPayment,
-                Some(p)
-                    if !currency
-                        .as_deref()
-                        .is_some_and(|c| c.eq_ignore_ascii_case(&p.currency)) =>
-                {
-                    tracing::error!(provider, charge_id, currency = ?currency, stored = %p.currency,
-                        "refund in another currency than the payment; nothing debited");
-                    Applied::Mismatch
-                }
-                Some(p) => {
+                Err(applied) => applied,
+                Ok(p) => {
                     // Stripe reports the charge's cumulative refunded amount: debit what is
                     // new since the last refund applied, within what is left of the payment.
                     let left = p.amount_nano - p.refunded_nano - p.disputed_nano;
@@ -506,26 +523,19 @@ pub async fn apply_event(
             reason,
         } => {
             let reference = format!("{provider}:{dispute_id}");
-            match lock_paid_by_intent(
+            match lock_reversed(
                 &mut tx,
                 provider,
                 payment_intent.as_deref(),
+                currency.as_deref(),
+                dispute_id,
                 event_type,
                 now,
             )
             .await?
             {
-                None => Applied::UnknownPayment,
-                Some(p)
-                    if !currency
-                        .as_deref()
-                        .is_some_and(|c| c.eq_ignore_ascii_case(&p.currency)) =>
-                {
-                    tracing::error!(provider, dispute_id, currency = ?currency, stored = %p.currency,
-                        "dispute in another currency than the payment; nothing debited");
-                    Applied::Mismatch
-                }
-                Some(p) => {
+                Err(applied) => applied,
+                Ok(p) => {
                     let debited_before = sqlx::query(
                         "SELECT 1 AS one FROM ledger_entries WHERE user_id = $1 AND kind = $2 \
                          AND reference = $3",
