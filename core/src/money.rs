@@ -3,43 +3,12 @@
 
 use crate::Error;
 
-/// Nano-USD per USD.
-pub const NANOS_PER_USD: i64 = 1_000_000_000;
+pub use tokengate_api::money::{NANOS_PER_USD, Usd, format_exact, format_usd};
 
 /// Parses a decimal USD amount ("5", "5.0", "0.000150", "-1.5") into nano-USD.
 /// More than nine decimals, exponents, or values beyond ±9 billion USD are rejected.
 pub fn parse_usd(input: &str) -> Result<i64, Error> {
-    let s = input.trim();
-    let bad = || Error::Invalid(format!("invalid USD amount: {input:?}"));
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if whole.is_empty() && frac.is_empty() {
-        return Err(bad());
-    }
-    if !whole.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    if frac.len() > 9 || whole.len() > 10 {
-        return Err(bad());
-    }
-    let whole: i64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
-    let mut frac_nanos: i64 = 0;
-    for (i, b) in frac.bytes().enumerate() {
-        frac_nanos += i64::from(b - b'0') * 10_i64.pow(8 - i as u32);
-    }
-    let total = whole
-        .checked_mul(NANOS_PER_USD)
-        .and_then(|w| w.checked_add(frac_nanos))
-        .filter(|v| *v <= 9_000_000_000 * NANOS_PER_USD)
-        .ok_or_else(bad)?;
-    Ok(if neg { -total } else { total })
+    tokengate_api::money::parse_usd(input).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// Parses a JSON amount that may be a string ("5.0") or a number (5, 5.5).
@@ -51,49 +20,9 @@ pub fn parse_usd_json(value: &serde_json::Value) -> Result<i64, Error> {
     }
 }
 
-/// Formats nano-USD with exactly `decimals` decimals (0..=9), rounding half away from zero.
-pub fn format_usd(nanos: i64, decimals: u32) -> String {
-    let decimals = decimals.min(9);
-    let unit = 10_i128.pow(9 - decimals);
-    let v = i128::from(nanos);
-    let rounded = if v >= 0 {
-        (v + unit / 2) / unit
-    } else {
-        (v - unit / 2) / unit
-    };
-    let neg = rounded < 0;
-    let abs = rounded.unsigned_abs();
-    let scale = 10_u128.pow(decimals);
-    let sign = if neg { "-" } else { "" };
-    if decimals == 0 {
-        format!("{sign}{abs}")
-    } else {
-        format!(
-            "{sign}{}.{:0width$}",
-            abs / scale,
-            abs % scale,
-            width = decimals as usize
-        )
-    }
-}
-
 /// Balances and top-ups: two decimals ("5.00").
 pub fn format_balance(nanos: i64) -> String {
     format_usd(nanos, 2)
-}
-
-/// Formats a value exactly, trimming trailing zeros but keeping at least two decimals
-/// ("0.00015", "5.00", "0.000000001"). Used for prices, where no rounding is acceptable.
-pub fn format_exact(nanos: i64) -> String {
-    let full = format_usd(nanos, 9);
-    let (whole, frac) = full.split_once('.').unwrap_or((&full, ""));
-    let trimmed = frac.trim_end_matches('0');
-    let frac = if trimmed.len() < 2 {
-        &frac[..2]
-    } else {
-        trimmed
-    };
-    format!("{whole}.{frac}")
 }
 
 /// A model's prices in nano-USD per million tokens.
