@@ -7,6 +7,7 @@
 //! without JavaScript.
 
 pub mod forms;
+mod render;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,7 +189,7 @@ async fn portal_context(
 /// Portal routes, server functions and the static-file fallback.
 pub fn router(state: &AppState) -> Router {
     let options = leptos_options(state);
-    let routes = generate_route_list(app::App);
+    let routes = render::run_blocking(|| generate_route_list(app::App));
     let services = Arc::new(Services {
         db: state.db.clone(),
         state: state.clone(),
@@ -204,6 +205,7 @@ pub fn router(state: &AppState) -> Router {
             app::shell,
         ))
         .with_state(options)
+        .layer(middleware::from_fn(render::on_render_thread))
         .layer(middleware::from_fn_with_state(
             (state.clone(), services),
             portal_context,
