@@ -6,6 +6,8 @@
 //! Conventions: money is [`Usd`] (nano-USD, an exact decimal string on the wire);
 //! points in time are [`Timestamp`] (RFC 3339, UTC); statuses, roles and kinds are enums.
 
+pub mod account;
+pub mod device;
 pub mod money;
 pub mod time;
 
