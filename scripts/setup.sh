@@ -30,6 +30,9 @@ if [ ! -x node_modules/.bin/wasm-opt ]; then
 fi
 
 if [ "$MODE" = "test" ]; then
+  # The test runner (one process per test, per-test time limit); preinstalled on most machines.
+  cargo nextest --version >/dev/null 2>&1 || {
+    say "installing cargo-nextest"; cargo install cargo-nextest --locked; }
   if [ ! -x /usr/bin/chromium ]; then
     say "installing Debian chromium"
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

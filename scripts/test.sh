@@ -18,7 +18,9 @@ cargo clippy -p tokengate-frontend --target wasm32-unknown-unknown -- -D warning
 step "unit and integration tests (SQLite and PostgreSQL)"
 # cli/tests run the tokengate-server binary this same command builds: server/ has
 # integration tests, so cargo builds its binary before it runs any test.
-cargo test --workspace --exclude tokengate-frontend
+# cargo-nextest (.config/nextest.toml): one process per test, a stalled test is killed
+# after 240 s and reported instead of stalling the run.
+cargo nextest run --workspace --exclude tokengate-frontend
 # After cargo test: the end-to-end suites need the server binary exactly as cargo-leptos
 # builds it (its SSR must match the wasm it hydrates with).
 step "build (cargo leptos build: server + wasm)"
