@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tokengate-target}"
+# The PostgreSQL cases of the Rust suites run (they are skipped when this is unset).
+export TOKENGATE_TEST_PG="${TOKENGATE_TEST_PG:-postgres://postgres@127.0.0.1:5432/test}"
 
 step() { printf '\n\033[1;34m### %s\033[0m\n' "$*"; }
 
