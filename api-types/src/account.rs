@@ -237,7 +237,7 @@ impl CreateKeyRequest {
 }
 
 /// Changes to a key (`PATCH /me/keys/{id}`): absent fields stay, `null` clears a limit.
-/// `None` is absent; `Some(None)` is `null`.
+// In Rust, `None` is an absent field and `Some(None)` a `null`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

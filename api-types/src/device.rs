@@ -87,8 +87,8 @@ pub enum GrantType {
 }
 
 /// Token request (RFC 8628 §3.4 device code, or RFC 6749 §6 refresh), form-encoded.
-/// `grant_type` is kept as sent, so that an unknown one is answered
-/// `unsupported_grant_type`; [`TokenForm::grant`] reads it.
+// `grant_type` is kept as sent, so that an unknown one is answered `unsupported_grant_type`
+// rather than refused as a malformed form; `TokenForm::grant` reads it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenForm {
@@ -167,6 +167,7 @@ pub struct TokenResponse {
     pub refresh_token: String,
     /// The granted scopes, space-separated.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub scope: String,
 }
 
@@ -240,6 +241,7 @@ pub struct OAuthError {
     pub error: OAuthErrorCode,
     /// A sentence for people.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub error_description: String,
 }
 

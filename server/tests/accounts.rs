@@ -340,14 +340,16 @@ fn api_error(v: &Value, typ: &str, code: &str) {
     );
 }
 
-/// A two-decimal USD string such as `"5.00"`.
-fn is_usd2(v: &Value) -> bool {
+/// A USD string in the exact wire form: two to nine decimals, no trailing zero beyond the
+/// second (`"5.00"`, `"4.99985"`).
+fn is_usd(v: &Value) -> bool {
     v.as_str()
         .and_then(|s| s.split_once('.'))
         .is_some_and(|(w, f)| {
             !w.is_empty()
                 && w.bytes().all(|b| b.is_ascii_digit())
-                && f.len() == 2
+                && (2..=9).contains(&f.len())
+                && (f.len() == 2 || !f.ends_with('0'))
                 && f.bytes().all(|b| b.is_ascii_digit())
         })
 }
@@ -640,7 +642,7 @@ fn assert_key_shape(k: &Value) {
         "{k}"
     );
     assert!(k["status"].is_string(), "{k}");
-    assert!(is_usd2(&k["balance_usd"]), "{k}");
+    assert!(is_usd(&k["balance_usd"]), "{k}");
     assert!(is_rfc3339(&k["created_at"]), "{k}");
     let o = k.as_object().unwrap();
     for field in ["last_used_at", "expires_at"] {

@@ -4,29 +4,28 @@
 //! lookup. Every query is scoped to the caller: another user's key is a 404, never a 403.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use tokengate_api::account::{
+    ApiKeyView, Balance, CreateKeyRequest, CreatedKey, DeviceRequestQuery, DeviceRequestView, Me,
+    ProfilePatch, RevokedKey, SessionInfo, SignedOut, UpdateKeyRequest, UsageByKey, UsageByModel,
+    UsageDaily, UsageDay, UsageQuery, UsageSummary,
+};
+use tokengate_api::{Timestamp, Usd};
 use tokengate_core::catalog;
 use tokengate_core::keys::{self, ApiKey, KeyPatch, NewKey};
-use tokengate_core::money::{format_balance, format_exact, parse_usd_json};
 use tokengate_core::{auth as store, now_ms, usage};
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiPath};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::auth::device;
-use crate::docs::schemas::{
-    ApiErrorBody, ApiKeyView, BadRequest, Balance, CreatedKey, DeviceRequestView, Me, NotFound,
-    RevokedKey, SessionInfo, SignedOut, Unauthorized, Unprocessable, UsageDaily, UsageSummary,
-};
+use crate::docs::schemas::{ApiErrorBody, BadRequest, NotFound, Unauthorized, Unprocessable};
 
 /// The account routes; each handler's `#[utoipa::path]` names its method and path.
 pub fn route_table() -> OpenApiRouter<AppState> {
@@ -50,35 +49,18 @@ pub fn rfc3339(ms: i64) -> Option<String> {
         .and_then(|t| t.format(&Rfc3339).ok())
 }
 
-/// A time given as RFC 3339 or as unix seconds, in unix milliseconds.
-fn parse_time(field: &str, v: &Value) -> Result<i64, ApiError> {
-    let bad =
-        || ApiError::Unprocessable(format!("{field} must be an RFC 3339 time or unix seconds"));
-    match v {
-        Value::String(s) => OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-            .map_err(|_| bad()),
-        Value::Number(n) => n
-            .as_i64()
-            .filter(|s| *s > 0)
-            .map(|s| s * 1000)
-            .ok_or_else(bad),
-        _ => Err(bad()),
+/// A model list from a request: names of 1 to 200 bytes.
+fn models_list(models: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if models.iter().all(|s| !s.is_empty() && s.len() <= 200) {
+        Ok(models)
+    } else {
+        Err(ApiError::Unprocessable(
+            "models must be a list of model or alias names".into(),
+        ))
     }
 }
 
-fn opt_time(field: &str, v: &Option<Value>) -> Result<Option<i64>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => parse_time(field, v).map(Some),
-    }
-}
-
-fn amount(field: &str, v: &Value) -> Result<i64, ApiError> {
-    parse_usd_json(v).map_err(|_| ApiError::Unprocessable(format!("{field} must be a USD amount")))
-}
-
-fn key_json(state: &AppState, k: &ApiKey) -> Value {
+fn key_view(state: &AppState, k: &ApiKey) -> ApiKeyView {
     let spent = k.spent_nano + state.gateway.money.key_pending(k.id);
     let account = state.gateway.money.account_funds(k.user_id);
     let account_left = account.persisted - account.pending;
@@ -86,17 +68,25 @@ fn key_json(state: &AppState, k: &ApiKey) -> Value {
         Some(limit) => (limit - spent).min(account_left),
         None => account_left,
     };
-    json!({
-        "id": k.id, "name": k.name, "key_prefix": k.key_prefix, "status": k.status,
-        "balance_usd": format_balance(left.max(0)),
-        "spend_limit_usd": k.spend_limit_nano.map(format_exact),
-        "spent_usd": format_exact(spent),
-        "models": k.allowed_models, "group_id": k.group_id,
-        "group": k.group_id.and_then(|g| state.gateway.routes.load().group_name(g)),
-        "rpm": k.rpm, "tpm": k.tpm,
-        "created_at": rfc3339(k.created_at), "last_used_at": k.last_used_at.and_then(rfc3339),
-        "expires_at": k.expires_at.and_then(rfc3339),
-    })
+    ApiKeyView {
+        id: k.id,
+        name: k.name.clone(),
+        key_prefix: k.key_prefix.clone(),
+        status: k.status.clone(),
+        balance_usd: Usd(left.max(0)),
+        spend_limit_usd: k.spend_limit_nano.map(Usd),
+        spent_usd: Usd(spent),
+        models: k.allowed_models.clone(),
+        group_id: k.group_id,
+        group: k
+            .group_id
+            .and_then(|g| state.gateway.routes.load().group_name(g)),
+        rpm: k.rpm,
+        tpm: k.tpm,
+        created_at: Timestamp(k.created_at),
+        last_used_at: k.last_used_at.map(Timestamp),
+        expires_at: k.expires_at.map(Timestamp),
+    }
 }
 
 /// The signed-in user
@@ -109,24 +99,19 @@ fn key_json(state: &AppState, k: &ApiKey) -> Value {
 async fn me(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Me>, ApiError> {
     let pending = state.gateway.money.account_funds(u.id).pending;
     let verified = store::email_verified(&state.db, u.id).await?;
-    Ok(Json(
-        json!({"id": u.id, "display_name": u.display_name, "email": u.email,
-        "email_verified": verified,
-        "balance_usd": format_balance(u.balance_nano - pending), "status": u.status, "role": u.role,
-        "created_at": rfc3339(u.created_at)}),
-    ))
-}
-
-/// Profile changes.
-#[derive(Deserialize, ToSchema)]
-#[schema(as = ProfilePatch)]
-struct MePatch {
-    /// 1 to 100 characters.
-    #[schema(example = "Ada Lovelace")]
-    display_name: Option<String>,
+    Ok(Json(Me {
+        id: u.id,
+        display_name: u.display_name,
+        email: u.email,
+        email_verified: verified,
+        balance_usd: Usd(u.balance_nano - pending),
+        status: u.status,
+        role: u.role,
+        created_at: Timestamp(u.created_at),
+    }))
 }
 
 /// Change the profile
@@ -134,14 +119,14 @@ struct MePatch {
 /// Changes the display name; answers with the updated user.
 #[utoipa::path(patch, path = "/me", tag = "Account", operation_id = "update_me",
     security(("access_token" = []), ("session_cookie" = [])),
-    request_body = MePatch,
+    request_body = ProfilePatch,
     responses((status = 200, description = "The updated user.", body = Me), BadRequest,
         Unauthorized, Unprocessable))]
 async fn patch_me(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    ApiJson(p): ApiJson<MePatch>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(p): ApiJson<ProfilePatch>,
+) -> Result<Json<Me>, ApiError> {
     if let Some(name) = p.display_name {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -164,15 +149,16 @@ async fn patch_me(
 async fn list_sessions(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<SessionInfo>>, ApiError> {
     let list = store::user_sessions(&state.db, u.id).await?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         list.iter()
-            .map(|(_, created, expires)| {
-                json!({"created_at": rfc3339(*created), "expires_at": rfc3339(*expires)})
+            .map(|(_, created, expires)| SessionInfo {
+                created_at: Timestamp(*created),
+                expires_at: Timestamp(*expires),
             })
             .collect(),
-    )))
+    ))
 }
 
 /// Balance
@@ -181,9 +167,12 @@ async fn list_sessions(
 #[utoipa::path(get, path = "/balance", tag = "Account", operation_id = "get_balance",
     security(("access_token" = []), ("session_cookie" = [])),
     responses((status = 200, description = "The balance.", body = Balance), Unauthorized))]
-async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<Value> {
+async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<Balance> {
     let pending = state.gateway.money.account_funds(u.id).pending;
-    Json(json!({"balance_usd": format_balance(u.balance_nano - pending), "currency": "USD"}))
+    Json(Balance {
+        balance_usd: Usd(u.balance_nano - pending),
+        currency: "USD".into(),
+    })
 }
 
 /// List API keys
@@ -196,11 +185,9 @@ async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> 
 async fn list_keys(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
     let list = keys::list_for_user(&state.db, u.id).await?;
-    Ok(Json(Value::Array(
-        list.iter().map(|k| key_json(&state, k)).collect(),
-    )))
+    Ok(Json(list.iter().map(|k| key_view(&state, k)).collect()))
 }
 
 /// Get an API key
@@ -212,11 +199,11 @@ async fn get_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApiKeyView>, ApiError> {
     let k = keys::get_for_user(&state.db, u.id, id)
         .await
         .map_err(key_not_found)?;
-    Ok(Json(key_json(&state, &k)))
+    Ok(Json(key_view(&state, &k)))
 }
 
 fn key_not_found(e: tokengate_core::Error) -> ApiError {
@@ -226,77 +213,21 @@ fn key_not_found(e: tokengate_core::Error) -> ApiError {
     }
 }
 
-fn models_list(v: &Option<Value>) -> Result<Option<Vec<String>>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| match i.as_str() {
-                Some(s) if !s.is_empty() && s.len() <= 200 => Ok(s.to_string()),
-                _ => Err(ApiError::Unprocessable(
-                    "models must be a list of model or alias names".into(),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(ApiError::Unprocessable(
-            "models must be a list of model or alias names".into(),
-        )),
-    }
-}
-
-fn limit(field: &str, v: &Option<Value>) -> Result<Option<i64>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => {
-            v.as_i64().filter(|n| *n > 0).map(Some).ok_or_else(|| {
-                ApiError::Unprocessable(format!("{field} must be a positive integer"))
-            })
-        }
-    }
-}
-
-/// A new API key.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = CreateKeyRequest)]
-struct CreateKey {
-    /// A name to recognise the key by, e.g. the project using it.
-    #[schema(example = "fieryeye")]
-    name: String,
-    /// After this time the key answers 401.
-    #[schema(value_type = Option<crate::docs::schemas::Timestamp>)]
-    expires_at: Option<Value>,
-    /// The most this key may spend in total (its requests are held against it).
-    #[schema(value_type = Option<crate::docs::schemas::UsdAmount>)]
-    spend_limit_usd: Option<Value>,
-    /// Models and aliases the key may use (exact names or `provider/*`); absent = all.
-    #[schema(value_type = Option<Vec<String>>, example = json!(["tokengate-fast", "openai/*"]))]
-    models: Option<Value>,
-    /// Requests per minute.
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    rpm: Option<Value>,
-    /// Tokens per minute.
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    tpm: Option<Value>,
-    /// A key group's name.
-    group: Option<String>,
-}
-
 /// Create an API key
 ///
 /// Creates a key and returns its secret in `raw` — in this response only, ever. Store it
 /// at once (e.g. as `OPENAI_API_KEY` in the project's environment).
 #[utoipa::path(post, path = "/me/keys", tag = "Keys", operation_id = "create_key",
     security(("access_token" = []), ("session_cookie" = [])),
-    request_body(content = CreateKey, example = json!({"name": "fieryeye"})),
+    request_body = CreateKeyRequest,
     responses((status = 201, description = "The key, with its secret in `raw`.", body = CreatedKey),
         BadRequest, Unauthorized, Unprocessable))]
 async fn create_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    ApiJson(b): ApiJson<CreateKey>,
-) -> Result<Response, ApiError> {
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let b: CreateKeyRequest = typed_object(body, CreateKeyRequest::VALUE_FIELDS)?;
     let group_id = match &b.group {
         None => None,
         Some(name) => Some(
@@ -311,55 +242,20 @@ async fn create_key(
     };
     let new = NewKey {
         name: b.name,
-        expires_at: opt_time("expires_at", &b.expires_at)?,
-        spend_limit_nano: b
-            .spend_limit_usd
-            .as_ref()
-            .filter(|v| !v.is_null())
-            .map(|v| amount("spend_limit_usd", v))
-            .transpose()?,
-        allowed_models: models_list(&b.models)?,
-        rpm: limit("rpm", &b.rpm)?,
-        tpm: limit("tpm", &b.tpm)?,
+        expires_at: b.expires_at.map(Timestamp::millis),
+        spend_limit_nano: b.spend_limit_usd.map(Usd::nanos),
+        allowed_models: b.models.map(models_list).transpose()?,
+        rpm: b.rpm,
+        tpm: b.tpm,
         group_id,
     };
     let (key, raw) = keys::create(&state.db, state.gateway.secret(), u.id, &new).await?;
     state.gateway.key_changed(key.clone());
-    let mut body = key_json(&state, &key);
-    body["raw"] = json!(raw);
     tracing::info!(user = u.id, key = key.id, "API key created");
-    Ok((StatusCode::CREATED, Json(body)).into_response())
-}
-
-/// Changes to a key: absent fields stay, `null` clears a limit.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(as = UpdateKeyRequest)]
-struct PatchKey {
-    name: Option<String>,
-    /// `active` or `disabled`.
-    #[schema(example = "disabled")]
-    status: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<crate::docs::schemas::Timestamp>)]
-    expires_at: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<crate::docs::schemas::UsdAmount>)]
-    spend_limit_usd: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Vec<String>>)]
-    models: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    rpm: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<i64>, minimum = 1)]
-    tpm: Option<Value>,
-}
-
-/// A field that is present (even as `null`) deserializes to `Some`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey::new(key_view(&state, &key), raw)),
+    ))
 }
 
 /// Update an API key
@@ -369,55 +265,33 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 #[utoipa::path(patch, path = "/me/keys/{id}", tag = "Keys", operation_id = "update_key",
     security(("access_token" = []), ("session_cookie" = [])),
     params(("id" = i64, Path, description = "The key's id")),
-    request_body(content = PatchKey, example = json!({"status": "disabled"})),
+    request_body = UpdateKeyRequest,
     responses((status = 200, description = "The updated key.", body = ApiKeyView), BadRequest,
         Unauthorized, NotFound, Unprocessable))]
 async fn patch_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(b): ApiJson<PatchKey>,
-) -> Result<Json<Value>, ApiError> {
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<Json<ApiKeyView>, ApiError> {
+    let b: UpdateKeyRequest = typed_object(body, UpdateKeyRequest::VALUE_FIELDS)?;
     let patch = KeyPatch {
         name: b.name,
         status: b.status,
-        expires_at: b
-            .expires_at
-            .as_ref()
-            .map(|v| opt_time("expires_at", &Some(v.clone())))
-            .transpose()?,
-        spend_limit_nano: b
-            .spend_limit_usd
-            .as_ref()
-            .map(|v| {
-                if v.is_null() {
-                    Ok(None)
-                } else {
-                    amount("spend_limit_usd", v).map(Some)
-                }
-            })
-            .transpose()?,
+        expires_at: b.expires_at.map(|t| t.map(Timestamp::millis)),
+        spend_limit_nano: b.spend_limit_usd.map(|v| v.map(Usd::nanos)),
         allowed_models: b
             .models
-            .as_ref()
-            .map(|v| models_list(&Some(v.clone())))
+            .map(|m| m.map(models_list).transpose())
             .transpose()?,
-        rpm: b
-            .rpm
-            .as_ref()
-            .map(|v| limit("rpm", &Some(v.clone())))
-            .transpose()?,
-        tpm: b
-            .tpm
-            .as_ref()
-            .map(|v| limit("tpm", &Some(v.clone())))
-            .transpose()?,
+        rpm: b.rpm,
+        tpm: b.tpm,
     };
     let key = keys::update(&state.db, u.id, id, &patch)
         .await
         .map_err(key_not_found)?;
     state.gateway.key_changed(key.clone());
-    Ok(Json(key_json(&state, &key)))
+    Ok(Json(key_view(&state, &key)))
 }
 
 /// Rotate an API key
@@ -432,15 +306,13 @@ async fn rotate_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CreatedKey>, ApiError> {
     let (key, raw) = keys::rotate(&state.db, state.gateway.secret(), u.id, id)
         .await
         .map_err(key_not_found)?;
     state.gateway.key_changed(key.clone());
-    let mut body = key_json(&state, &key);
-    body["raw"] = json!(raw);
     tracing::info!(user = u.id, key = key.id, "API key rotated");
-    Ok(Json(body))
+    Ok(Json(CreatedKey::new(key_view(&state, &key), raw)))
 }
 
 /// Revoke an API key
@@ -454,36 +326,26 @@ async fn revoke_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokedKey>, ApiError> {
     let key = keys::revoke(&state.db, u.id, id)
         .await
         .map_err(key_not_found)?;
     state.gateway.key_changed(key.clone());
     tracing::info!(user = u.id, key = key.id, "API key revoked");
-    Ok(Json(json!({"id": key.id, "status": "revoked"})))
+    Ok(Json(RevokedKey {
+        id: key.id,
+        status: "revoked".into(),
+    }))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct UsageQuery {
-    /// Days back from now, 1 to 365 (default 30).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 365, example = 7)]
-    days: Option<String>,
-}
-
-impl UsageQuery {
-    /// The range in days: 30 by default, 1 to 365 (400 otherwise).
-    fn days(&self) -> Result<i64, ApiError> {
-        match self.days.as_deref() {
-            None => Ok(30),
-            Some(d) => d
-                .parse()
-                .ok()
-                .filter(|d| (1..=365).contains(d))
-                .ok_or_else(|| {
-                    ApiError::BadRequest("days must be an integer from 1 to 365".into())
-                }),
-        }
+/// The range of a usage query in days: 30 by default, 1 to 365 (400 otherwise).
+fn usage_days(q: &UsageQuery) -> Result<i64, ApiError> {
+    match q.days {
+        None => Ok(30),
+        Some(d) if (1..=365).contains(&d) => Ok(d),
+        Some(_) => Err(ApiError::BadRequest(
+            "days must be an integer from 1 to 365".into(),
+        )),
     }
 }
 
@@ -498,16 +360,18 @@ impl UsageQuery {
 async fn usage_summary(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    Query(q): Query<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let days = q.days()?;
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> Result<Json<UsageSummary>, ApiError> {
+    let days = usage_days(&q)?;
     let since = now_ms() - days * 86_400_000;
     let t = usage::totals_since(&state.db, u.id, since).await?;
-    Ok(Json(
-        json!({"range_days": days, "total_requests": t.total_requests,
-        "total_tokens_in": t.total_tokens_in, "total_tokens_out": t.total_tokens_out,
-        "total_cost_usd": format_exact(t.total_cost_nano)}),
-    ))
+    Ok(Json(UsageSummary {
+        range_days: days,
+        total_requests: t.total_requests,
+        total_tokens_in: t.total_tokens_in,
+        total_tokens_out: t.total_tokens_out,
+        total_cost_usd: Usd(t.total_cost_nano),
+    }))
 }
 
 /// Daily usage
@@ -521,9 +385,9 @@ async fn usage_summary(
 async fn usage_daily(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    Query(q): Query<UsageQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let days = q.days()?;
+    ApiQuery(q): ApiQuery<UsageQuery>,
+) -> Result<Json<UsageDaily>, ApiError> {
+    let days = usage_days(&q)?;
     let now = now_ms();
     let since = now - days * 86_400_000;
     let t = usage::totals_since(&state.db, u.id, since).await?;
@@ -533,49 +397,56 @@ async fn usage_daily(
         .into_iter()
         .map(|k| (k.id.to_string(), k.name))
         .collect();
-    let bucket = |b: &usage::Bucket| {
-        json!({"requests": b.requests, "tokens_in": b.tokens_in, "tokens_out": b.tokens_out,
-               "cost_usd": format_exact(b.cost_nano), "cost_nano": b.cost_nano})
-    };
-    let mut daily = Vec::new();
+    let zero = usage::Bucket::default();
     let first_day = since.div_euclid(86_400_000);
-    for d in first_day..=now.div_euclid(86_400_000) {
-        let date = tokengate_core::statements::day_string(d * 86_400_000);
-        let mut v = match by_day.iter().find(|b| b.key == date) {
-            Some(b) => bucket(b),
-            None => bucket(&usage::Bucket::default()),
-        };
-        v["date"] = json!(date);
-        daily.push(v);
-    }
-    let models: Vec<Value> = by_model
-        .iter()
-        .map(|b| {
-            let mut v = bucket(b);
-            v["model"] = json!(b.key);
-            v
+    let daily = (first_day..=now.div_euclid(86_400_000))
+        .map(|d| {
+            let date = tokengate_core::statements::day_string(d * 86_400_000);
+            let b = by_day.iter().find(|b| b.key == date).unwrap_or(&zero);
+            UsageDay {
+                requests: b.requests,
+                tokens_in: b.tokens_in,
+                tokens_out: b.tokens_out,
+                cost_usd: Usd(b.cost_nano),
+                cost_nano: b.cost_nano,
+                date,
+            }
         })
         .collect();
-    let per_key: Vec<Value> = by_key
+    let models = by_model
         .iter()
-        .map(|b| {
-            let mut v = bucket(b);
-            v["key_id"] = json!(b.key.parse::<i64>().ok());
-            v["key_name"] = json!(names.get(&b.key));
-            v
+        .map(|b| UsageByModel {
+            model: b.key.clone(),
+            requests: b.requests,
+            tokens_in: b.tokens_in,
+            tokens_out: b.tokens_out,
+            cost_usd: Usd(b.cost_nano),
+            cost_nano: b.cost_nano,
         })
         .collect();
-    Ok(Json(json!({
-        "range_days": days,
-        "total_requests": t.total_requests,
-        "total_tokens_in": t.total_tokens_in,
-        "total_tokens_out": t.total_tokens_out,
-        "total_cost_usd": format_exact(t.total_cost_nano),
-        "total_cost_nano": t.total_cost_nano,
-        "days": daily,
-        "by_model": models,
-        "by_key": per_key,
-    })))
+    let per_key = by_key
+        .iter()
+        .map(|b| UsageByKey {
+            key_id: b.key.parse::<i64>().ok(),
+            key_name: names.get(&b.key).cloned(),
+            requests: b.requests,
+            tokens_in: b.tokens_in,
+            tokens_out: b.tokens_out,
+            cost_usd: Usd(b.cost_nano),
+            cost_nano: b.cost_nano,
+        })
+        .collect();
+    Ok(Json(UsageDaily {
+        range_days: days,
+        total_requests: t.total_requests,
+        total_tokens_in: t.total_tokens_in,
+        total_tokens_out: t.total_tokens_out,
+        total_cost_usd: Usd(t.total_cost_nano),
+        total_cost_nano: t.total_cost_nano,
+        days: daily,
+        by_model: models,
+        by_key: per_key,
+    }))
 }
 
 /// Sign out everywhere
@@ -588,16 +459,9 @@ async fn usage_daily(
 async fn logout_everywhere(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SignedOut>, ApiError> {
     store::sign_out_everywhere(&state.db, u.id).await?;
-    Ok(Json(json!({"signed_out": true})))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct DeviceQuery {
-    /// The code the command-line client shows, e.g. `BCDF-GHJK`.
-    user_code: String,
+    Ok(Json(SignedOut { signed_out: true }))
 }
 
 /// Look up a device request
@@ -605,16 +469,16 @@ struct DeviceQuery {
 /// What a pending device request asks for, for the approval page.
 #[utoipa::path(get, path = "/auth/device/request", tag = "Device flow", operation_id = "get_device_request",
     security(("access_token" = []), ("session_cookie" = [])),
-    params(DeviceQuery),
+    params(DeviceRequestQuery),
     responses((status = 200, description = "The pending request.", body = DeviceRequestView),
-        Unauthorized, NotFound,
+        BadRequest, Unauthorized, NotFound,
         (status = 429, description = "More than 10 unknown codes looked up by this user in 15 minutes.", body = ApiErrorBody,
             example = json!({"error": {"message": "Too many unknown codes looked up; try again in a few minutes.", "type": "rate_limit_error", "code": "rate_limited"}}))))]
 async fn device_request(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
-    Query(q): Query<DeviceQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(q): ApiQuery<DeviceRequestQuery>,
+) -> Result<Json<DeviceRequestView>, ApiError> {
     let g = match device::lookup(&state.db, user.id, &q.user_code).await? {
         device::Lookup::Found(g) => g,
         device::Lookup::Unknown => {
@@ -628,8 +492,10 @@ async fn device_request(
             ));
         }
     };
-    Ok(Json(
-        json!({"user_code": g.user_code, "client_id": g.client_id, "scope": g.scope,
-        "expires_in": (g.expires_at - now_ms()) / 1000}),
-    ))
+    Ok(Json(DeviceRequestView {
+        user_code: g.user_code,
+        client_id: g.client_id,
+        scope: g.scope,
+        expires_in: (g.expires_at - now_ms()) / 1000,
+    }))
 }

@@ -209,6 +209,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "Text may not contain NUL characters.".into(),
             ));
         }
+        // serde reads a struct from a JSON array too (`[null, null]` as its fields in
+        // order); the document calls these bodies objects, so only an object is one.
+        if expects_struct::<T>() && bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "The request body must be a JSON object.".into(),
+            ));
+        }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(ApiJson(v)),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::BadRequest(format!(
@@ -223,6 +230,64 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             )),
         }
     }
+}
+
+/// Whether `T` deserializes as a struct (a derived `Deserialize` of a struct asks its
+/// deserializer for one), found by asking a probe that only records the question.
+fn expects_struct<T: DeserializeOwned>() -> bool {
+    use serde::de::value::Error;
+
+    struct Probe<'a>(&'a mut bool);
+
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = Error;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(serde::de::Error::custom("probe"))
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            _: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = true;
+            Err(serde::de::Error::custom("probe"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut is_struct = false;
+    let _ = T::deserialize(Probe(&mut is_struct));
+    is_struct
+}
+
+/// Reads a JSON object into the typed body `T`. A value `T` cannot hold at one of
+/// `value_fields` (a time that is no time, a list given as a string) is a 422 naming the
+/// field, like a value the server refuses; any other mismatch (a missing or unknown field,
+/// a name that is not a string) is a 400.
+pub fn typed_object<T: DeserializeOwned>(
+    body: serde_json::Map<String, serde_json::Value>,
+    value_fields: &[&str],
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(body)).map_err(|e| {
+        let field = match e.path().iter().next() {
+            Some(serde_path_to_error::Segment::Map { key }) => Some(key.clone()),
+            _ => None,
+        };
+        match field {
+            Some(f) if value_fields.contains(&f.as_str()) => {
+                ApiError::Unprocessable(format!("{f} is invalid: {}", e.inner()))
+            }
+            _ => ApiError::BadRequest(format!("Invalid request body: {e}")),
+        }
+    })
 }
 
 /// A path parameter whose rejection is an [`ApiError`] (404: a malformed id names nothing),
@@ -300,6 +365,43 @@ mod tests {
         // An escaped backslash followed by the text `u0000` is no NUL.
         assert!(!has_escaped_nul(br#"{"name":"\\u0000"}"#));
         assert!(!has_escaped_nul(br#"{"name":"\u0001 u0000"}"#));
+    }
+
+    #[test]
+    fn structs_are_told_from_other_bodies() {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            a: Option<i64>,
+        }
+        assert!(expects_struct::<Body>());
+        assert!(!expects_struct::<Vec<i64>>());
+        assert!(!expects_struct::<serde_json::Value>());
+        assert!(!expects_struct::<std::collections::HashMap<String, i64>>());
+    }
+
+    #[test]
+    fn typed_objects_answer_422_only_for_value_fields() {
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Body {
+            name: String,
+            rpm: Option<i64>,
+        }
+        let obj = |v: serde_json::Value| v.as_object().cloned().unwrap();
+        let read = |v| typed_object::<Body>(obj(v), &["rpm"]);
+        assert!(read(json!({"name": "k", "rpm": 5})).is_ok());
+        assert!(
+            matches!(read(json!({"name": "k", "rpm": "x"})), Err(ApiError::Unprocessable(m)) if m.starts_with("rpm"))
+        );
+        for bad in [
+            json!({"name": 5}),
+            json!({}),
+            json!({"name": "k", "bogus": 1}),
+        ] {
+            assert!(matches!(read(bad), Err(ApiError::BadRequest(_))));
+        }
     }
 
     #[test]

@@ -16,7 +16,10 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
-use serde_json::json;
+use tokengate_api::device::{
+    DeviceAuthorization, DeviceCodeForm, Discovery, GrantType, OAuthError, OAuthErrorCode as E,
+    TokenForm, TokenResponse,
+};
 use tokengate_core::accounts;
 use tokengate_core::auth::{
     self as store, DeviceGrant, NewGrant, Poll, RefreshGrant, RefreshRefusal,
@@ -26,10 +29,7 @@ use tokengate_core::{keys, now_ms};
 use super::login::client_ip;
 use super::token;
 use crate::AppState;
-use crate::docs::schemas::{
-    ApiErrorBody, DeviceAuthorization, DeviceCodeForm, Discovery, OAuthError, TokenForm,
-    TokenResponse,
-};
+use crate::docs::schemas::ApiErrorBody;
 
 /// The client id command-line clients use (from discovery).
 pub const CLI_CLIENT_ID: &str = "tokengate-cli";
@@ -43,26 +43,28 @@ const REFRESH_TTL_MS: i64 = 30 * 86_400_000;
 /// User-code alphabet: no vowels (no words), no 0/O/1/I look-alikes.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut r = (
-        status,
-        Json(json!({"error": error, "error_description": description})),
-    )
-        .into_response();
+fn oauth_error(status: StatusCode, error: E, description: &str) -> Response {
+    let mut r = (status, Json(OAuthError::new(error, description))).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-/// The form fields of a request, or `None` if the body is not a form.
-fn form(body: &Bytes) -> Option<HashMap<String, String>> {
-    serde_urlencoded::from_bytes(body).ok()
+/// The typed form of a request, or `None` if the body is not a form. A field given twice
+/// counts once, as its last value (what a map of the fields held before the forms were
+/// typed).
+fn form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Option<T> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).ok()?;
+    let fields: HashMap<String, String> = pairs.into_iter().collect();
+    serde_json::to_value(fields)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
 }
 
 fn not_a_form() -> Response {
     oauth_error(
         StatusCode::BAD_REQUEST,
-        "invalid_request",
+        E::InvalidRequest,
         "The body must be application/x-www-form-urlencoded.",
     )
 }
@@ -169,14 +171,14 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
         )
         .into_response();
     }
-    Json(json!({
-        "issuer": c.public_url,
-        "client_id": CLI_CLIENT_ID,
-        "resource": c.api_audience(),
-        "scopes": SCOPES,
-        "device_authorization_endpoint": format!("{}/api/v1/auth/device/code", c.public_url),
-        "token_endpoint": format!("{}/api/v1/auth/token", c.public_url),
-    }))
+    Json(Discovery {
+        issuer: c.public_url.clone(),
+        client_id: CLI_CLIENT_ID.into(),
+        resource: c.api_audience(),
+        scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
+        device_authorization_endpoint: format!("{}/api/v1/auth/device/code", c.public_url),
+        token_endpoint: format!("{}/api/v1/auth/token", c.public_url),
+    })
     .into_response()
 }
 
@@ -209,7 +211,7 @@ pub async fn device_authorization(
     if !c.cli_login {
         return oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
+            E::TemporarilyUnavailable,
             "Command-line login is disabled.",
         );
     }
@@ -227,7 +229,7 @@ pub async fn device_authorization(
             let _ = store::release(&state.db, a).await;
             return oauth_error(
                 StatusCode::TOO_MANY_REQUESTS,
-                "slow_down",
+                E::SlowDown,
                 "Too many login requests from this address; try again in a few minutes.",
             );
         }
@@ -235,40 +237,34 @@ pub async fn device_authorization(
             tracing::error!(error = %e, "device throttle failed");
             return oauth_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
+                E::ServerError,
                 "Try again.",
             );
         }
     }
-    let Some(f) = form(&body) else {
+    let Some(f) = form::<DeviceCodeForm>(&body) else {
         return not_a_form();
     };
-    if f.get("client_id").map(String::as_str) != Some(CLI_CLIENT_ID) {
+    if f.client_id != CLI_CLIENT_ID {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
-            "invalid_client",
+            E::InvalidClient,
             "Unknown client_id.",
         );
     }
-    let scope = f
-        .get("scope")
-        .map(String::as_str)
-        .unwrap_or("account keys offline_access");
+    let scope = f.scope.as_deref().unwrap_or("account keys offline_access");
     if scope.split_whitespace().any(|s| !SCOPES.contains(&s)) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
-            "invalid_scope",
+            E::InvalidScope,
             "Unknown scope requested.",
         );
     }
-    let resource = f
-        .get("resource")
-        .cloned()
-        .unwrap_or_else(|| c.api_audience());
+    let resource = f.resource.clone().unwrap_or_else(|| c.api_audience());
     if resource != c.api_audience() {
         return oauth_error(
             StatusCode::BAD_REQUEST,
-            "invalid_target",
+            E::InvalidTarget,
             "Unknown resource.",
         );
     }
@@ -288,14 +284,14 @@ pub async fn device_authorization(
         match store::create_grant(&state.db, &grant).await {
             Ok(()) => {
                 let uri = format!("{}/device", c.public_url);
-                return Json(json!({
-                    "device_code": device_code,
-                    "user_code": code,
-                    "verification_uri": uri,
-                    "verification_uri_complete": format!("{uri}?user_code={code}"),
-                    "expires_in": DEVICE_CODE_TTL_SECS,
-                    "interval": POLL_INTERVAL_SECS,
-                }))
+                return Json(DeviceAuthorization {
+                    verification_uri_complete: format!("{uri}?user_code={code}"),
+                    device_code,
+                    user_code: code,
+                    verification_uri: uri,
+                    expires_in: DEVICE_CODE_TTL_SECS,
+                    interval: POLL_INTERVAL_SECS,
+                })
                 .into_response();
             }
             Err(tokengate_core::Error::Conflict(_)) => continue,
@@ -307,7 +303,7 @@ pub async fn device_authorization(
     }
     oauth_error(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "server_error",
+        E::ServerError,
         "Try again.",
     )
 }
@@ -319,7 +315,7 @@ async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
         Ok(_) | Err(tokengate_core::Error::NotFound) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
-                "invalid_grant",
+                E::InvalidGrant,
                 "The account is not active.",
             );
         }
@@ -327,7 +323,7 @@ async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
             tracing::error!(error = %e, "token issue failed");
             return oauth_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
+                E::ServerError,
                 "Try again.",
             );
         }
@@ -354,17 +350,17 @@ async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
         tracing::error!(error = %e, "refresh token could not be stored");
         return oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
+            E::ServerError,
             "Try again.",
         );
     }
-    let mut r = Json(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": ACCESS_TTL_SECS,
-        "refresh_token": refresh,
-        "scope": grant.scope,
-    }))
+    let mut r = Json(TokenResponse {
+        access_token: access,
+        token_type: "Bearer".into(),
+        expires_in: ACCESS_TTL_SECS,
+        refresh_token: refresh,
+        scope: grant.scope,
+    })
     .into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -392,23 +388,23 @@ async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
             example = json!({"error": "invalid_client", "error_description": "Unknown client_id."})),
     ))]
 pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Response {
-    let Some(f) = form(&body) else {
+    let Some(f) = form::<TokenForm>(&body) else {
         return not_a_form();
     };
-    let client_id = f.get("client_id").map(String::as_str).unwrap_or("");
+    let client_id = f.client_id.as_str();
     if client_id != CLI_CLIENT_ID {
         return oauth_error(
             StatusCode::UNAUTHORIZED,
-            "invalid_client",
+            E::InvalidClient,
             "Unknown client_id.",
         );
     }
-    match f.get("grant_type").map(String::as_str) {
-        Some("urn:ietf:params:oauth:grant-type:device_code") => {
-            let Some(code) = f.get("device_code") else {
+    match f.grant() {
+        Some(GrantType::DeviceCode) => {
+            let Some(code) = &f.device_code else {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
+                    E::InvalidRequest,
                     "device_code is required.",
                 );
             };
@@ -418,27 +414,27 @@ pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Respo
                     tracing::error!(error = %e, "device poll failed");
                     return oauth_error(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
+                        E::ServerError,
                         "Try again.",
                     );
                 }
             };
-            let bad = |e: &str, d: &str| oauth_error(StatusCode::BAD_REQUEST, e, d);
+            let bad = |e: E, d: &str| oauth_error(StatusCode::BAD_REQUEST, e, d);
             match poll {
-                Poll::Unknown => bad("invalid_grant", "Unknown or already used device_code."),
-                Poll::Pending => bad("authorization_pending", "The user has not approved yet."),
+                Poll::Unknown => bad(E::InvalidGrant, "Unknown or already used device_code."),
+                Poll::Pending => bad(E::AuthorizationPending, "The user has not approved yet."),
                 Poll::SlowDown => bad(
-                    "slow_down",
+                    E::SlowDown,
                     "Polling too fast; wait longer between requests.",
                 ),
-                Poll::Expired => bad("expired_token", "The device code expired; start again."),
-                Poll::Denied => bad("access_denied", "The user denied the request."),
+                Poll::Expired => bad(E::ExpiredToken, "The device code expired; start again."),
+                Poll::Denied => bad(E::AccessDenied, "The user denied the request."),
                 Poll::Approved(g) => {
-                    if f.get("resource").is_some_and(|r| *r != g.resource) {
-                        return bad("invalid_target", "The resource does not match the request.");
+                    if f.resource.as_ref().is_some_and(|r| *r != g.resource) {
+                        return bad(E::InvalidTarget, "The resource does not match the request.");
                     }
                     let Some(user_id) = g.user_id else {
-                        return bad("invalid_grant", "The grant has no user.");
+                        return bad(E::InvalidGrant, "The grant has no user.");
                     };
                     let grant = RefreshGrant {
                         family: opaque_secret(),
@@ -451,11 +447,11 @@ pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Respo
                 }
             }
         }
-        Some("refresh_token") => {
-            let Some(rt) = f.get("refresh_token") else {
+        Some(GrantType::RefreshToken) => {
+            let Some(rt) = &f.refresh_token else {
                 return oauth_error(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
+                    E::InvalidRequest,
                     "refresh_token is required.",
                 );
             };
@@ -465,20 +461,20 @@ pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Respo
                     tracing::warn!("a rotated refresh token was reused; its family is revoked");
                     oauth_error(
                         StatusCode::BAD_REQUEST,
-                        "invalid_grant",
+                        E::InvalidGrant,
                         "The refresh token was already used.",
                     )
                 }
                 Ok(Err(_)) => oauth_error(
                     StatusCode::BAD_REQUEST,
-                    "invalid_grant",
+                    E::InvalidGrant,
                     "Unknown or expired refresh token.",
                 ),
                 Err(e) => {
                     tracing::error!(error = %e, "refresh failed");
                     oauth_error(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        "server_error",
+                        E::ServerError,
                         "Try again.",
                     )
                 }
@@ -486,7 +482,7 @@ pub async fn token_endpoint(State(state): State<AppState>, body: Bytes) -> Respo
         }
         _ => oauth_error(
             StatusCode::BAD_REQUEST,
-            "unsupported_grant_type",
+            E::UnsupportedGrantType,
             "Use the device_code or refresh_token grant.",
         ),
     }

@@ -166,7 +166,7 @@ fn components() -> Components {
     add::<schemas::OpenAiError>(&mut c);
     add::<schemas::AnthropicError>(&mut c);
     add::<schemas::ApiErrorBody>(&mut c);
-    add::<schemas::OAuthError>(&mut c);
+    add::<tokengate_api::device::OAuthError>(&mut c);
     c
 }
 

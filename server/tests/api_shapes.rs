@@ -1,0 +1,338 @@
+//! The account API and the device flow against their typed shapes (issue 14), each on
+//! SQLite and PostgreSQL: live answers deserialize into the `tokengate_api` types the
+//! OpenAPI document is built from, money is written exactly, and what the document calls
+//! invalid is refused in the API's error shape — a JSON array where an object body is
+//! documented, a `days` that is not an integer, a device lookup without `user_code`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Running, client, start_public};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokengate_api::account::{
+    ApiKeyView, Balance, CreatedKey, DeviceRequestView, Me, RevokedKey, SessionInfo, SignedOut,
+    UsageDaily, UsageSummary,
+};
+use tokengate_api::device::{
+    DeviceAuthorization, Discovery, OAuthError, OAuthErrorCode, TokenForm,
+};
+use tokengate_api::{Timestamp, Usd};
+use tokengate_core::keys::NewKey;
+use tokengate_core::money::NANOS_PER_USD;
+
+/// A customer with $5 and a key, and an access token of theirs.
+async fn signed_in(r: &Running, email: &str) -> (i64, String, String) {
+    let new = NewKey {
+        name: "first".into(),
+        ..Default::default()
+    };
+    let (uid, raw) = r.customer(email, 5 * NANOS_PER_USD, new).await;
+    let tok = r.token(uid, "account keys billing").await;
+    (uid, raw, tok)
+}
+
+/// Sends `body` (raw text, as JSON) and answers the status and the body as text.
+async fn send(
+    r: &Running,
+    method: Method,
+    path: &str,
+    tok: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut req = client()
+        .request(method, format!("{}{path}", r.base))
+        .bearer_auth(tok);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// A 200 (or 201) answer read as `T`; an answer that does not fit `T` fails the test.
+async fn typed<T: DeserializeOwned>(
+    r: &Running,
+    method: Method,
+    path: &str,
+    tok: &str,
+    body: Option<Value>,
+) -> T {
+    let text = body.map(|b| b.to_string());
+    let (s, t) = send(r, method.clone(), path, tok, text.as_deref()).await;
+    assert!(s == 200 || s == 201, "{method} {path}: {s} {t}");
+    serde_json::from_str(&t).unwrap_or_else(|e| panic!("{method} {path} is no {e}: {t}"))
+}
+
+/// An error answer in the API's shape with `status` and `code`.
+fn api_error(status: u16, text: &str, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{text}");
+    let v: Value =
+        serde_json::from_str(text).unwrap_or_else(|_| panic!("not JSON (the API shape): {text:?}"));
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["type"].is_string(), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+}
+
+on_both!(
+    account_answers_are_the_typed_shapes,
+    account_answers_are_the_typed_shapes_on_sqlite,
+    account_answers_are_the_typed_shapes_on_postgres
+);
+
+async fn account_answers_are_the_typed_shapes(database_url: Option<String>) {
+    let r = start_public(database_url, &[]).await;
+    let (uid, raw, tok) = signed_in(&r, "shapes@example.com").await;
+
+    let me: Me = typed(&r, Method::GET, "/api/v1/me", &tok, None).await;
+    assert_eq!((me.id, me.balance_usd), (uid, Usd(5 * NANOS_PER_USD)));
+    let patched: Me = typed(
+        &r,
+        Method::PATCH,
+        "/api/v1/me",
+        &tok,
+        Some(json!({"display_name": "Typed"})),
+    )
+    .await;
+    assert_eq!(patched.display_name, "Typed");
+    let _: Vec<SessionInfo> = typed(&r, Method::GET, "/api/v1/me/sessions", &tok, None).await;
+
+    // One request costs a fraction of a cent: the balances are written exactly.
+    let (s, _, v) = common::chat(
+        &r.base,
+        &raw,
+        json!({"model": "mock/fast-1", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    common::wait_for_logs(&r, uid, 1).await;
+    let summary: UsageSummary = typed(&r, Method::GET, "/api/v1/me/usage?days=7", &tok, None).await;
+    assert_eq!((summary.range_days, summary.total_requests), (7, 1));
+    let cost = summary.total_cost_usd.nanos();
+    assert!(
+        cost > 0 && cost % 10_000_000 != 0,
+        "a sub-cent cost: {cost}"
+    );
+    let balance: Balance = typed(&r, Method::GET, "/api/v1/balance", &tok, None).await;
+    assert_eq!(balance.balance_usd, Usd(5 * NANOS_PER_USD - cost));
+    assert_eq!(balance.currency, "USD");
+    let (_, text) = send(&r, Method::GET, "/api/v1/balance", &tok, None).await;
+    assert!(
+        text.contains(&format!("\"{}\"", Usd(5 * NANOS_PER_USD - cost))),
+        "the exact decimal: {text}"
+    );
+    let daily: UsageDaily =
+        typed(&r, Method::GET, "/api/v1/me/usage/daily?days=2", &tok, None).await;
+    assert_eq!(daily.total_cost_usd, summary.total_cost_usd);
+    assert!(daily.days.len() >= 2);
+    assert_eq!(daily.by_model.len(), 1);
+
+    // Keys: create, list, get, patch, rotate, revoke.
+    let created: CreatedKey = typed(
+        &r,
+        Method::POST,
+        "/api/v1/me/keys",
+        &tok,
+        Some(
+            json!({"name": "typed", "spend_limit_usd": "0.000150", "expires_at": 4_102_444_800u64}),
+        ),
+    )
+    .await;
+    assert!(created.raw.starts_with(&created.key_prefix));
+    assert_eq!(created.spend_limit_usd, Some(Usd(150_000)));
+    assert_eq!(created.expires_at, Some(Timestamp(4_102_444_800_000)));
+    let path = format!("/api/v1/me/keys/{}", created.id);
+    let list: Vec<ApiKeyView> = typed(&r, Method::GET, "/api/v1/me/keys", &tok, None).await;
+    assert_eq!(list.len(), 2);
+    let one: ApiKeyView = typed(&r, Method::GET, &path, &tok, None).await;
+    assert_eq!(one, created.clone().into_parts().1);
+    let patched: ApiKeyView = typed(
+        &r,
+        Method::PATCH,
+        &path,
+        &tok,
+        Some(json!({"spend_limit_usd": null, "rpm": 5})),
+    )
+    .await;
+    assert_eq!((patched.spend_limit_usd, patched.rpm), (None, Some(5)));
+    let rotated: CreatedKey = typed(&r, Method::POST, &format!("{path}/rotate"), &tok, None).await;
+    assert_ne!(rotated.raw, created.raw);
+    let revoked: RevokedKey = typed(&r, Method::DELETE, &path, &tok, None).await;
+    assert_eq!(
+        (revoked.id, revoked.status.as_str()),
+        (created.id, "revoked")
+    );
+
+    let out: SignedOut = typed(&r, Method::POST, "/api/v1/me/logout-everywhere", &tok, None).await;
+    assert!(out.signed_out);
+    r.stop().await;
+}
+
+on_both!(
+    array_bodies_are_refused_where_objects_are_documented,
+    array_bodies_are_refused_where_objects_are_documented_on_sqlite,
+    array_bodies_are_refused_where_objects_are_documented_on_postgres
+);
+
+async fn array_bodies_are_refused_where_objects_are_documented(database_url: Option<String>) {
+    let r = start_public(database_url, &[]).await;
+    let (_, _, tok) = signed_in(&r, "arrays@example.com").await;
+    let keys: Vec<ApiKeyView> = typed(&r, Method::GET, "/api/v1/me/keys", &tok, None).await;
+    let path = format!("/api/v1/me/keys/{}", keys[0].id);
+    for body in [
+        "[null, null]",
+        "[]",
+        " [\"renamed\"]",
+        "null",
+        "\"renamed\"",
+        "5",
+    ] {
+        let (s, t) = send(&r, Method::PATCH, &path, &tok, Some(body)).await;
+        api_error(s, &t, 400, "invalid_request");
+        let (s, t) = send(&r, Method::PATCH, "/api/v1/me", &tok, Some(body)).await;
+        api_error(s, &t, 400, "invalid_request");
+    }
+    // Nothing changed; an object still works.
+    let key: ApiKeyView = typed(&r, Method::GET, &path, &tok, None).await;
+    assert_eq!(key, keys[0]);
+    let key: ApiKeyView = typed(
+        &r,
+        Method::PATCH,
+        &path,
+        &tok,
+        Some(json!({"name": "renamed"})),
+    )
+    .await;
+    assert_eq!(key.name, "renamed");
+    r.stop().await;
+}
+
+on_both!(
+    usage_days_is_an_integer,
+    usage_days_is_an_integer_on_sqlite,
+    usage_days_is_an_integer_on_postgres
+);
+
+async fn usage_days_is_an_integer(database_url: Option<String>) {
+    let r = start_public(database_url, &[]).await;
+    let (_, _, tok) = signed_in(&r, "days@example.com").await;
+    for route in ["/api/v1/me/usage", "/api/v1/me/usage/daily"] {
+        for days in [
+            "abc",
+            "1.5",
+            "7d",
+            "",
+            "0",
+            "366",
+            "-1",
+            "99999999999999999999",
+        ] {
+            let (s, t) = send(&r, Method::GET, &format!("{route}?days={days}"), &tok, None).await;
+            api_error(s, &t, 400, "invalid_request");
+        }
+        for (query, want) in [("?days=1", 1), ("?days=365", 365), ("", 30)] {
+            let (s, t) = send(&r, Method::GET, &format!("{route}{query}"), &tok, None).await;
+            assert_eq!(s, 200, "{route}{query}: {t}");
+            let v: Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(v["range_days"], want, "{route}{query}");
+        }
+    }
+    r.stop().await;
+}
+
+on_both!(
+    device_flow_answers_are_the_typed_shapes,
+    device_flow_answers_are_the_typed_shapes_on_sqlite,
+    device_flow_answers_are_the_typed_shapes_on_postgres
+);
+
+async fn device_flow_answers_are_the_typed_shapes(database_url: Option<String>) {
+    let r = start_public(database_url, &[]).await;
+    let (_, _, tok) = signed_in(&r, "device@example.com").await;
+    let http = client();
+    let d: Discovery = http
+        .get(format!("{}/api/v1/auth/discovery", r.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d.client_id, "tokengate-cli");
+    let resp = http
+        .post(&d.device_authorization_endpoint)
+        .form(&[("client_id", d.client_id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let grant: DeviceAuthorization = resp.json().await.unwrap();
+    assert_eq!(grant.interval, 5);
+
+    // The lookup without a code is refused in the API's shape, not as plain text.
+    for query in ["", "?user_cod=x", "?user_code"] {
+        let (s, t) = send(
+            &r,
+            Method::GET,
+            &format!("/api/v1/auth/device/request{query}"),
+            &tok,
+            None,
+        )
+        .await;
+        if query == "?user_code" {
+            // Present and empty: a code that names nothing.
+            api_error(s, &t, 404, "not_found");
+        } else {
+            api_error(s, &t, 400, "invalid_request");
+        }
+    }
+    let view: DeviceRequestView = typed(
+        &r,
+        Method::GET,
+        &format!("/api/v1/auth/device/request?user_code={}", grant.user_code),
+        &tok,
+        None,
+    )
+    .await;
+    assert_eq!(view.user_code, grant.user_code);
+
+    // Polling before approval, and unknown grants, answer typed OAuth errors.
+    let poll = |form: TokenForm| {
+        let http = http.clone();
+        let url = d.token_endpoint.clone();
+        async move {
+            let resp = http.post(url).form(&form).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<OAuthError>().await.unwrap())
+        }
+    };
+    let (s, e) = poll(TokenForm::device_code(
+        &d.client_id,
+        &grant.device_code,
+        None,
+    ))
+    .await;
+    assert_eq!((s, e.error), (400, OAuthErrorCode::AuthorizationPending));
+    let (s, e) = poll(TokenForm::refresh(&d.client_id, "no-such-token")).await;
+    assert_eq!((s, e.error), (400, OAuthErrorCode::InvalidGrant));
+    let (s, e) = poll(TokenForm {
+        grant_type: "password".into(),
+        client_id: d.client_id.clone(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!((s, e.error), (400, OAuthErrorCode::UnsupportedGrantType));
+    let (s, e) = poll(TokenForm::refresh("someone-else", "x")).await;
+    assert_eq!((s, e.error), (401, OAuthErrorCode::InvalidClient));
+    r.stop().await;
+}
