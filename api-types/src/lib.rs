@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod device;
+pub mod kinds;
 pub mod money;
 pub mod time;
 
