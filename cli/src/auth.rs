@@ -6,8 +6,13 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokengate_api::account::Me;
+use tokengate_api::device::{
+    DeviceAuthorization, DeviceCodeForm, Discovery, OAuthError, OAuthErrorCode, TokenForm,
+    TokenResponse,
+};
 
 use crate::Ctx;
 use crate::error::CliError;
@@ -16,7 +21,6 @@ use crate::ui;
 
 /// Refresh when the access token has less than this many seconds left.
 const REFRESH_MARGIN_SECS: i64 = 60;
-const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
@@ -24,34 +28,6 @@ pub fn now_secs() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-#[derive(Debug, Deserialize)]
-struct Discovery {
-    client_id: String,
-    resource: String,
-    #[serde(default)]
-    scopes: Vec<String>,
-    device_authorization_endpoint: String,
-    token_endpoint: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct DeviceCode {
-    device_code: String,
-    user_code: String,
-    verification_uri: String,
-    verification_uri_complete: Option<String>,
-    expires_in: u64,
-    interval: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Tokens {
-    access_token: String,
-    refresh_token: Option<String>,
-    expires_in: i64,
-    scope: Option<String>,
 }
 
 /// What the CLI's commands need: `account` (whoami, balance, usage), `keys`, `billing`
@@ -102,11 +78,11 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
     let out = ctx.out;
     let d = discover(ctx).await?;
     let scope = requested_scope(&d.scopes);
-    let form = [
-        ("client_id", d.client_id.as_str()),
-        ("scope", scope.as_str()),
-        ("resource", d.resource.as_str()),
-    ];
+    let form = DeviceCodeForm {
+        client_id: d.client_id.clone(),
+        scope: Some(scope.clone()),
+        resource: Some(d.resource.clone()),
+    };
     let reply = ctx
         .http
         .send(
@@ -129,13 +105,10 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
             },
             other => other,
         })?;
-    let code: DeviceCode = serde_json::from_value(reply.body)
+    let code: DeviceAuthorization = serde_json::from_value(reply.body)
         .map_err(|e| bad_answer("device authorization endpoint", &e))?;
-    let complete = code
-        .verification_uri_complete
-        .clone()
-        .unwrap_or_else(|| code.verification_uri.clone());
-    let mut interval = code.interval.unwrap_or(5).max(1);
+    let complete = code.verification_uri_complete.clone();
+    let mut interval = code.interval.max(1) as u64;
 
     if out.json {
         out.json(&json!({
@@ -159,7 +132,7 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
         }
     }
 
-    let deadline = Instant::now() + Duration::from_secs(code.expires_in.max(1));
+    let deadline = Instant::now() + Duration::from_secs(code.expires_in.max(1) as u64);
     let spinner = ui::spinner("Waiting for authorization... (Ctrl-C to cancel)", !out.json);
     let mut network_failures = 0;
     let tokens = loop {
@@ -172,12 +145,7 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
                         .into(),
             });
         }
-        let form = [
-            ("grant_type", DEVICE_GRANT),
-            ("device_code", code.device_code.as_str()),
-            ("client_id", d.client_id.as_str()),
-            ("resource", d.resource.as_str()),
-        ];
+        let form = TokenForm::device_code(&d.client_id, &code.device_code, Some(&d.resource));
         let (status, _, body, text) = match ctx
             .http
             .send_raw(ctx.http.client().post(&d.token_endpoint).form(&form))
@@ -195,14 +163,16 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
             Err(e) => return Err(e),
         };
         if status == 200 {
-            break serde_json::from_value::<Tokens>(body)
+            break serde_json::from_value::<TokenResponse>(body)
                 .map_err(|e| bad_answer("token endpoint", &e))?;
         }
-        let error = body.get("error").and_then(Value::as_str).unwrap_or("");
+        let error = serde_json::from_value::<OAuthError>(body.clone())
+            .ok()
+            .map(|e| e.error);
         match error {
-            "authorization_pending" => {}
-            "slow_down" => interval += 5,
-            "expired_token" => {
+            Some(OAuthErrorCode::AuthorizationPending) => {}
+            Some(OAuthErrorCode::SlowDown) => interval += 5,
+            Some(OAuthErrorCode::ExpiredToken) => {
                 return Err(CliError::Server {
                     code: Some("expired_token".into()),
                     message:
@@ -210,7 +180,7 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
                             .into(),
                 });
             }
-            "access_denied" => {
+            Some(OAuthErrorCode::AccessDenied) => {
                 return Err(CliError::Server {
                     code: Some("access_denied".into()),
                     message: "the login was denied in the browser".into(),
@@ -237,8 +207,12 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
         token_endpoint: d.token_endpoint,
         resource: d.resource,
         access_token: tokens.access_token,
-        refresh_token: tokens.refresh_token.unwrap_or_default(),
-        scope: tokens.scope.unwrap_or(scope),
+        refresh_token: tokens.refresh_token,
+        scope: if tokens.scope.is_empty() {
+            scope
+        } else {
+            tokens.scope
+        },
         expires_at: now_secs() + tokens.expires_in,
     };
     ctx.store.save_credentials(&creds)?;
@@ -252,8 +226,8 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
                 .bearer_auth(&creds.access_token),
         )
         .await
-        .map(|r| r.body)
-        .ok();
+        .ok()
+        .and_then(|r| serde_json::from_value::<Me>(r.body).ok());
     if out.json {
         out.json(&json!({
             "status": "logged_in",
@@ -265,9 +239,7 @@ pub async fn login(ctx: &Ctx, no_open: bool) -> Result<(), CliError> {
     } else {
         let who = me
             .as_ref()
-            .and_then(|m| m.get("email"))
-            .and_then(Value::as_str)
-            .map(|e| format!(" as {e}"))
+            .map(|m| format!(" as {}", m.email))
             .unwrap_or_default();
         out.line(&format!("OK logged in{who}"));
     }
@@ -298,11 +270,7 @@ async fn refresh(ctx: &Ctx, stale: &Credentials) -> Result<Credentials, CliError
     {
         return Ok(current);
     }
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", stale.refresh_token.as_str()),
-        ("client_id", stale.client_id.as_str()),
-    ];
+    let form = TokenForm::refresh(&stale.client_id, &stale.refresh_token);
     let reply = ctx
         .http
         .send(ctx.http.client().post(&stale.token_endpoint).form(&form))
@@ -316,14 +284,16 @@ async fn refresh(ctx: &Ctx, stale: &Credentials) -> Result<Credentials, CliError
             ),
             other => other,
         })?;
-    let t: Tokens =
+    let t: TokenResponse =
         serde_json::from_value(reply.body).map_err(|e| bad_answer("token endpoint", &e))?;
     let fresh = Credentials {
         access_token: t.access_token,
-        refresh_token: t
-            .refresh_token
-            .unwrap_or_else(|| stale.refresh_token.clone()),
-        scope: t.scope.unwrap_or_else(|| stale.scope.clone()),
+        refresh_token: t.refresh_token,
+        scope: if t.scope.is_empty() {
+            stale.scope.clone()
+        } else {
+            t.scope
+        },
         expires_at: now_secs() + t.expires_in,
         ..stale.clone()
     };
@@ -366,6 +336,18 @@ pub async fn account(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Like [`account`], the answer read as the API type `T` (an answer of another shape is a
+/// server error).
+pub async fn account_as<T: DeserializeOwned>(
+    ctx: &Ctx,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<T, CliError> {
+    let v = account(ctx, method, path, body).await?;
+    serde_json::from_value(v).map_err(|e| bad_answer(path, &e))
 }
 
 #[cfg(test)]

@@ -8,11 +8,16 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, Month, OffsetDateTime, Time};
 
+use tokengate_api::account::{
+    ApiKeyView, Balance, CreateKeyRequest, CreatedKey, Me, RevokedKey, UsageSummary,
+};
+use tokengate_api::{Timestamp, Usd};
+
 use crate::Ctx;
 use crate::args::{EnvArgs, KeysCreateArgs, KeysRevokeArgs, TestArgs, TopupArgs, UsageArgs};
 use crate::auth;
 use crate::error::CliError;
-use crate::ui::{self, cell};
+use crate::ui::{self, cell, opt};
 
 /// The model `tokengate test` asks for unless told otherwise (the demo alias).
 pub const DEFAULT_TEST_MODEL: &str = "tokengate-fast";
@@ -118,22 +123,15 @@ pub async fn logout(ctx: &Ctx) -> Result<(), CliError> {
 }
 
 pub async fn whoami(ctx: &Ctx) -> Result<(), CliError> {
-    let me = auth::account(ctx, Method::GET, "/api/v1/me", None).await?;
+    let me: Me = auth::account_as(ctx, Method::GET, "/api/v1/me", None).await?;
     if ctx.out.json {
         ctx.out.json(&me);
         return Ok(());
     }
-    let name = str_field(&me, "display_name");
-    let email = str_field(&me, "email");
-    ctx.out.line(&format!("{name} <{email}>"));
+    ctx.out.line(&format!("{} <{}>", me.display_name, me.email));
+    ctx.out.line(&format!("balance: ${} USD", me.balance_usd));
     ctx.out
-        .line(&format!("balance: ${} USD", str_field(&me, "balance_usd")));
-    let mut status = str_field(&me, "status").to_string();
-    if let Some(role) = me.get("role").and_then(Value::as_str) {
-        status = format!("{status}, {role}");
-    }
-    ctx.out
-        .line(&format!("account: {} ({status})", cell(&me["id"])));
+        .line(&format!("account: {} ({}, {})", me.id, me.status, me.role));
     ctx.out.line(&format!("server:  {}", ctx.http.base));
     Ok(())
 }
@@ -143,30 +141,50 @@ pub async fn keys_create(ctx: &Ctx, a: &KeysCreateArgs) -> Result<(), CliError> 
     if name.is_empty() {
         return Err(CliError::user("--name must not be empty"));
     }
-    let mut body = json!({"name": name});
-    if let Some(e) = &a.expires {
-        body["expires_at"] = json!(parse_expires(e, OffsetDateTime::now_utc())?);
-    }
-    if let Some(s) = &a.spend_limit {
-        body["spend_limit_usd"] = json!(s.trim().trim_start_matches('$'));
-    }
-    let models: Vec<&str> = a
+    let expires_at = match &a.expires {
+        Some(e) => {
+            let at = parse_expires(e, OffsetDateTime::now_utc())?;
+            Some(
+                Timestamp::parse_rfc3339(&at)
+                    .ok_or_else(|| CliError::user(format!("cannot read --expires {e:?}")))?,
+            )
+        }
+        None => None,
+    };
+    let spend_limit_usd = match &a.spend_limit {
+        Some(s) => Some(
+            s.trim()
+                .trim_start_matches('$')
+                .parse::<Usd>()
+                .map_err(|_| {
+                    CliError::user_hint(
+                        format!("--spend-limit {s:?} is not an amount in USD"),
+                        "Example: --spend-limit 5 (or 0.50).",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let models: Vec<String> = a
         .models
         .iter()
-        .map(|m| m.trim())
+        .map(|m| m.trim().to_string())
         .filter(|m| !m.is_empty())
         .collect();
-    if !models.is_empty() {
-        body["models"] = json!(models);
-    }
-    if let Some(r) = a.rpm {
-        body["rpm"] = json!(r);
-    }
-    if let Some(t) = a.tpm {
-        body["tpm"] = json!(t);
-    }
-    let key = auth::account(ctx, Method::POST, "/api/v1/me/keys", Some(&body)).await?;
-    let raw = str_field(&key, "raw");
+    let request = CreateKeyRequest {
+        name: name.to_string(),
+        expires_at,
+        spend_limit_usd,
+        models: (!models.is_empty()).then_some(models),
+        rpm: a.rpm.map(i64::from),
+        tpm: a.tpm.map(i64::from),
+        group: None,
+    };
+    let body = serde_json::to_value(&request)
+        .map_err(|e| CliError::user(format!("cannot encode the request: {e}")))?;
+    let key: CreatedKey =
+        auth::account_as(ctx, Method::POST, "/api/v1/me/keys", Some(&body)).await?;
+    let raw = key.raw.as_str();
     if raw.is_empty() {
         return Err(CliError::Server {
             code: Some("bad_response".into()),
@@ -182,9 +200,7 @@ pub async fn keys_create(ctx: &Ctx, a: &KeysCreateArgs) -> Result<(), CliError> 
     }
     ctx.out.note(&format!(
         "Created key {} \"{}\" ({}…). This is the only time it is shown:",
-        cell(&key["id"]),
-        str_field(&key, "name"),
-        str_field(&key, "key_prefix")
+        key.id, key.name, key.key_prefix
     ));
     ctx.out.line(raw);
     if a.no_cache {
@@ -198,22 +214,14 @@ pub async fn keys_create(ctx: &Ctx, a: &KeysCreateArgs) -> Result<(), CliError> 
     Ok(())
 }
 
-async fn list_keys(ctx: &Ctx) -> Result<Vec<Value>, CliError> {
-    let v = auth::account(ctx, Method::GET, "/api/v1/me/keys", None).await?;
-    match v {
-        Value::Array(a) => Ok(a),
-        other => Ok(other
-            .get("data")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()),
-    }
+async fn list_keys(ctx: &Ctx) -> Result<Vec<ApiKeyView>, CliError> {
+    auth::account_as(ctx, Method::GET, "/api/v1/me/keys", None).await
 }
 
 pub async fn keys_list(ctx: &Ctx) -> Result<(), CliError> {
     let keys = list_keys(ctx).await?;
     if ctx.out.json {
-        ctx.out.json(&Value::Array(keys));
+        ctx.out.json(&keys);
         return Ok(());
     }
     if keys.is_empty() {
@@ -225,14 +233,14 @@ pub async fn keys_list(ctx: &Ctx) -> Result<(), CliError> {
         .iter()
         .map(|k| {
             vec![
-                cell(&k["id"]),
-                cell(&k["name"]),
-                format!("{}…", str_field(k, "key_prefix")),
-                cell(&k["status"]),
-                cell(&k["spent_usd"]),
-                cell(&k["spend_limit_usd"]),
-                cell(&k["last_used_at"]),
-                cell(&k["expires_at"]),
+                k.id.to_string(),
+                k.name.clone(),
+                format!("{}…", k.key_prefix),
+                k.status.clone(),
+                k.spent_usd.to_string(),
+                opt(&k.spend_limit_usd),
+                opt(&k.last_used_at),
+                opt(&k.expires_at),
             ]
         })
         .collect();
@@ -258,16 +266,15 @@ pub async fn keys_revoke(ctx: &Ctx, a: &KeysRevokeArgs) -> Result<(), CliError> 
         wanted.to_string()
     } else {
         let keys = list_keys(ctx).await?;
-        let matches: Vec<&Value> = keys
+        let matches: Vec<&ApiKeyView> = keys
             .iter()
             .filter(|k| {
-                k["status"] != "revoked"
-                    && (str_field(k, "name") == wanted
-                        || (wanted.len() >= 8 && str_field(k, "key_prefix").starts_with(wanted)))
+                k.status != "revoked"
+                    && (k.name == wanted || (wanted.len() >= 8 && k.key_prefix.starts_with(wanted)))
             })
             .collect();
         match matches[..] {
-            [k] => cell(&k["id"]),
+            [k] => k.id.to_string(),
             [] => {
                 return Err(CliError::user_hint(
                     format!("no active key named or prefixed {wanted:?}"),
@@ -283,50 +290,45 @@ pub async fn keys_revoke(ctx: &Ctx, a: &KeysRevokeArgs) -> Result<(), CliError> 
         }
     };
     let path = format!("/api/v1/me/keys/{id}");
-    let v = auth::account(ctx, Method::DELETE, &path, None).await?;
+    let v: RevokedKey = auth::account_as(ctx, Method::DELETE, &path, None).await?;
     if ctx.out.json {
         ctx.out.json(&v);
     } else {
-        ctx.out.line(&format!(
-            "Revoked key {}; it now gets 401.",
-            cell(&v.get("id").cloned().unwrap_or(json!(id)))
-        ));
+        ctx.out
+            .line(&format!("Revoked key {}; it now gets 401.", v.id));
     }
     Ok(())
 }
 
 pub async fn balance(ctx: &Ctx) -> Result<(), CliError> {
-    let v = auth::account(ctx, Method::GET, "/api/v1/balance", None).await?;
+    let v: Balance = auth::account_as(ctx, Method::GET, "/api/v1/balance", None).await?;
     if ctx.out.json {
         ctx.out.json(&v);
     } else {
-        let currency = v.get("currency").and_then(Value::as_str).unwrap_or("USD");
-        ctx.out.line(&format!(
-            "Balance: ${} {currency}",
-            str_field(&v, "balance_usd")
-        ));
+        ctx.out
+            .line(&format!("Balance: ${} {}", v.balance_usd, v.currency));
     }
     Ok(())
 }
 
 pub async fn usage(ctx: &Ctx, a: &UsageArgs) -> Result<(), CliError> {
     let path = format!("/api/v1/me/usage?days={}", a.days);
-    let v = auth::account(ctx, Method::GET, &path, None).await?;
+    let v: UsageSummary = auth::account_as(ctx, Method::GET, &path, None).await?;
     if ctx.out.json {
         ctx.out.json(&v);
         return Ok(());
     }
     ctx.out.line(&format!(
         "Last {} days (successful requests):",
-        cell(&v["range_days"])
+        v.range_days
     ));
     ctx.out.line(&ui::table(
         &["REQUESTS", "TOKENS IN", "TOKENS OUT", "COST $"],
         &[vec![
-            cell(&v["total_requests"]),
-            cell(&v["total_tokens_in"]),
-            cell(&v["total_tokens_out"]),
-            cell(&v["total_cost_usd"]),
+            v.total_requests.to_string(),
+            v.total_tokens_in.to_string(),
+            v.total_tokens_out.to_string(),
+            v.total_cost_usd.to_string(),
         ]],
     ));
     Ok(())

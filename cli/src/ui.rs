@@ -6,6 +6,9 @@ use std::io::{IsTerminal, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use std::fmt::Display;
+
+use serde::Serialize;
 use serde_json::Value;
 
 /// Output mode of one invocation.
@@ -17,9 +20,10 @@ pub struct Out {
 impl Out {
     /// Prints one JSON document on one line of stdout, flushed (agents may read it while
     /// the command still runs).
-    pub fn json(&self, v: &Value) {
+    pub fn json<T: Serialize + ?Sized>(&self, v: &T) {
+        let text = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{v}");
+        let _ = writeln!(stdout, "{text}");
         let _ = stdout.flush();
     }
 
@@ -140,6 +144,14 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
+/// An optional field as display text: null as `-`.
+pub fn opt<T: Display>(v: &Option<T>) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => "-".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +170,7 @@ mod tests {
         assert_eq!(cell(&json!(null)), "-");
         assert_eq!(cell(&json!("a")), "a");
         assert_eq!(cell(&json!(3)), "3");
+        assert_eq!(opt::<i64>(&None), "-");
+        assert_eq!(opt(&Some(tokengate_api::Usd(1_500_000_000))), "1.50");
     }
 }
