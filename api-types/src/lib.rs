@@ -7,6 +7,7 @@
 //! points in time are [`Timestamp`] (RFC 3339, UTC); statuses, roles and kinds are enums.
 
 pub mod account;
+pub mod admin;
 pub mod attempt;
 pub mod device;
 pub mod kinds;
