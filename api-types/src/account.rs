@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::kinds::{KeyStatus, Role, UserStatus};
 use crate::{Timestamp, Usd};
 
 /// The signed-in user.
@@ -22,10 +23,8 @@ pub struct Me {
     pub email_verified: bool,
     /// Balance less what running requests hold.
     pub balance_usd: Usd,
-    /// `active` or `suspended`.
-    pub status: String,
-    /// `user` or `admin`.
-    pub role: String,
+    pub status: UserStatus,
+    pub role: Role,
     pub created_at: Timestamp,
 }
 
@@ -72,8 +71,8 @@ pub struct ApiKeyView {
     pub name: String,
     /// The first characters of the secret, for recognising it.
     pub key_prefix: String,
-    /// `active`, `disabled`, `revoked` or `expired`.
-    pub status: String,
+    /// A key past its `expires_at` stays `active` and is refused by time.
+    pub status: KeyStatus,
     /// What this key can still spend: the account balance, or less under a spend limit.
     pub balance_usd: Usd,
     /// The most this key may spend in total; null = no limit.
@@ -108,8 +107,7 @@ pub struct CreatedKey {
     pub id: i64,
     pub name: String,
     pub key_prefix: String,
-    /// `active`.
-    pub status: String,
+    pub status: KeyStatus,
     pub balance_usd: Usd,
     pub spend_limit_usd: Option<Usd>,
     pub spent_usd: Usd,
@@ -194,7 +192,7 @@ impl CreatedKey {
 pub struct RevokedKey {
     pub id: i64,
     /// `revoked`.
-    pub status: String,
+    pub status: KeyStatus,
 }
 
 /// A new API key (`POST /me/keys`).
@@ -245,10 +243,10 @@ impl CreateKeyRequest {
 pub struct UpdateKeyRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `active` or `disabled`.
+    /// `active` or `disabled` (a revoked key stays revoked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(example = "disabled"))]
-    pub status: Option<String>,
+    pub status: Option<KeyStatus>,
     /// A new expiry; `null` clears it.
     #[serde(
         default,
@@ -293,8 +291,14 @@ pub struct UpdateKeyRequest {
 
 impl UpdateKeyRequest {
     /// The fields whose invalid values are answered 422 rather than 400.
-    pub const VALUE_FIELDS: &'static [&'static str] =
-        &["expires_at", "spend_limit_usd", "models", "rpm", "tpm"];
+    pub const VALUE_FIELDS: &'static [&'static str] = &[
+        "status",
+        "expires_at",
+        "spend_limit_usd",
+        "models",
+        "rpm",
+        "tpm",
+    ];
 }
 
 /// A field that is present (even as `null`) deserializes to `Some`.

@@ -2,6 +2,7 @@
 //! through `/api/v1` (via the [`crate::session::api`] bridge), so the portal shows exactly
 //! what the API answers. Failures come back as the API's own error message.
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::session;
@@ -30,6 +31,21 @@ pub async fn call(method: &str, path: &str, body: Option<Value>) -> Result<Value
 /// `GET /api/v1{path}`.
 pub async fn get(path: String) -> Result<Value, String> {
     call("GET", &path, None).await
+}
+
+/// Like [`call`], the answer read as the API type `T` (`tokengate_api::…`).
+pub async fn call_as<T: DeserializeOwned>(
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<T, String> {
+    let v = call(method, path, body).await?;
+    serde_json::from_value(v).map_err(|e| format!("The server's answer could not be read ({e})."))
+}
+
+/// `GET /api/v1{path}`, read as the API type `T`.
+pub async fn get_as<T: DeserializeOwned>(path: String) -> Result<T, String> {
+    call_as("GET", &path, None).await
 }
 
 /// Text of a JSON string field ("" when absent or null).

@@ -35,14 +35,9 @@ pub struct ApiReply {
     pub body: String,
 }
 
-/// A pending device-flow request, for the approval page.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DeviceRequest {
-    pub user_code: String,
-    pub client_id: String,
-    pub scope: String,
-    pub expires_in: i64,
-}
+/// A pending device-flow request, for the approval page: the body of
+/// `GET /api/v1/auth/device/request`.
+pub type DeviceRequest = tokengate_api::account::DeviceRequestView;
 
 /// Server-side services the portal needs beyond the request itself.
 #[cfg(feature = "ssr")]

@@ -11,6 +11,7 @@ use time::{Date, Duration, Month, OffsetDateTime, Time};
 use tokengate_api::account::{
     ApiKeyView, Balance, CreateKeyRequest, CreatedKey, Me, RevokedKey, UsageSummary,
 };
+use tokengate_api::kinds::KeyStatus;
 use tokengate_api::{Timestamp, Usd};
 
 use crate::Ctx;
@@ -236,7 +237,7 @@ pub async fn keys_list(ctx: &Ctx) -> Result<(), CliError> {
                 k.id.to_string(),
                 k.name.clone(),
                 format!("{}…", k.key_prefix),
-                k.status.clone(),
+                k.status.to_string(),
                 k.spent_usd.to_string(),
                 opt(&k.spend_limit_usd),
                 opt(&k.last_used_at),
@@ -269,7 +270,7 @@ pub async fn keys_revoke(ctx: &Ctx, a: &KeysRevokeArgs) -> Result<(), CliError> 
         let matches: Vec<&ApiKeyView> = keys
             .iter()
             .filter(|k| {
-                k.status != "revoked"
+                k.status != KeyStatus::Revoked
                     && (k.name == wanted || (wanted.len() >= 8 && k.key_prefix.starts_with(wanted)))
             })
             .collect();

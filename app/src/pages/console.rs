@@ -3,13 +3,15 @@
 //! copyable curl / Python / JavaScript snippets.
 
 use leptos::prelude::*;
+use tokengate_api::account::{Balance, UsageDaily};
+use tokengate_api::money::NANOS_PER_USD;
 
-use crate::api::{self, int, text};
+use crate::api::{self, text};
 use crate::session::{PortalUser, load_sign_in_options};
 use crate::ui::{CopyButton, ErrorBox, Signed};
 
-/// Below this balance (USD) the dashboard suggests a top-up.
-const LOW_BALANCE: f64 = 1.0;
+/// Below this balance (nano-USD: $1) the dashboard suggests a top-up.
+const LOW_BALANCE: i64 = NANOS_PER_USD;
 
 #[component]
 pub fn ConsolePage() -> impl IntoView {
@@ -24,8 +26,8 @@ fn Dashboard(user: PortalUser) -> impl IntoView {
         || (),
         |_| async {
             let month = api::get("/me/billing/statement".into()).await?;
-            let today = api::get("/me/usage/daily?days=1".into()).await?;
-            let balance = api::get("/balance".into()).await?;
+            let today = api::get_as::<UsageDaily>("/me/usage/daily?days=1".into()).await?;
+            let balance = api::get_as::<Balance>("/balance".into()).await?;
             Ok::<_, String>((month, today, balance))
         },
     );
@@ -43,15 +45,15 @@ fn Dashboard(user: PortalUser) -> impl IntoView {
                     match data.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
                         Ok((month, today, balance)) => {
-                            let bal = text(&balance, "balance_usd");
-                            let low = bal.parse::<f64>().map(|b| b < LOW_BALANCE).unwrap_or(false);
-                            let last = today["days"].as_array().and_then(|d| d.last().cloned()).unwrap_or_default();
+                            let low = balance.balance_usd.nanos() < LOW_BALANCE;
+                            let bal = balance.balance_usd.to_string();
+                            let (requests, tokens) = today.days.last().map(|d| (d.requests, d.tokens_in + d.tokens_out)).unwrap_or_default();
                             view! {
                                 <div class="stats">
                                     <div class="stat"><span class="label">"Balance"</span><span class="value" id="stat-balance">"$" {bal}</span></div>
                                     <div class="stat"><span class="label">"Spend this month"</span><span class="value" id="stat-month">"$" {text(&month, "usage_usd")}</span></div>
-                                    <div class="stat"><span class="label">"Requests today"</span><span class="value" id="stat-requests">{int(&last, "requests")}</span></div>
-                                    <div class="stat"><span class="label">"Tokens today"</span><span class="value">{int(&last, "tokens_in") + int(&last, "tokens_out")}</span></div>
+                                    <div class="stat"><span class="label">"Requests today"</span><span class="value" id="stat-requests">{requests}</span></div>
+                                    <div class="stat"><span class="label">"Tokens today"</span><span class="value">{tokens}</span></div>
                                 </div>
                                 {low.then(|| view! {
                                     <p class="notice" id="low-balance">"Your balance is low. "<a href="/me/billing">"Top up"</a>" to keep your keys working."</p>

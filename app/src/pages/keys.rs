@@ -5,9 +5,12 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokengate_api::account::{ApiKeyView, CreateKeyRequest, CreatedKey, UpdateKeyRequest};
+use tokengate_api::kinds::KeyStatus;
+use tokengate_api::{Timestamp, Usd};
 
-use crate::api::{self, int, text};
+use crate::api;
 use crate::session::load_sign_in_options;
 use crate::ui::{CopyButton, Dialog, Empty, ErrorBox, Signed, Time};
 
@@ -25,7 +28,10 @@ pub fn create_body(fields: &[(&str, String)], now_secs: i64) -> Result<Value, St
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_default()
     };
-    let mut body = json!({"name": get("name")});
+    let mut body = CreateKeyRequest {
+        name: get("name"),
+        ..Default::default()
+    };
     let days = get("expires_in_days");
     if !days.is_empty() {
         let d: i64 = days
@@ -33,11 +39,15 @@ pub fn create_body(fields: &[(&str, String)], now_secs: i64) -> Result<Value, St
             .ok()
             .filter(|d| (1..=3650).contains(d))
             .ok_or("Expiry must be a number of days from 1 to 3650.")?;
-        body["expires_at"] = json!(now_secs + d * 86_400);
+        body.expires_at = Some(Timestamp((now_secs + d * 86_400) * 1000));
     }
     let limit = get("spend_limit_usd");
     if !limit.is_empty() {
-        body["spend_limit_usd"] = json!(limit);
+        let usd: Usd = limit
+            .trim_start_matches('$')
+            .parse()
+            .map_err(|_| "Spend limit must be an amount in USD, e.g. 10.00.".to_string())?;
+        body.spend_limit_usd = Some(usd);
     }
     let models: Vec<String> = get("models")
         .split([',', '\n', ' '])
@@ -46,23 +56,25 @@ pub fn create_body(fields: &[(&str, String)], now_secs: i64) -> Result<Value, St
         .map(str::to_string)
         .collect();
     if !models.is_empty() {
-        body["models"] = json!(models);
+        body.models = Some(models);
     }
     let group = get("group");
     if !group.is_empty() {
-        body["group"] = json!(group);
+        body.group = Some(group);
     }
-    for field in ["rpm", "tpm"] {
+    let positive = |field: &str| -> Result<Option<i64>, String> {
         let v = get(field);
-        if !v.is_empty() {
-            let n: i64 = v.parse().ok().filter(|n| *n > 0).ok_or(format!(
-                "{} must be a positive number.",
-                field.to_uppercase()
-            ))?;
-            body[field] = json!(n);
+        if v.is_empty() {
+            return Ok(None);
         }
-    }
-    Ok(body)
+        v.parse().ok().filter(|n| *n > 0).map(Some).ok_or(format!(
+            "{} must be a positive number.",
+            field.to_uppercase()
+        ))
+    };
+    body.rpm = positive("rpm")?;
+    body.tpm = positive("tpm")?;
+    serde_json::to_value(&body).map_err(|e| e.to_string())
 }
 
 #[cfg(feature = "hydrate")]
@@ -121,7 +133,10 @@ pub fn KeysPage() -> impl IntoView {
 fn Keys() -> impl IntoView {
     let query = use_query_map();
     let (version, set_version) = signal(0u32);
-    let keys = Resource::new(move || version.get(), |_| api::get("/me/keys".into()));
+    let keys = Resource::new(
+        move || version.get(),
+        |_| api::get_as::<Vec<ApiKeyView>>("/me/keys".into()),
+    );
     let options = Resource::new(
         || (),
         |_| async { load_sign_in_options().await.unwrap_or_default() },
@@ -134,7 +149,7 @@ fn Keys() -> impl IntoView {
     let form = NodeRef::<leptos::html::Form>::new();
     let create = Action::new(move |body: &Value| {
         let body = body.clone();
-        async move { api::call("POST", "/me/keys", Some(body)).await }
+        async move { api::call_as::<CreatedKey>("POST", "/me/keys", Some(body)).await }
     });
     Effect::new(move |_| {
         if let Some(r) = create.value().get() {
@@ -144,11 +159,7 @@ fn Keys() -> impl IntoView {
                     if let Some(f) = form.get_untracked() {
                         f.reset();
                     }
-                    set_revealed.set(Some((
-                        "Your new API key".into(),
-                        text(&k, "name"),
-                        text(&k, "raw"),
-                    )));
+                    set_revealed.set(Some(("Your new API key".into(), k.name, k.raw)));
                     reload();
                 }
                 Err(e) => set_error.set(Some(e)),
@@ -163,13 +174,10 @@ fn Keys() -> impl IntoView {
     );
     Effect::new(move |_| {
         if let Some(r) = act.value().get() {
-            match r {
-                Ok(v) if v.get("raw").is_some() => {
-                    set_revealed.set(Some((
-                        "Your rotated API key".into(),
-                        text(&v, "name"),
-                        text(&v, "raw"),
-                    )));
+            // A rotation answers with the key and its new secret.
+            match r.map(serde_json::from_value::<CreatedKey>) {
+                Ok(Ok(k)) => {
+                    set_revealed.set(Some(("Your rotated API key".into(), k.name, k.raw)));
                     set_error.set(None);
                     reload();
                 }
@@ -231,7 +239,6 @@ fn Keys() -> impl IntoView {
                     match keys.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
                         Ok(list) => {
-                            let list = list.as_array().cloned().unwrap_or_default();
                             if list.is_empty() {
                                 return view! { <Empty text="No API keys yet. Create one to make your first call."/> }.into_any();
                             }
@@ -298,28 +305,33 @@ fn Keys() -> impl IntoView {
     }
 }
 
+/// A time for `<Time>` ("" for none).
+fn iso(t: Option<Timestamp>) -> String {
+    t.map(|t| t.rfc3339()).unwrap_or_default()
+}
+
+/// A JSON body for `PATCH /api/v1/me/keys/{id}`.
+fn patch_body(p: UpdateKeyRequest) -> Option<Value> {
+    serde_json::to_value(p).ok()
+}
+
 fn key_row(
-    k: Value,
+    k: ApiKeyView,
     act: Action<(String, String, Option<Value>), Result<Value, String>>,
     set_confirm: WriteSignal<Option<(String, i64, String)>>,
 ) -> impl IntoView {
-    let id = int(&k, "id");
-    let name = text(&k, "name");
-    let status = text(&k, "status");
-    let active = status == "active";
-    let revoked = status == "revoked";
+    let id = k.id;
+    let name = k.name.clone();
+    let status = k.status;
+    let active = status == KeyStatus::Active;
+    let revoked = status == KeyStatus::Revoked;
     let (renaming, set_renaming) = signal(false);
     let (new_name, set_new_name) = signal(name.clone());
-    let limit = text(&k, "spend_limit_usd");
-    let spend = if limit.is_empty() {
-        format!("${}", text(&k, "spent_usd"))
-    } else {
-        format!("${} (of ${limit})", text(&k, "spent_usd"))
+    let spend = match k.spend_limit_usd {
+        None => format!("${}", k.spent_usd),
+        Some(limit) => format!("${} (of ${limit})", k.spent_usd),
     };
-    let group = k["group_id"]
-        .as_i64()
-        .map(|g| format!("#{g}"))
-        .unwrap_or_default();
+    let group = k.group_id.map(|g| format!("#{g}")).unwrap_or_default();
     let name_for_confirm = name.clone();
     let name_for_rotate = name.clone();
     view! {
@@ -328,7 +340,8 @@ fn key_row(
                 <Show when=move || renaming.get() fallback=move || view! { <span class="key-name">{new_name.get()}</span> }>
                     <form class="row" on:submit=move |ev: leptos::ev::SubmitEvent| {
                         ev.prevent_default();
-                        act.dispatch(("PATCH".into(), format!("/me/keys/{id}"), Some(json!({"name": new_name.get_untracked()}))));
+                        let patch = UpdateKeyRequest { name: Some(new_name.get_untracked()), ..Default::default() };
+                        act.dispatch(("PATCH".into(), format!("/me/keys/{id}"), patch_body(patch)));
                         set_renaming.set(false);
                     }>
                         <label class="sr-only" for=format!("rename-{id}")>"New name"</label>
@@ -338,19 +351,20 @@ fn key_row(
                     </form>
                 </Show>
             </td>
-            <td><code>{text(&k, "key_prefix")}"…"</code></td>
-            <td><span class=format!("status {status}")>{status.clone()}</span></td>
+            <td><code>{k.key_prefix.clone()}"…"</code></td>
+            <td><span class=format!("status {status}")>{status.to_string()}</span></td>
             <td>{group}</td>
             <td>{spend}</td>
-            <td><Time iso=text(&k, "last_used_at")/></td>
-            <td><Time iso=text(&k, "expires_at")/></td>
-            <td><Time iso=text(&k, "created_at")/></td>
+            <td><Time iso=iso(k.last_used_at)/></td>
+            <td><Time iso=iso(k.expires_at)/></td>
+            <td><Time iso=iso(Some(k.created_at))/></td>
             <td class="actions">
                 {(!revoked).then(|| view! {
                     <button class="button secondary small" on:click=move |_| set_renaming.update(|r| *r = !*r)>"Rename"</button>
                     <button class="button secondary small" on:click=move |_| {
-                        let next = if active { "disabled" } else { "active" };
-                        act.dispatch(("PATCH".into(), format!("/me/keys/{id}"), Some(json!({"status": next}))));
+                        let next = if active { KeyStatus::Disabled } else { KeyStatus::Active };
+                        let patch = UpdateKeyRequest { status: Some(next), ..Default::default() };
+                        act.dispatch(("PATCH".into(), format!("/me/keys/{id}"), patch_body(patch)));
                     }>{if active { "Disable" } else { "Enable" }}</button>
                     <button class="button secondary small" on:click=move |_| set_confirm.set(Some(("rotate".into(), id, name_for_rotate.clone())))>"Rotate"</button>
                     <button class="button danger small revoke" on:click=move |_| set_confirm.set(Some(("revoke".into(), id, name_for_confirm.clone())))>"Revoke"</button>

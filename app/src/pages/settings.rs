@@ -4,9 +4,9 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use serde_json::json;
+use tokengate_api::account::{Me, ProfilePatch, SessionInfo};
 
-use crate::api::{self, text};
+use crate::api;
 use crate::session::PortalUser;
 use crate::ui::{ErrorBox, Signed, Time};
 
@@ -19,8 +19,11 @@ pub fn SettingsPage() -> impl IntoView {
 
 #[component]
 fn Settings(user: PortalUser) -> impl IntoView {
-    let sessions = Resource::new(|| (), |_| api::get("/me/sessions".into()));
-    let me = Resource::new(|| (), |_| api::get("/me".into()));
+    let sessions = Resource::new(
+        || (),
+        |_| api::get_as::<Vec<SessionInfo>>("/me/sessions".into()),
+    );
+    let me = Resource::new(|| (), |_| api::get_as::<Me>("/me".into()));
     let query = use_query_map();
     let verification = move || {
         query.read().get("verification").map(|v| match v.as_str() {
@@ -33,7 +36,13 @@ fn Settings(user: PortalUser) -> impl IntoView {
     let (name, set_name) = signal(user.display_name.clone());
     let save = Action::new(move |n: &String| {
         let n = n.clone();
-        async move { api::call("PATCH", "/me", Some(json!({"display_name": n}))).await }
+        let patch = ProfilePatch {
+            display_name: Some(n.clone()),
+        };
+        async move {
+            let body = serde_json::to_value(patch).map_err(|e| e.to_string())?;
+            api::call_as::<Me>("PATCH", "/me", Some(body)).await
+        }
     });
     view! {
         <section class="card">
@@ -56,7 +65,7 @@ fn Settings(user: PortalUser) -> impl IntoView {
             {move || verification().filter(|m| !m.is_empty()).map(|m| view! { <p class="notice" role="status" id="verification-status">{m}</p> })}
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {
-                    let verified = me.await.ok().is_none_or(|v| v["email_verified"] != serde_json::Value::Bool(false));
+                    let verified = me.await.ok().is_none_or(|m| m.email_verified);
                     (!verified).then(|| view! {
                         <form method="post" action="/auth/verify-email/resend" class="row" id="email-unverified">
                             <span>"Your email address is not verified yet (the link was mailed at sign-up). It is needed to link a sign-in provider by email."</span>
@@ -72,12 +81,11 @@ fn Settings(user: PortalUser) -> impl IntoView {
                 {move || Suspend::new(async move {
                     match sessions.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
-                        Ok(v) => {
-                            let list = v.as_array().cloned().unwrap_or_default();
+                        Ok(list) => {
                             view! {
                                 <p>{list.len()}" active portal session(s)."</p>
                                 <ul>{list.into_iter().map(|s| view! {
-                                    <li>"Signed in " <Time iso=text(&s, "created_at")/> ", expires " <Time iso=text(&s, "expires_at")/></li>
+                                    <li>"Signed in " <Time iso=s.created_at.rfc3339()/> ", expires " <Time iso=s.expires_at.rfc3339()/></li>
                                 }).collect_view()}</ul>
                             }.into_any()
                         }

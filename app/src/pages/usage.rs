@@ -3,9 +3,10 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use serde_json::Value;
+use tokengate_api::Usd;
+use tokengate_api::account::{UsageDaily, UsageDay};
 
-use crate::api::{self, int, text};
+use crate::api;
 use crate::ui::{Bar, BarChart, Empty, ErrorBox, Signed};
 
 #[component]
@@ -25,7 +26,9 @@ fn days_of(q: Option<String>) -> i64 {
 fn Usage() -> impl IntoView {
     let query = use_query_map();
     let days = move || days_of(query.read().get("days"));
-    let data = Resource::new(days, |d| api::get(format!("/me/usage/daily?days={d}")));
+    let data = Resource::new(days, |d| {
+        api::get_as::<UsageDaily>(format!("/me/usage/daily?days={d}"))
+    });
     view! {
         <section class="card">
             <h1>"Usage"</h1>
@@ -50,69 +53,76 @@ fn Usage() -> impl IntoView {
     }
 }
 
-fn usage_view(v: Value) -> impl IntoView {
-    let days = v["days"].as_array().cloned().unwrap_or_default();
-    let chart = |caption: &str, f: &dyn Fn(&Value) -> (f64, String)| {
+/// One row of a breakdown table: (name, requests, tokens in, tokens out, cost).
+type Row = (String, i64, i64, i64, Usd);
+
+fn usage_view(v: UsageDaily) -> impl IntoView {
+    let days = v.days;
+    let chart = |caption: &str, f: &dyn Fn(&UsageDay) -> (f64, String)| {
         let bars = days
             .iter()
             .map(|d| {
                 let (value, shown) = f(d);
                 Bar {
-                    label: text(d, "date"),
+                    label: d.date.clone(),
                     value,
-                    title: format!("{}: {shown}", text(d, "date")),
+                    title: format!("{}: {shown}", d.date),
                 }
             })
             .collect::<Vec<_>>();
         view! { <BarChart caption=caption.to_string() bars=bars/> }
     };
-    let cost = |d: &Value| {
-        (
-            int(d, "cost_nano") as f64 / 1e9,
-            format!("${}", text(d, "cost_usd")),
-        )
-    };
-    let tokens = |d: &Value| {
-        let t = int(d, "tokens_in") + int(d, "tokens_out");
+    let cost = |d: &UsageDay| (d.cost_nano as f64 / 1e9, format!("${}", d.cost_usd));
+    let tokens = |d: &UsageDay| {
+        let t = d.tokens_in + d.tokens_out;
         (t as f64, format!("{t} tokens"))
     };
-    let requests = |d: &Value| {
-        let n = int(d, "requests");
-        (n as f64, format!("{n} requests"))
-    };
-    let table = |rows: Vec<Value>, label: &'static str, name: fn(&Value) -> String| {
+    let requests = |d: &UsageDay| (d.requests as f64, format!("{} requests", d.requests));
+    let table = |rows: Vec<Row>, label: &'static str| {
         if rows.is_empty() {
             return view! { <Empty text="No requests in this range."/> }.into_any();
         }
         view! {
             <div class="table-wrap"><table>
                 <thead><tr><th>{label}</th><th>"Requests"</th><th>"Tokens in"</th><th>"Tokens out"</th><th>"Cost (USD)"</th></tr></thead>
-                <tbody>{rows.into_iter().map(|r| view! {
-                    <tr><td>{name(&r)}</td><td>{int(&r, "requests")}</td><td>{int(&r, "tokens_in")}</td>
-                        <td>{int(&r, "tokens_out")}</td><td>{text(&r, "cost_usd")}</td></tr>
+                <tbody>{rows.into_iter().map(|(name, requests, tokens_in, tokens_out, cost)| view! {
+                    <tr><td>{name}</td><td>{requests}</td><td>{tokens_in}</td>
+                        <td>{tokens_out}</td><td>{cost.to_string()}</td></tr>
                 }).collect_view()}</tbody>
             </table></div>
         }
         .into_any()
     };
-    let by_model = v["by_model"].as_array().cloned().unwrap_or_default();
-    let by_key = v["by_key"].as_array().cloned().unwrap_or_default();
+    let by_model: Vec<Row> = v
+        .by_model
+        .into_iter()
+        .map(|r| (r.model, r.requests, r.tokens_in, r.tokens_out, r.cost_usd))
+        .collect();
+    let by_key: Vec<Row> = v
+        .by_key
+        .into_iter()
+        .map(|r| {
+            let name = match (r.key_name, r.key_id) {
+                (Some(n), _) if !n.is_empty() => n,
+                (_, Some(id)) => format!("#{id}"),
+                _ => "-".into(),
+            };
+            (name, r.requests, r.tokens_in, r.tokens_out, r.cost_usd)
+        })
+        .collect();
     view! {
         <div class="stats">
-            <div class="stat"><span class="label">"Requests"</span><span class="value" id="usage-requests">{int(&v, "total_requests")}</span></div>
-            <div class="stat"><span class="label">"Tokens in / out"</span><span class="value">{int(&v, "total_tokens_in")}" / "{int(&v, "total_tokens_out")}</span></div>
-            <div class="stat"><span class="label">"Cost"</span><span class="value" id="usage-cost">"$" {text(&v, "total_cost_usd")}</span></div>
+            <div class="stat"><span class="label">"Requests"</span><span class="value" id="usage-requests">{v.total_requests}</span></div>
+            <div class="stat"><span class="label">"Tokens in / out"</span><span class="value">{v.total_tokens_in}" / "{v.total_tokens_out}</span></div>
+            <div class="stat"><span class="label">"Cost"</span><span class="value" id="usage-cost">"$" {v.total_cost_usd.to_string()}</span></div>
         </div>
         {chart("Cost per day (USD)", &cost)}
         {chart("Tokens per day", &tokens)}
         {chart("Requests per day", &requests)}
         <h2>"By model"</h2>
-        {table(by_model, "Model", |r| text(r, "model"))}
+        {table(by_model, "Model")}
         <h2>"By key"</h2>
-        {table(by_key, "Key", |r| {
-            let n = text(r, "key_name");
-            if n.is_empty() { format!("#{}", int(r, "key_id")) } else { n }
-        })}
+        {table(by_key, "Key")}
         <p class="muted">"Successful requests only; times in UTC days."</p>
     }
 }

@@ -14,6 +14,7 @@ use tokengate_api::account::{
     ProfilePatch, RevokedKey, SessionInfo, SignedOut, UpdateKeyRequest, UsageByKey, UsageByModel,
     UsageDaily, UsageDay, UsageQuery, UsageSummary,
 };
+use tokengate_api::kinds::KeyStatus;
 use tokengate_api::{Timestamp, Usd};
 use tokengate_core::catalog;
 use tokengate_core::keys::{self, ApiKey, KeyPatch, NewKey};
@@ -72,7 +73,7 @@ fn key_view(state: &AppState, k: &ApiKey) -> ApiKeyView {
         id: k.id,
         name: k.name.clone(),
         key_prefix: k.key_prefix.clone(),
-        status: k.status.clone(),
+        status: k.status,
         balance_usd: Usd(left.max(0)),
         spend_limit_usd: k.spend_limit_nano.map(Usd),
         spent_usd: Usd(spent),
@@ -334,7 +335,7 @@ async fn revoke_key(
     tracing::info!(user = u.id, key = key.id, "API key revoked");
     Ok(Json(RevokedKey {
         id: key.id,
-        status: "revoked".into(),
+        status: KeyStatus::Revoked,
     }))
 }
 

@@ -182,7 +182,8 @@ mod tests {
         f.models = "a/b, c\nd".into();
         f.rpm = "60".into();
         let b = key_request(&f, 1000).unwrap();
-        assert_eq!(b["expires_at"], 1000 + 30 * 86_400);
+        // 1000 s + 30 days, as the API's RFC 3339 time.
+        assert_eq!(b["expires_at"], "1970-01-31T00:16:40Z");
         assert_eq!(b["spend_limit_usd"], "2.50");
         assert_eq!(b["models"], json!(["a/b", "c", "d"]));
         assert_eq!(b["rpm"], 60);
