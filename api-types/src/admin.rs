@@ -7,6 +7,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::attempt::UpstreamAttempt;
 use crate::kinds::{EntryKind, ProviderKind, Role, UserStatus};
 use crate::{Timestamp, Usd};
 
@@ -534,9 +535,9 @@ pub struct AdminRequestLog {
     pub error_message: Option<String>,
     /// Upstream attempts (fallback makes more than one).
     pub attempts: i64,
-    /// Each attempt: target, outcome, status, latency.
-    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
-    pub attempts_detail: Option<Value>,
+    /// Each upstream attempt (provider, model, outcome, latency) when they say more than
+    /// the row (fallbacks, skips); null otherwise.
+    pub attempts_detail: Option<Vec<UpstreamAttempt>>,
     pub latency_ms: i64,
     pub cost_usd: Usd,
 }

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod billing;
 pub mod catalog;
 pub mod db;
 pub mod demo;
