@@ -3,7 +3,8 @@
 
 use std::time::Instant;
 
-use tokengate_core::usage::{self, RequestRecord};
+use tokengate_core::accounts::Role;
+use tokengate_core::usage::{self, RequestRecord, UpstreamAttempt};
 use tokengate_core::{Db, accounts};
 
 #[tokio::main]
@@ -19,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("flushbench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = Db::connect(&format!("sqlite://{}/t.db", dir.display())).await?;
-    let u = accounts::create_user(&db, "b@example.com", "b", None, "user").await?;
+    let u = accounts::create_user(&db, "b@example.com", "b", None, Role::User).await?;
     let rec = RequestRecord {
         request_id: "req_0123456789abcdef01234567".into(),
         user_id: u.id,
@@ -35,9 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         latency_ms: 1,
         ttfb_ms: Some(1),
         attempts: 1,
-        attempts_json: Some(
-            r#"[{"provider":"up","model":"up/fast-1","outcome":200,"latency_ms":0}]"#.into(),
-        ),
+        attempts_json: Some(vec![UpstreamAttempt::new("up", "up/fast-1", 200.into(), 0)]),
         created_at: 1,
         ..RequestRecord::default()
     };

@@ -2,18 +2,21 @@
 //! balance change goes through (balance = Σ ledger entries, checked by [`verify_ledger`]).
 
 use serde::Serialize;
-use sqlx::Row;
+
+pub use tokengate_api::kinds::{EntryKind, Role, UserStatus};
 
 use crate::{Db, Error, now_ms};
 
 /// A user account.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct User {
     pub id: i64,
     pub email: String,
     pub display_name: String,
-    pub role: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub role: Role,
+    #[sqlx(try_from = "String")]
+    pub status: UserStatus,
     pub balance_nano: i64,
     pub created_at: i64,
     /// Bumped by "sign out everywhere"; sessions and access tokens carry the epoch they
@@ -22,45 +25,15 @@ pub struct User {
     pub auth_epoch: i64,
 }
 
-/// The kinds of ledger entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    Topup,
-    Usage,
-    Adjustment,
-    Refund,
-    Promo,
-    /// A payment the customer disputed with their bank (a chargeback): a debit.
-    Dispute,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Topup => "topup",
-            EntryKind::Usage => "usage",
-            EntryKind::Adjustment => "adjustment",
-            EntryKind::Refund => "refund",
-            EntryKind::Promo => "promo",
-            EntryKind::Dispute => "dispute",
-        }
-    }
-}
-
 const USER_COLUMNS: &str =
     "id, email, display_name, role, status, balance_nano, created_at, auth_epoch";
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, Error> {
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        display_name: row.try_get("display_name")?,
-        role: row.try_get("role")?,
-        status: row.try_get("status")?,
-        balance_nano: row.try_get("balance_nano")?,
-        created_at: row.try_get("created_at")?,
-        auth_epoch: row.try_get("auth_epoch")?,
-    })
+/// A user with the password hash stored for them (sign-in reads both at once).
+#[derive(sqlx::FromRow)]
+struct UserCredentials {
+    #[sqlx(flatten)]
+    user: User,
+    password_hash: Option<String>,
 }
 
 /// Creates a user; email uniqueness is case-insensitive.
@@ -69,17 +42,14 @@ pub async fn create_user(
     email: &str,
     display_name: &str,
     password_hash: Option<&str>,
-    role: &str,
+    role: Role,
 ) -> Result<User, Error> {
     let email = email.trim();
     if !email.contains('@') || email.len() > 254 {
         return Err(Error::Invalid("a valid email address is required".into()));
     }
-    if role != "user" && role != "admin" {
-        return Err(Error::Invalid("role must be user or admin".into()));
-    }
     let now = now_ms();
-    let row = sqlx::query(&format!(
+    let user = sqlx::query_as::<_, User>(&format!(
         "INSERT INTO users (email, email_lower, display_name, password_hash, role, status, \
          balance_nano, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'active', 0, $6, $6) \
          ON CONFLICT (email_lower) DO NOTHING RETURNING {USER_COLUMNS}"
@@ -88,12 +58,12 @@ pub async fn create_user(
     .bind(email.to_lowercase())
     .bind(display_name)
     .bind(password_hash)
-    .bind(role)
+    .bind(role.as_str())
     .bind(now)
     .fetch_optional(db.pool())
     .await?;
-    match row {
-        Some(row) => user_from_row(&row),
+    match user {
+        Some(user) => Ok(user),
         None => Err(Error::Conflict(
             "an account with this email already exists".into(),
         )),
@@ -102,56 +72,51 @@ pub async fn create_user(
 
 /// One user by id.
 pub async fn get_user(db: &Db, id: i64) -> Result<User, Error> {
-    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+    sqlx::query_as::<_, User>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(id)
         .fetch_optional(db.pool())
-        .await?;
-    row.as_ref()
-        .map(user_from_row)
-        .transpose()?
+        .await?
         .ok_or(Error::NotFound)
 }
 
 /// The user with `email` (case-insensitive).
 pub async fn get_user_by_email(db: &Db, email: &str) -> Result<User, Error> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as::<_, User>(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE email_lower = $1"
     ))
     .bind(email.trim().to_lowercase())
     .fetch_optional(db.pool())
-    .await?;
-    row.as_ref()
-        .map(user_from_row)
-        .transpose()?
-        .ok_or(Error::NotFound)
+    .await?
+    .ok_or(Error::NotFound)
 }
 
 /// The password hash of the user with `email`, with the user (for sign-in).
 pub async fn credentials(db: &Db, email: &str) -> Result<Option<(User, Option<String>)>, Error> {
-    let row = sqlx::query(&format!(
+    Ok(sqlx::query_as::<_, UserCredentials>(&format!(
         "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email_lower = $1"
     ))
     .bind(email.trim().to_lowercase())
     .fetch_optional(db.pool())
-    .await?;
-    row.map(|r| Ok((user_from_row(&r)?, r.try_get("password_hash")?)))
-        .transpose()
+    .await?
+    .map(|c| (c.user, c.password_hash)))
 }
 
 /// Every user's id, status and balance, for the gateway's in-memory account table.
-pub async fn all_balances(db: &Db) -> Result<Vec<(i64, String, i64)>, Error> {
-    let rows = sqlx::query("SELECT id, status, balance_nano FROM users")
+pub async fn all_balances(db: &Db) -> Result<Vec<(i64, UserStatus, i64)>, Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        #[sqlx(try_from = "String")]
+        status: UserStatus,
+        balance_nano: i64,
+    }
+    let rows = sqlx::query_as::<_, Row>("SELECT id, status, balance_nano FROM users")
         .fetch_all(db.pool())
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("id")?,
-                r.try_get("status")?,
-                r.try_get("balance_nano")?,
-            ))
-        })
-        .collect()
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.status, r.balance_nano))
+        .collect())
 }
 
 /// One balance change: who, what kind, how much, why, and by whom.
@@ -184,7 +149,7 @@ pub(crate) async fn apply_entry_in(
     e: Entry<'_>,
 ) -> Result<(i64, i64), Error> {
     let now = now_ms();
-    let row = sqlx::query(
+    let balance: i64 = sqlx::query_scalar(
         "UPDATE users SET balance_nano = balance_nano + $1, updated_at = $3 WHERE id = $2 \
          RETURNING balance_nano",
     )
@@ -192,15 +157,12 @@ pub(crate) async fn apply_entry_in(
     .bind(e.user_id)
     .bind(now)
     .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Err(Error::NotFound);
-    };
-    let balance: i64 = row.try_get("balance_nano")?;
+    .await?
+    .ok_or(Error::NotFound)?;
     if balance < 0 && e.refuse_negative && e.amount_nano < 0 {
         return Err(Error::InsufficientBalance);
     }
-    let row = sqlx::query(
+    let id: i64 = sqlx::query_scalar(
         "INSERT INTO ledger_entries (user_id, kind, amount_nano, balance_after, reference, note, \
          created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
@@ -214,15 +176,16 @@ pub(crate) async fn apply_entry_in(
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    Ok((balance, row.try_get("id")?))
+    Ok((balance, id))
 }
 
 /// A ledger entry as stored.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct LedgerEntry {
     pub id: i64,
     pub user_id: i64,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: EntryKind,
     pub amount_nano: i64,
     pub balance_after: i64,
     pub reference: Option<String>,
@@ -234,20 +197,6 @@ pub struct LedgerEntry {
 pub(crate) const LEDGER_COLUMNS: &str =
     "id, user_id, kind, amount_nano, balance_after, reference, note, created_by, created_at";
 
-pub(crate) fn ledger_from_row(r: &sqlx::any::AnyRow) -> Result<LedgerEntry, Error> {
-    Ok(LedgerEntry {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        kind: r.try_get("kind")?,
-        amount_nano: r.try_get("amount_nano")?,
-        balance_after: r.try_get("balance_after")?,
-        reference: r.try_get("reference")?,
-        note: r.try_get("note")?,
-        created_by: r.try_get("created_by")?,
-        created_at: r.try_get("created_at")?,
-    })
-}
-
 /// A user's ledger entries, newest first (at most `limit`, before entry id `before`).
 pub async fn ledger_entries(
     db: &Db,
@@ -255,7 +204,7 @@ pub async fn ledger_entries(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<LedgerEntry>, Error> {
-    let rows = sqlx::query(&format!(
+    Ok(sqlx::query_as::<_, LedgerEntry>(&format!(
         "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE user_id = $1 AND id < $2 \
          ORDER BY id DESC LIMIT $3"
     ))
@@ -263,12 +212,11 @@ pub async fn ledger_entries(
     .bind(before.unwrap_or(i64::MAX))
     .bind(limit.clamp(1, 1000))
     .fetch_all(db.pool())
-    .await?;
-    rows.iter().map(ledger_from_row).collect()
+    .await?)
 }
 
 /// An account whose stored balance differs from the sum of its ledger entries.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct LedgerMismatch {
     pub user_id: i64,
     pub balance_nano: i64,
@@ -277,40 +225,28 @@ pub struct LedgerMismatch {
 
 /// Checks balance = Σ ledger for one account (or all when `user_id` is `None`).
 pub async fn verify_ledger(db: &Db, user_id: Option<i64>) -> Result<Vec<LedgerMismatch>, Error> {
-    let base = "SELECT u.id AS id, u.balance_nano AS balance_nano, \
+    let base = "SELECT u.id AS user_id, u.balance_nano AS balance_nano, \
          CAST(COALESCE((SELECT SUM(l.amount_nano) FROM ledger_entries l WHERE l.user_id = u.id), 0) \
-         AS BIGINT) AS ledger_sum FROM users u";
+         AS BIGINT) AS ledger_sum_nano FROM users u";
     let rows = match user_id {
         Some(id) => {
-            sqlx::query(&format!("{base} WHERE u.id = $1"))
+            sqlx::query_as::<_, LedgerMismatch>(&format!("{base} WHERE u.id = $1"))
                 .bind(id)
                 .fetch_all(db.pool())
                 .await?
         }
-        None => sqlx::query(base).fetch_all(db.pool()).await?,
+        None => sqlx::query_as(base).fetch_all(db.pool()).await?,
     };
-    let mut out = Vec::new();
-    for r in rows {
-        let balance: i64 = r.try_get("balance_nano")?;
-        let sum: i64 = r.try_get("ledger_sum")?;
-        if balance != sum {
-            out.push(LedgerMismatch {
-                user_id: r.try_get("id")?,
-                balance_nano: balance,
-                ledger_sum_nano: sum,
-            });
-        }
-    }
-    Ok(out)
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.balance_nano != r.ledger_sum_nano)
+        .collect())
 }
 
-/// Sets a user's status (`active` or `suspended`); returns the updated user.
-pub async fn set_status(db: &Db, user_id: i64, status: &str) -> Result<User, Error> {
-    if status != "active" && status != "suspended" {
-        return Err(Error::Invalid("status must be active or suspended".into()));
-    }
+/// Sets a user's status; returns the updated user.
+pub async fn set_status(db: &Db, user_id: i64, status: UserStatus) -> Result<User, Error> {
     let n = sqlx::query("UPDATE users SET status = $1, updated_at = $2 WHERE id = $3")
-        .bind(status)
+        .bind(status.as_str())
         .bind(now_ms())
         .bind(user_id)
         .execute(db.pool())
@@ -324,7 +260,7 @@ pub async fn set_status(db: &Db, user_id: i64, status: &str) -> Result<User, Err
 
 /// The user linked to an OpenID Connect identity (issuer, subject), if any.
 pub async fn user_by_identity(db: &Db, issuer: &str, subject: &str) -> Result<Option<User>, Error> {
-    let row = sqlx::query(&format!(
+    Ok(sqlx::query_as::<_, User>(&format!(
         "SELECT {} FROM users u JOIN oidc_identities i ON i.user_id = u.id \
          WHERE i.issuer = $1 AND i.subject = $2",
         USER_COLUMNS
@@ -336,8 +272,7 @@ pub async fn user_by_identity(db: &Db, issuer: &str, subject: &str) -> Result<Op
     .bind(issuer)
     .bind(subject)
     .fetch_optional(db.pool())
-    .await?;
-    row.as_ref().map(user_from_row).transpose()
+    .await?)
 }
 
 /// Links an OpenID Connect identity to a user (idempotent for the same user).
@@ -370,15 +305,14 @@ pub async fn search_users(db: &Db, query: &str, limit: i64) -> Result<Vec<User>,
             .replace('%', "\\%")
             .replace('_', "\\_")
     );
-    let rows = sqlx::query(&format!(
+    Ok(sqlx::query_as::<_, User>(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE email_lower LIKE $1 ESCAPE '\\' \
          OR LOWER(display_name) LIKE $1 ESCAPE '\\' ORDER BY id DESC LIMIT $2"
     ))
     .bind(pattern)
     .bind(limit.clamp(1, 500))
     .fetch_all(db.pool())
-    .await?;
-    rows.iter().map(user_from_row).collect()
+    .await?)
 }
 
 /// Changes a user's display name.

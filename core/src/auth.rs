@@ -5,14 +5,14 @@
 //! everywhere" bumps. Secrets (device codes, refresh tokens, verification tokens) arrive
 //! here already hashed.
 
-use sqlx::Row;
+pub use tokengate_api::kinds::{GrantStatus, RefreshStatus};
 
 use crate::{Db, Error, now_ms};
 
 // ----- sessions -------------------------------------------------------------------------
 
 /// A stored session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionRow {
     pub user_id: Option<i64>,
     pub data: String,
@@ -48,22 +48,13 @@ pub async fn session_exists(db: &Db, id: &str) -> Result<bool, Error> {
 
 /// An unexpired session.
 pub async fn load_session(db: &Db, id: &str) -> Result<Option<SessionRow>, Error> {
-    let row = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT user_id, data, created_at, expires_at FROM sessions WHERE id = $1 AND expires_at > $2",
     )
     .bind(id)
     .bind(now_ms())
     .fetch_optional(db.pool())
-    .await?;
-    row.map(|r| {
-        Ok(SessionRow {
-            user_id: r.try_get("user_id")?,
-            data: r.try_get("data")?,
-            created_at: r.try_get("created_at")?,
-            expires_at: r.try_get("expires_at")?,
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 pub async fn delete_session(db: &Db, id: &str) -> Result<(), Error> {
@@ -76,23 +67,14 @@ pub async fn delete_session(db: &Db, id: &str) -> Result<(), Error> {
 
 /// A user's live sessions: (id, created_at, expires_at), newest first.
 pub async fn user_sessions(db: &Db, user_id: i64) -> Result<Vec<(String, i64, i64)>, Error> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT id, created_at, expires_at FROM sessions WHERE user_id = $1 AND expires_at > $2 \
          ORDER BY created_at DESC",
     )
     .bind(user_id)
     .bind(now_ms())
     .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("id")?,
-                r.try_get("created_at")?,
-                r.try_get("expires_at")?,
-            ))
-        })
-        .collect()
+    .await?)
 }
 
 /// Signs a user out everywhere: deletes their sessions, revokes their refresh tokens,
@@ -157,14 +139,13 @@ pub async fn purge_expired(db: &Db) -> Result<u64, Error> {
 
 /// Whether the account's email address was verified.
 pub async fn email_verified(db: &Db, user_id: i64) -> Result<bool, Error> {
-    let row = sqlx::query("SELECT email_verified_at FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_optional(db.pool())
-        .await?
-        .ok_or(Error::NotFound)?;
-    Ok(row
-        .try_get::<Option<i64>, _>("email_verified_at")?
-        .is_some())
+    let verified_at: Option<i64> =
+        sqlx::query_scalar("SELECT email_verified_at FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(db.pool())
+            .await?
+            .ok_or(Error::NotFound)?;
+    Ok(verified_at.is_some())
 }
 
 /// Marks the account's email address verified (an operator created the account, or an
@@ -208,7 +189,7 @@ pub async fn create_email_verification(
 /// it was sent to, the address is marked verified and the account's id returned. A link
 /// works once.
 pub async fn consume_email_verification(db: &Db, token_hash: &str) -> Result<Option<i64>, Error> {
-    let Some(row) = sqlx::query(
+    let Some((user_id, email, expires_at)) = sqlx::query_as::<_, (i64, String, i64)>(
         "DELETE FROM email_verifications WHERE token_hash = $1 \
          RETURNING user_id, email_lower, expires_at",
     )
@@ -219,11 +200,9 @@ pub async fn consume_email_verification(db: &Db, token_hash: &str) -> Result<Opt
         return Ok(None);
     };
     let now = now_ms();
-    if row.try_get::<i64, _>("expires_at")? <= now {
+    if expires_at <= now {
         return Ok(None);
     }
-    let user_id: i64 = row.try_get("user_id")?;
-    let email: String = row.try_get("email_lower")?;
     let n = sqlx::query(
         "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $3) \
          WHERE id = $1 AND email_lower = $2",
@@ -258,14 +237,13 @@ pub async fn attempt(
     let now = now_ms();
     let mut a = Attempt::default();
     for (s, _) in subjects {
-        let id: i64 = sqlx::query(
+        let id: i64 = sqlx::query_scalar(
             "INSERT INTO signin_failures (subject, created_at) VALUES ($1, $2) RETURNING id",
         )
         .bind(*s)
         .bind(now)
         .fetch_one(db.pool())
-        .await?
-        .try_get("id")?;
+        .await?;
         a.ids.push(id);
     }
     for (s, limit) in subjects {
@@ -302,14 +280,13 @@ pub async fn record_failure(db: &Db, subjects: &[String]) -> Result<(), Error> {
 
 /// Failures of `subject` since `since` (ms).
 pub async fn failures_since(db: &Db, subject: &str, since: i64) -> Result<i64, Error> {
-    Ok(sqlx::query(
+    Ok(sqlx::query_scalar(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM signin_failures WHERE subject = $1 AND created_at >= $2",
     )
     .bind(subject)
     .bind(since)
     .fetch_one(db.pool())
-    .await?
-    .try_get("n")?)
+    .await?)
 }
 
 /// Forgets a subject's failures (after a successful sign-in).
@@ -324,15 +301,15 @@ pub async fn clear_failures(db: &Db, subject: &str) -> Result<(), Error> {
 // ----- device grants --------------------------------------------------------------------
 
 /// A device authorization request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeviceGrant {
     pub id: i64,
     pub user_code: String,
     pub client_id: String,
     pub scope: String,
     pub resource: String,
-    /// `pending`, `approved`, `denied` or `used`.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: GrantStatus,
     pub user_id: Option<i64>,
     pub interval_secs: i64,
     pub last_poll_at: Option<i64>,
@@ -340,21 +317,6 @@ pub struct DeviceGrant {
 }
 
 const GRANT_COLUMNS: &str = "id, user_code, client_id, scope, resource, status, user_id, interval_secs, last_poll_at, expires_at";
-
-fn grant_from_row(r: &sqlx::any::AnyRow) -> Result<DeviceGrant, Error> {
-    Ok(DeviceGrant {
-        id: r.try_get("id")?,
-        user_code: r.try_get("user_code")?,
-        client_id: r.try_get("client_id")?,
-        scope: r.try_get("scope")?,
-        resource: r.try_get("resource")?,
-        status: r.try_get("status")?,
-        user_id: r.try_get("user_id")?,
-        interval_secs: r.try_get("interval_secs")?,
-        last_poll_at: r.try_get("last_poll_at")?,
-        expires_at: r.try_get("expires_at")?,
-    })
-}
 
 /// What a new device grant records.
 pub struct NewGrant<'a> {
@@ -392,15 +354,12 @@ pub async fn create_grant(db: &Db, g: &NewGrant<'_>) -> Result<(), Error> {
 
 /// The grant with `user_code`, if any.
 pub async fn grant_by_user_code(db: &Db, user_code: &str) -> Result<Option<DeviceGrant>, Error> {
-    sqlx::query(&format!(
+    Ok(sqlx::query_as(&format!(
         "SELECT {GRANT_COLUMNS} FROM device_grants WHERE user_code = $1"
     ))
     .bind(user_code)
     .fetch_optional(db.pool())
-    .await?
-    .as_ref()
-    .map(grant_from_row)
-    .transpose()
+    .await?)
 }
 
 /// Device grants an account may have approved and not yet collected (unexpired).
@@ -420,9 +379,9 @@ pub async fn decide_grant(
 ) -> Result<(), Error> {
     let now = now_ms();
     let status = if approver.is_some() {
-        "approved"
+        GrantStatus::Approved
     } else {
-        "denied"
+        GrantStatus::Denied
     };
     let mut tx = db.pool().begin().await?;
     if let Some(user_id) = approver {
@@ -430,15 +389,14 @@ pub async fn decide_grant(
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        let outstanding: i64 = sqlx::query(
+        let outstanding: i64 = sqlx::query_scalar(
             "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM device_grants WHERE user_id = $1 \
              AND status = 'approved' AND expires_at > $2",
         )
         .bind(user_id)
         .bind(now)
         .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
+        .await?;
         if outstanding >= MAX_UNCOLLECTED_APPROVALS {
             return Err(Error::Conflict(
                 "too many approved devices have not signed in yet".into(),
@@ -449,7 +407,7 @@ pub async fn decide_grant(
         "UPDATE device_grants SET status = $1, user_id = $2, scope = COALESCE($5, scope) \
          WHERE user_code = $3 AND status = 'pending' AND expires_at > $4",
     )
-    .bind(status)
+    .bind(status.as_str())
     .bind(approver)
     .bind(user_code)
     .bind(now)
@@ -483,7 +441,7 @@ pub enum Poll {
 /// transaction, which SQLite could refuse under concurrent writers).
 pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Result<Poll, Error> {
     let now = now_ms();
-    if let Some(row) = sqlx::query(&format!(
+    if let Some(grant) = sqlx::query_as(&format!(
         "UPDATE device_grants SET status = 'used' WHERE device_code_hash = $1 AND client_id = $2 \
          AND status = 'approved' AND expires_at > $3 RETURNING {GRANT_COLUMNS}"
     ))
@@ -493,9 +451,9 @@ pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Res
     .fetch_optional(db.pool())
     .await?
     {
-        return Ok(Poll::Approved(grant_from_row(&row)?));
+        return Ok(Poll::Approved(grant));
     }
-    let Some(row) = sqlx::query(&format!(
+    let Some(g) = sqlx::query_as::<_, DeviceGrant>(&format!(
         "SELECT {GRANT_COLUMNS} FROM device_grants WHERE device_code_hash = $1"
     ))
     .bind(device_code_hash)
@@ -504,17 +462,16 @@ pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Res
     else {
         return Ok(Poll::Unknown);
     };
-    let g = grant_from_row(&row)?;
-    if g.client_id != client_id || g.status == "used" {
+    if g.client_id != client_id || g.status == GrantStatus::Used {
         return Ok(Poll::Unknown);
     }
     if g.expires_at <= now {
         return Ok(Poll::Expired);
     }
-    match g.status.as_str() {
-        "denied" => return Ok(Poll::Denied),
-        "pending" => {}
-        _ => return Ok(Poll::Unknown),
+    match g.status {
+        GrantStatus::Denied => return Ok(Poll::Denied),
+        GrantStatus::Pending => {}
+        GrantStatus::Approved | GrantStatus::Used => return Ok(Poll::Unknown),
     }
     let too_soon = g
         .last_poll_at
@@ -540,7 +497,7 @@ pub async fn poll_grant(db: &Db, device_code_hash: &str, client_id: &str) -> Res
 // ----- refresh tokens -------------------------------------------------------------------
 
 /// A refresh token's grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RefreshGrant {
     pub family: String,
     pub user_id: i64,
@@ -592,7 +549,7 @@ pub async fn rotate_refresh(
     client_id: &str,
 ) -> Result<Result<RefreshGrant, RefreshRefusal>, Error> {
     let now = now_ms();
-    if let Some(r) = sqlx::query(
+    if let Some(grant) = sqlx::query_as(
         "UPDATE refresh_tokens SET status = 'rotated' WHERE token_hash = $1 AND client_id = $2 \
          AND status = 'active' AND expires_at > $3 RETURNING family, user_id, client_id, scope, resource",
     )
@@ -602,15 +559,18 @@ pub async fn rotate_refresh(
     .fetch_optional(db.pool())
     .await?
     {
-        return Ok(Ok(RefreshGrant {
-            family: r.try_get("family")?,
-            user_id: r.try_get("user_id")?,
-            client_id: r.try_get("client_id")?,
-            scope: r.try_get("scope")?,
-            resource: r.try_get("resource")?,
-        }));
+        return Ok(Ok(grant));
     }
-    let Some(r) = sqlx::query(
+    /// What a refused token's row says about it.
+    #[derive(sqlx::FromRow)]
+    struct Spent {
+        family: String,
+        client_id: String,
+        #[sqlx(try_from = "String")]
+        status: RefreshStatus,
+        expires_at: i64,
+    }
+    let Some(r) = sqlx::query_as::<_, Spent>(
         "SELECT family, client_id, status, expires_at FROM refresh_tokens WHERE token_hash = $1",
     )
     .bind(token_hash)
@@ -619,20 +579,17 @@ pub async fn rotate_refresh(
     else {
         return Ok(Err(RefreshRefusal::Unknown));
     };
-    let owner: String = r.try_get("client_id")?;
-    let status: String = r.try_get("status")?;
-    if owner != client_id {
+    if r.client_id != client_id {
         return Ok(Err(RefreshRefusal::Unknown));
     }
-    if status == "rotated" {
-        let family: String = r.try_get("family")?;
+    if r.status == RefreshStatus::Rotated {
         sqlx::query("UPDATE refresh_tokens SET status = 'revoked' WHERE family = $1")
-            .bind(&family)
+            .bind(&r.family)
             .execute(db.pool())
             .await?;
         return Ok(Err(RefreshRefusal::Reused));
     }
-    if status == "active" && r.try_get::<i64, _>("expires_at")? <= now {
+    if r.status == RefreshStatus::Active && r.expires_at <= now {
         return Ok(Err(RefreshRefusal::Expired));
     }
     Ok(Err(RefreshRefusal::Unknown))

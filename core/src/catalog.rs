@@ -3,13 +3,14 @@
 //! memory, rebuilt after every change, so the hot path never reads these tables.
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+
+pub use tokengate_api::kinds::ProviderKind;
 
 use crate::money::Prices;
 use crate::{Db, Error, now_ms};
 
 /// The adapter kinds a provider can be.
-pub const PROVIDER_KINDS: &[&str] = &["openai", "anthropic", "mock"];
+pub const PROVIDER_KINDS: &[ProviderKind] = ProviderKind::ALL;
 
 /// An upstream provider. `api_key_enc` is the provider key sealed by the server; this
 /// crate never sees it in the clear.
@@ -17,7 +18,7 @@ pub const PROVIDER_KINDS: &[&str] = &["openai", "anthropic", "mock"];
 pub struct Provider {
     pub id: i64,
     pub name: String,
-    pub kind: String,
+    pub kind: ProviderKind,
     pub base_url: Option<String>,
     #[serde(skip_serializing)]
     pub api_key_enc: Option<String>,
@@ -57,7 +58,7 @@ impl Model {
 }
 
 /// One target of an alias: a model, its priority tier (lower first) and weight in the tier.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct AliasTarget {
     pub model_id: i64,
     pub priority: i64,
@@ -97,106 +98,172 @@ pub struct Catalog {
     pub key_groups: Vec<KeyGroup>,
 }
 
+// Catalog rows as stored: flags are integers (0/1) and lists and settings JSON text.
+
+#[derive(sqlx::FromRow)]
+struct ProviderRow {
+    id: i64,
+    name: String,
+    #[sqlx(try_from = "String")]
+    kind: ProviderKind,
+    base_url: Option<String>,
+    api_key_enc: Option<String>,
+    config: String,
+    enabled: i64,
+    created_at: i64,
+}
+
+impl TryFrom<ProviderRow> for Provider {
+    type Error = Error;
+    fn try_from(r: ProviderRow) -> Result<Provider, Error> {
+        Ok(Provider {
+            id: r.id,
+            name: r.name,
+            kind: r.kind,
+            base_url: r.base_url,
+            api_key_enc: r.api_key_enc,
+            config: serde_json::from_str(&r.config)?,
+            enabled: r.enabled != 0,
+            created_at: r.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ModelRow {
+    id: i64,
+    name: String,
+    provider_id: i64,
+    upstream_model: String,
+    input_price_nano: i64,
+    output_price_nano: i64,
+    cache_read_price_nano: Option<i64>,
+    cache_write_price_nano: Option<i64>,
+    max_output_tokens: i64,
+    complexity_tier: String,
+    enabled: i64,
+    created_at: i64,
+}
+
+impl From<ModelRow> for Model {
+    fn from(r: ModelRow) -> Model {
+        Model {
+            id: r.id,
+            name: r.name,
+            provider_id: r.provider_id,
+            upstream_model: r.upstream_model,
+            input_price_nano: r.input_price_nano,
+            output_price_nano: r.output_price_nano,
+            cache_read_price_nano: r.cache_read_price_nano,
+            cache_write_price_nano: r.cache_write_price_nano,
+            max_output_tokens: r.max_output_tokens,
+            complexity_tier: r.complexity_tier,
+            enabled: r.enabled != 0,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AliasRow {
+    id: i64,
+    name: String,
+    description: String,
+    complexity_tier: String,
+    enabled: i64,
+    created_at: i64,
+}
+
+impl From<AliasRow> for Alias {
+    fn from(r: AliasRow) -> Alias {
+        Alias {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            complexity_tier: r.complexity_tier,
+            enabled: r.enabled != 0,
+            targets: Vec::new(),
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TargetRow {
+    alias_id: i64,
+    #[sqlx(flatten)]
+    target: AliasTarget,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyGroupRow {
+    id: i64,
+    name: String,
+    allowed_providers: Option<String>,
+    allowed_models: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<KeyGroupRow> for KeyGroup {
+    type Error = Error;
+    fn try_from(r: KeyGroupRow) -> Result<KeyGroup, Error> {
+        let list = |v: Option<String>| v.map(|s| serde_json::from_str(&s)).transpose();
+        Ok(KeyGroup {
+            id: r.id,
+            name: r.name,
+            allowed_providers: list(r.allowed_providers)?,
+            allowed_models: list(r.allowed_models)?,
+            created_at: r.created_at,
+        })
+    }
+}
+
 /// Loads the whole catalog.
 pub async fn load(db: &Db) -> Result<Catalog, Error> {
-    let providers = sqlx::query(
+    let providers = sqlx::query_as::<_, ProviderRow>(
         "SELECT id, name, kind, base_url, api_key_enc, config, enabled, created_at FROM providers \
          ORDER BY id",
     )
     .fetch_all(db.pool())
     .await?
-    .iter()
-    .map(|r| {
-        let config: String = r.try_get("config")?;
-        Ok(Provider {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            kind: r.try_get("kind")?,
-            base_url: r.try_get("base_url")?,
-            api_key_enc: r.try_get("api_key_enc")?,
-            config: serde_json::from_str(&config)?,
-            enabled: r.try_get::<i64, _>("enabled")? != 0,
-            created_at: r.try_get("created_at")?,
-        })
-    })
+    .into_iter()
+    .map(Provider::try_from)
     .collect::<Result<Vec<_>, Error>>()?;
-    let models = sqlx::query(
+    let models = sqlx::query_as::<_, ModelRow>(
         "SELECT id, name, provider_id, upstream_model, input_price_nano, output_price_nano, \
          cache_read_price_nano, cache_write_price_nano, max_output_tokens, complexity_tier, \
          enabled, created_at FROM models ORDER BY id",
     )
     .fetch_all(db.pool())
     .await?
-    .iter()
-    .map(|r| {
-        Ok(Model {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            provider_id: r.try_get("provider_id")?,
-            upstream_model: r.try_get("upstream_model")?,
-            input_price_nano: r.try_get("input_price_nano")?,
-            output_price_nano: r.try_get("output_price_nano")?,
-            cache_read_price_nano: r.try_get("cache_read_price_nano")?,
-            cache_write_price_nano: r.try_get("cache_write_price_nano")?,
-            max_output_tokens: r.try_get("max_output_tokens")?,
-            complexity_tier: r.try_get("complexity_tier")?,
-            enabled: r.try_get::<i64, _>("enabled")? != 0,
-            created_at: r.try_get("created_at")?,
-        })
-    })
-    .collect::<Result<Vec<_>, Error>>()?;
-    let targets = sqlx::query(
+    .into_iter()
+    .map(Model::from)
+    .collect();
+    let targets = sqlx::query_as::<_, TargetRow>(
         "SELECT alias_id, model_id, priority, weight FROM alias_targets ORDER BY alias_id, priority, id",
     )
     .fetch_all(db.pool())
     .await?;
-    let mut aliases = sqlx::query(
+    let mut aliases: Vec<Alias> = sqlx::query_as::<_, AliasRow>(
         "SELECT id, name, description, complexity_tier, enabled, created_at FROM aliases ORDER BY id",
     )
     .fetch_all(db.pool())
     .await?
-    .iter()
-    .map(|r| {
-        Ok(Alias {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            description: r.try_get("description")?,
-            complexity_tier: r.try_get("complexity_tier")?,
-            enabled: r.try_get::<i64, _>("enabled")? != 0,
-            targets: Vec::new(),
-            created_at: r.try_get("created_at")?,
-        })
-    })
-    .collect::<Result<Vec<_>, Error>>()?;
-    for t in &targets {
-        let alias_id: i64 = t.try_get("alias_id")?;
-        if let Some(a) = aliases.iter_mut().find(|a| a.id == alias_id) {
-            a.targets.push(AliasTarget {
-                model_id: t.try_get("model_id")?,
-                priority: t.try_get("priority")?,
-                weight: t.try_get("weight")?,
-            });
+    .into_iter()
+    .map(Alias::from)
+    .collect();
+    for t in targets {
+        if let Some(a) = aliases.iter_mut().find(|a| a.id == t.alias_id) {
+            a.targets.push(t.target);
         }
     }
-    let key_groups = sqlx::query(
+    let key_groups = sqlx::query_as::<_, KeyGroupRow>(
         "SELECT id, name, allowed_providers, allowed_models, created_at FROM key_groups ORDER BY id",
     )
     .fetch_all(db.pool())
     .await?
-    .iter()
-    .map(|r| {
-        let list = |col: &str| -> Result<Option<Vec<String>>, Error> {
-            let v: Option<String> = r.try_get(col)?;
-            Ok(v.map(|s| serde_json::from_str(&s)).transpose()?)
-        };
-        Ok(KeyGroup {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            allowed_providers: list("allowed_providers")?,
-            allowed_models: list("allowed_models")?,
-            created_at: r.try_get("created_at")?,
-        })
-    })
+    .into_iter()
+    .map(KeyGroup::try_from)
     .collect::<Result<Vec<_>, Error>>()?;
     Ok(Catalog {
         providers,
@@ -219,7 +286,7 @@ pub async fn upsert_key_group(
     check_list("allowed_providers", allowed_providers, valid_name)?;
     check_list("allowed_models", allowed_models, valid_pattern)?;
     let enc = |v: Option<&[String]>| v.map(serde_json::to_string).transpose();
-    let row = sqlx::query(
+    Ok(sqlx::query_scalar(
         "INSERT INTO key_groups (name, allowed_providers, allowed_models, created_at)          VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET          allowed_providers = excluded.allowed_providers, allowed_models = excluded.allowed_models          RETURNING id",
     )
     .bind(name)
@@ -227,8 +294,7 @@ pub async fn upsert_key_group(
     .bind(enc(allowed_models)?)
     .bind(now_ms())
     .fetch_one(db.pool())
-    .await?;
-    Ok(row.try_get("id")?)
+    .await?)
 }
 
 /// Deletes one catalog row by name, refusing (409) while something still refers to it.
@@ -239,18 +305,13 @@ async fn delete_named(
     blocker: Option<(&str, &str)>,
 ) -> Result<(), Error> {
     let mut tx = db.pool().begin().await?;
-    let row = sqlx::query(&format!("SELECT id FROM {table} WHERE name = $1"))
+    let id: i64 = sqlx::query_scalar(&format!("SELECT id FROM {table} WHERE name = $1"))
         .bind(name)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(Error::NotFound)?;
-    let id: i64 = row.try_get("id")?;
     if let Some((sql, what)) = blocker {
-        let n: i64 = sqlx::query(sql)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+        let n: i64 = sqlx::query_scalar(sql).bind(id).fetch_one(&mut *tx).await?;
         if n > 0 {
             return Err(Error::Conflict(format!(
                 "{name} is still used by {n} {what}; remove those first"
@@ -295,10 +356,10 @@ pub async fn delete_key_group(db: &Db, name: &str) -> Result<(), Error> {
 }
 
 /// Provider fields a caller sets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ProviderSpec {
     pub name: String,
-    pub kind: String,
+    pub kind: ProviderKind,
     pub base_url: Option<String>,
     /// Sealed provider key; `None` keeps the stored one, unless the base URL moves to
     /// another origin (then the stored key is cleared: keys are bound to their origin).
@@ -401,13 +462,7 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
             spec.name
         )));
     }
-    if !PROVIDER_KINDS.contains(&spec.kind.as_str()) {
-        return Err(Error::Invalid(format!(
-            "provider kind must be one of {}",
-            PROVIDER_KINDS.join(", ")
-        )));
-    }
-    if spec.kind != "mock" && spec.base_url.as_deref().is_none_or(str::is_empty) {
+    if spec.kind.needs_base_url() && spec.base_url.as_deref().is_none_or(str::is_empty) {
         return Err(Error::Invalid(format!(
             "provider {} needs a base_url",
             spec.name
@@ -446,19 +501,17 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
     }
     let now = now_ms();
     let previous: Option<Option<String>> =
-        sqlx::query("SELECT base_url FROM providers WHERE name = $1")
+        sqlx::query_scalar("SELECT base_url FROM providers WHERE name = $1")
             .bind(&spec.name)
             .fetch_optional(db.pool())
-            .await?
-            .map(|r| r.try_get("base_url"))
-            .transpose()?;
+            .await?;
     let old_url = previous.clone().flatten();
     let keep = i64::from(
         previous
             .as_ref()
             .is_none_or(|old| same_origin(old.as_deref(), spec.base_url.as_deref())),
     );
-    let row = sqlx::query(
+    Ok(sqlx::query_scalar(
         "INSERT INTO providers (name, kind, base_url, api_key_enc, config, enabled, created_at, \
          updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (name) DO UPDATE SET \
          kind = excluded.kind, base_url = excluded.base_url, \
@@ -469,7 +522,7 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
          RETURNING id",
     )
     .bind(&spec.name)
-    .bind(&spec.kind)
+    .bind(spec.kind.as_str())
     .bind(&spec.base_url)
     .bind(&spec.api_key_enc)
     .bind(config.to_string())
@@ -478,8 +531,7 @@ pub async fn upsert_provider(db: &Db, spec: &ProviderSpec) -> Result<i64, Error>
     .bind(keep)
     .bind(old_url)
     .fetch_one(db.pool())
-    .await?;
-    Ok(row.try_get("id")?)
+    .await?)
 }
 
 /// Sets (`Some`) or clears (`None`) a provider's sealed key.
@@ -545,14 +597,13 @@ pub async fn upsert_model(db: &Db, spec: &ModelSpec) -> Result<i64, Error> {
     if spec.max_output_tokens <= 0 {
         return Err(Error::Invalid("max_output_tokens must be positive".into()));
     }
-    let provider = sqlx::query("SELECT id FROM providers WHERE name = $1")
+    let provider_id: i64 = sqlx::query_scalar("SELECT id FROM providers WHERE name = $1")
         .bind(&spec.provider)
         .fetch_optional(db.pool())
         .await?
         .ok_or_else(|| Error::Invalid(format!("unknown provider {:?}", spec.provider)))?;
-    let provider_id: i64 = provider.try_get("id")?;
     let now = now_ms();
-    let row = sqlx::query(
+    Ok(sqlx::query_scalar(
         "INSERT INTO models (name, provider_id, upstream_model, input_price_nano, \
          output_price_nano, cache_read_price_nano, cache_write_price_nano, max_output_tokens, \
          complexity_tier, enabled, created_at, updated_at) \
@@ -576,8 +627,7 @@ pub async fn upsert_model(db: &Db, spec: &ModelSpec) -> Result<i64, Error> {
     .bind(i64::from(spec.enabled))
     .bind(now)
     .fetch_one(db.pool())
-    .await?;
-    Ok(row.try_get("id")?)
+    .await?)
 }
 
 /// One alias target named by model.
@@ -620,7 +670,7 @@ pub async fn upsert_alias(
     check_text("complexity_tier", complexity_tier, MAX_TIER, false)?;
     let now = now_ms();
     let mut tx = db.pool().begin().await?;
-    let row = sqlx::query(
+    let alias_id: i64 = sqlx::query_scalar(
         "INSERT INTO aliases (name, description, complexity_tier, enabled, created_at, updated_at) \
          VALUES ($1, $2, $3, 1, $4, $4) ON CONFLICT (name) DO UPDATE SET \
          description = excluded.description, complexity_tier = excluded.complexity_tier, \
@@ -632,18 +682,16 @@ pub async fn upsert_alias(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    let alias_id: i64 = row.try_get("id")?;
     sqlx::query("DELETE FROM alias_targets WHERE alias_id = $1")
         .bind(alias_id)
         .execute(&mut *tx)
         .await?;
     for t in targets {
-        let model = sqlx::query("SELECT id FROM models WHERE name = $1")
+        let model_id: i64 = sqlx::query_scalar("SELECT id FROM models WHERE name = $1")
             .bind(&t.model)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| Error::Invalid(format!("alias {name}: unknown model {:?}", t.model)))?;
-        let model_id: i64 = model.try_get("id")?;
         sqlx::query(
             "INSERT INTO alias_targets (alias_id, model_id, priority, weight) VALUES ($1, $2, $3, $4)",
         )

@@ -1,8 +1,8 @@
 //! Demo seed: on a fresh database, an admin with $5.00 of promotional credit, the mock
 //! provider with a few models and the `tokengate-fast` alias, and one API key.
 
-use crate::accounts::{self, EntryKind, User};
-use crate::catalog::{self, ModelSpec, ProviderSpec, TargetSpec};
+use crate::accounts::{self, EntryKind, Role, User};
+use crate::catalog::{self, ModelSpec, ProviderKind, ProviderSpec, TargetSpec};
 use crate::keys::{self, NewKey};
 use crate::money::NANOS_PER_USD;
 use crate::{Db, Error};
@@ -43,7 +43,7 @@ pub async fn seed_mock_catalog(db: &Db) -> Result<(), Error> {
         db,
         &ProviderSpec {
             name: "mock".into(),
-            kind: "mock".into(),
+            kind: ProviderKind::Mock,
             base_url: None,
             api_key_enc: None,
             config: serde_json::json!({}),
@@ -93,14 +93,19 @@ pub async fn seed_if_new(
     password_hash: &str,
 ) -> Result<Option<DemoSeed>, Error> {
     seed_mock_catalog(db).await?;
-    let admin =
-        match accounts::create_user(db, DEMO_EMAIL, "Demo Admin", Some(password_hash), "admin")
-            .await
-        {
-            Ok(u) => u,
-            Err(Error::Conflict(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
+    let admin = match accounts::create_user(
+        db,
+        DEMO_EMAIL,
+        "Demo Admin",
+        Some(password_hash),
+        Role::Admin,
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(Error::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     // Created by the server for its operator, like `tokengate-server admin create`.
     crate::auth::mark_email_verified(db, admin.id).await?;
     accounts::apply_entry(
@@ -138,12 +143,10 @@ pub async fn seed_if_new(
 /// any: it would add an administrator whose password is printed on the console, and a
 /// funded key, to a database that real people use.
 pub async fn other_accounts(db: &Db) -> Result<i64, Error> {
-    use sqlx::Row;
-    Ok(
-        sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM users WHERE email_lower <> $1")
-            .bind(DEMO_EMAIL)
-            .fetch_one(db.pool())
-            .await?
-            .try_get("n")?,
+    Ok(sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM users WHERE email_lower <> $1",
     )
+    .bind(DEMO_EMAIL)
+    .fetch_one(db.pool())
+    .await?)
 }

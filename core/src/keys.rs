@@ -7,6 +7,8 @@ use rand::Rng;
 use serde::Serialize;
 use sha2::Sha256;
 
+pub use tokengate_api::kinds::KeyStatus;
+
 use crate::{Db, Error, now_ms};
 
 /// Every key starts with this.
@@ -63,7 +65,7 @@ pub struct ApiKey {
     pub key_prefix: String,
     #[serde(skip)]
     pub key_hash: String,
-    pub status: String,
+    pub status: KeyStatus,
     pub group_id: Option<i64>,
     /// Model and alias names this key may use; `None` = all.
     pub allowed_models: Option<Vec<String>>,
@@ -80,7 +82,7 @@ pub struct ApiKey {
 impl ApiKey {
     /// Whether the key may authenticate a request at `now` (ms).
     pub fn usable_at(&self, now: i64) -> bool {
-        self.status == "active" && self.expires_at.is_none_or(|t| t > now)
+        self.status == KeyStatus::Active && self.expires_at.is_none_or(|t| t > now)
     }
 }
 
@@ -99,27 +101,63 @@ pub struct NewKey {
 const COLUMNS: &str = "id, user_id, name, key_prefix, key_hash, status, group_id, allowed_models, \
      spend_limit_nano, spent_nano, rpm, tpm, expires_at, last_used_at, created_at, updated_at";
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<ApiKey, Error> {
-    use sqlx::Row;
-    let models: Option<String> = row.try_get("allowed_models")?;
-    Ok(ApiKey {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        name: row.try_get("name")?,
-        key_prefix: row.try_get("key_prefix")?,
-        key_hash: row.try_get("key_hash")?,
-        status: row.try_get("status")?,
-        group_id: row.try_get("group_id")?,
-        allowed_models: models.map(|m| serde_json::from_str(&m)).transpose()?,
-        spend_limit_nano: row.try_get("spend_limit_nano")?,
-        spent_nano: row.try_get("spent_nano")?,
-        rpm: row.try_get("rpm")?,
-        tpm: row.try_get("tpm")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+/// An `api_keys` row as stored: the model list is JSON text.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: i64,
+    user_id: i64,
+    name: String,
+    key_prefix: String,
+    key_hash: String,
+    #[sqlx(try_from = "String")]
+    status: KeyStatus,
+    group_id: Option<i64>,
+    allowed_models: Option<String>,
+    spend_limit_nano: Option<i64>,
+    spent_nano: i64,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    expires_at: Option<i64>,
+    last_used_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<KeyRow> for ApiKey {
+    type Error = Error;
+    fn try_from(r: KeyRow) -> Result<ApiKey, Error> {
+        Ok(ApiKey {
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            key_prefix: r.key_prefix,
+            key_hash: r.key_hash,
+            status: r.status,
+            group_id: r.group_id,
+            allowed_models: r
+                .allowed_models
+                .map(|m| serde_json::from_str(&m))
+                .transpose()?,
+            spend_limit_nano: r.spend_limit_nano,
+            spent_nano: r.spent_nano,
+            rpm: r.rpm,
+            tpm: r.tpm,
+            expires_at: r.expires_at,
+            last_used_at: r.last_used_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// Rows read as keys.
+fn keys(rows: Vec<KeyRow>) -> Result<Vec<ApiKey>, Error> {
+    rows.into_iter().map(ApiKey::try_from).collect()
+}
+
+/// A row that must exist read as a key; `NotFound` when it does not.
+fn found(row: Option<KeyRow>) -> Result<ApiKey, Error> {
+    row.ok_or(Error::NotFound)?.try_into()
 }
 
 /// Keys an account may hold that are not revoked (active, disabled or expired).
@@ -165,25 +203,23 @@ pub async fn create(
         .transpose()?;
     // The account's row is locked first (PostgreSQL: a row lock; SQLite: the write lock),
     // so concurrent creations are counted one after the other and the cap holds.
-    use sqlx::Row;
     let mut tx = db.pool().begin().await?;
     sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
         .bind(user_id)
         .execute(&mut *tx)
         .await?;
-    let live: i64 = sqlx::query(
+    let live: i64 = sqlx::query_scalar(
         "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM api_keys WHERE user_id = $1 AND status <> 'revoked'",
     )
     .bind(user_id)
     .fetch_one(&mut *tx)
-    .await?
-    .try_get("n")?;
+    .await?;
     if live >= MAX_KEYS_PER_ACCOUNT {
         return Err(Error::Conflict(format!(
             "An account can have at most {MAX_KEYS_PER_ACCOUNT} API keys that are not revoked; revoke one first."
         )));
     }
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as::<_, KeyRow>(&format!(
         "INSERT INTO api_keys (user_id, name, key_prefix, key_hash, status, group_id, allowed_models, \
          spend_limit_nano, rpm, tpm, expires_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {COLUMNS}"
@@ -201,7 +237,7 @@ pub async fn create(
     .bind(now)
     .fetch_one(&mut *tx)
     .await?;
-    let key = from_row(&row)?;
+    let key = ApiKey::try_from(row)?;
     tx.commit().await?;
     Ok((key, raw))
 }
@@ -210,8 +246,8 @@ pub async fn create(
 #[derive(Debug, Clone, Default)]
 pub struct KeyPatch {
     pub name: Option<String>,
-    /// `active` or `disabled`.
-    pub status: Option<String>,
+    /// `Active` or `Disabled` (a key is revoked by [`revoke`], not by a patch).
+    pub status: Option<KeyStatus>,
     pub expires_at: Option<Option<i64>>,
     pub spend_limit_nano: Option<Option<i64>>,
     pub allowed_models: Option<Option<Vec<String>>>,
@@ -221,23 +257,21 @@ pub struct KeyPatch {
 
 /// One of the user's keys. Someone else's key is `NotFound`.
 pub async fn get_for_user(db: &Db, user_id: i64, key_id: i64) -> Result<ApiKey, Error> {
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND user_id = $2"
-    ))
-    .bind(key_id)
-    .bind(user_id)
-    .fetch_optional(db.pool())
-    .await?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or(Error::NotFound)
+    found(
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE id = $1 AND user_id = $2"
+        ))
+        .bind(key_id)
+        .bind(user_id)
+        .fetch_optional(db.pool())
+        .await?,
+    )
 }
 
 /// Applies `patch` to one of the user's keys (not a revoked one, which is final).
 pub async fn update(db: &Db, user_id: i64, key_id: i64, patch: &KeyPatch) -> Result<ApiKey, Error> {
     let cur = get_for_user(db, user_id, key_id).await?;
-    if cur.status == "revoked" {
+    if cur.status == KeyStatus::Revoked {
         return Err(Error::Conflict("a revoked key cannot be changed".into()));
     }
     let name = match &patch.name {
@@ -250,10 +284,12 @@ pub async fn update(db: &Db, user_id: i64, key_id: i64, patch: &KeyPatch) -> Res
         }
         None => cur.name.clone(),
     };
-    let status = match patch.status.as_deref() {
-        Some(s @ ("active" | "disabled")) => s.to_string(),
-        Some(_) => return Err(Error::Invalid("status must be active or disabled".into())),
-        None => cur.status.clone(),
+    let status = match patch.status {
+        Some(s @ (KeyStatus::Active | KeyStatus::Disabled)) => s,
+        Some(KeyStatus::Revoked) => {
+            return Err(Error::Invalid("status must be active or disabled".into()));
+        }
+        None => cur.status,
     };
     let expires_at = patch.expires_at.unwrap_or(cur.expires_at);
     if patch.expires_at.flatten().is_some_and(|t| t <= now_ms()) {
@@ -273,11 +309,11 @@ pub async fn update(db: &Db, user_id: i64, key_id: i64, patch: &KeyPatch) -> Res
         .clone()
         .unwrap_or(cur.allowed_models.clone());
     let models = models.as_ref().map(serde_json::to_string).transpose()?;
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as(&format!(
         "UPDATE api_keys SET name = $1, status = $2, expires_at = $3, spend_limit_nano = $4,          allowed_models = $5, rpm = $6, tpm = $7, updated_at = $8          WHERE id = $9 AND user_id = $10 AND status <> 'revoked' RETURNING {COLUMNS}"
     ))
     .bind(name)
-    .bind(status)
+    .bind(status.as_str())
     .bind(expires_at)
     .bind(spend)
     .bind(models)
@@ -288,10 +324,7 @@ pub async fn update(db: &Db, user_id: i64, key_id: i64, patch: &KeyPatch) -> Res
     .bind(user_id)
     .fetch_optional(db.pool())
     .await?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or(Error::NotFound)
+    found(row)
 }
 
 /// Gives one of the user's keys a new secret; the old one stops matching. Returns the
@@ -303,7 +336,7 @@ pub async fn rotate(
     key_id: i64,
 ) -> Result<(ApiKey, String), Error> {
     let raw = generate();
-    let row = sqlx::query(&format!(
+    let row = sqlx::query_as(&format!(
         "UPDATE api_keys SET key_hash = $1, key_prefix = $2, updated_at = $3          WHERE id = $4 AND user_id = $5 AND status <> 'revoked' RETURNING {COLUMNS}"
     ))
     .bind(hex::encode(hash(secret, &raw)))
@@ -313,71 +346,58 @@ pub async fn rotate(
     .bind(user_id)
     .fetch_optional(db.pool())
     .await?;
-    let key = row
-        .as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or(Error::NotFound)?;
-    Ok((key, raw))
+    Ok((found(row)?, raw))
 }
 
 /// A user's keys, newest first.
 pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<ApiKey>, Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY id DESC"
-    ))
-    .bind(user_id)
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter().map(from_row).collect()
+    keys(
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY id DESC"
+        ))
+        .bind(user_id)
+        .fetch_all(db.pool())
+        .await?,
+    )
 }
 
 /// Keys changed at or after `since` (ms), for refreshing the in-memory cache; all keys when 0.
 pub async fn changed_since(db: &Db, since: i64) -> Result<Vec<ApiKey>, Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM api_keys WHERE updated_at >= $1"
-    ))
-    .bind(since)
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter().map(from_row).collect()
+    keys(
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE updated_at >= $1"
+        ))
+        .bind(since)
+        .fetch_all(db.pool())
+        .await?,
+    )
 }
 
 /// The persisted spend of every active key that has a spend limit, as `(id, spent_nano)`:
 /// loaded at start and on every refresh, so a limit survives restarts and sees the spend
 /// other instances wrote.
 pub async fn limited_spend(db: &Db) -> Result<Vec<(i64, i64)>, Error> {
-    let rows = sqlx::query(
+    Ok(sqlx::query_as(
         "SELECT id, spent_nano FROM api_keys \
          WHERE spend_limit_nano IS NOT NULL AND status = 'active'",
     )
     .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                sqlx::Row::try_get(r, "id")?,
-                sqlx::Row::try_get(r, "spent_nano")?,
-            ))
-        })
-        .collect()
+    .await?)
 }
 
 /// Revokes one of the user's keys. Not found (or someone else's key) is `NotFound`.
 pub async fn revoke(db: &Db, user_id: i64, key_id: i64) -> Result<ApiKey, Error> {
-    let row = sqlx::query(&format!(
-        "UPDATE api_keys SET status = 'revoked', updated_at = $3 \
-         WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(key_id)
-    .bind(user_id)
-    .bind(now_ms())
-    .fetch_optional(db.pool())
-    .await?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or(Error::NotFound)
+    found(
+        sqlx::query_as(&format!(
+            "UPDATE api_keys SET status = 'revoked', updated_at = $3 \
+             WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(key_id)
+        .bind(user_id)
+        .bind(now_ms())
+        .fetch_optional(db.pool())
+        .await?,
+    )
 }
 
 #[cfg(test)]

@@ -8,14 +8,15 @@
 //! even below zero.
 
 use serde::Serialize;
-use sqlx::Row;
+
+pub use tokengate_api::kinds::PaymentStatus;
 
 use crate::accounts::{self, EntryKind};
 use crate::money::format_balance;
 use crate::{Db, Error, now_ms};
 
 /// A top-up payment.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct Payment {
     pub id: i64,
     pub user_id: i64,
@@ -23,8 +24,8 @@ pub struct Payment {
     pub session_id: String,
     pub amount_nano: i64,
     pub currency: String,
-    /// `pending`, `paid`, `failed` or `expired`.
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: PaymentStatus,
     pub checkout_url: Option<String>,
     /// Unix seconds after which the checkout page no longer accepts payment.
     pub expires_at: Option<i64>,
@@ -43,26 +44,6 @@ const COLUMNS: &str = "id, user_id, provider, session_id, amount_nano, currency,
      checkout_url, expires_at, ledger_entry_id, created_at, paid_at, payment_intent, refunded_nano, \
      disputed_nano";
 
-fn from_row(r: &sqlx::any::AnyRow) -> Result<Payment, Error> {
-    Ok(Payment {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        provider: r.try_get("provider")?,
-        session_id: r.try_get("session_id")?,
-        amount_nano: r.try_get("amount_nano")?,
-        currency: r.try_get("currency")?,
-        status: r.try_get("status")?,
-        checkout_url: r.try_get("checkout_url")?,
-        expires_at: r.try_get("expires_at")?,
-        ledger_entry_id: r.try_get("ledger_entry_id")?,
-        created_at: r.try_get("created_at")?,
-        paid_at: r.try_get("paid_at")?,
-        payment_intent: r.try_get("payment_intent")?,
-        refunded_nano: r.try_get("refunded_nano")?,
-        disputed_nano: r.try_get("disputed_nano")?,
-    })
-}
-
 /// A checkout session the payment provider created for a top-up.
 #[derive(Debug, Clone)]
 pub struct NewPayment<'a> {
@@ -77,7 +58,7 @@ pub struct NewPayment<'a> {
 /// Records a pending payment.
 pub async fn create_pending(db: &Db, p: &NewPayment<'_>) -> Result<Payment, Error> {
     let now = now_ms();
-    let row = sqlx::query(&format!(
+    Ok(sqlx::query_as(&format!(
         "INSERT INTO payments (user_id, provider, session_id, amount_nano, currency, status, \
          checkout_url, expires_at, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, 'usd', 'pending', $5, $6, $7, $7) RETURNING {COLUMNS}"
@@ -90,34 +71,29 @@ pub async fn create_pending(db: &Db, p: &NewPayment<'_>) -> Result<Payment, Erro
     .bind(p.expires_at)
     .bind(now)
     .fetch_one(db.pool())
-    .await?;
-    from_row(&row)
+    .await?)
 }
 
 /// A user's payments, newest first.
 pub async fn list_for_user(db: &Db, user_id: i64) -> Result<Vec<Payment>, Error> {
-    let rows = sqlx::query(&format!(
+    Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM payments WHERE user_id = $1 ORDER BY id DESC LIMIT 500"
     ))
     .bind(user_id)
     .fetch_all(db.pool())
-    .await?;
-    rows.iter().map(from_row).collect()
+    .await?)
 }
 
 /// One of a user's payments.
 pub async fn get_for_user(db: &Db, user_id: i64, id: i64) -> Result<Payment, Error> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM payments WHERE id = $1 AND user_id = $2"
     ))
     .bind(id)
     .bind(user_id)
     .fetch_optional(db.pool())
-    .await?;
-    row.as_ref()
-        .map(from_row)
-        .transpose()?
-        .ok_or(Error::NotFound)
+    .await?
+    .ok_or(Error::NotFound)
 }
 
 /// What a verified webhook event means for a payment.
@@ -196,13 +172,15 @@ pub enum Applied {
 }
 
 /// A stored payment as the webhook sees it, read under a row lock.
+#[derive(sqlx::FromRow)]
 struct Locked {
     id: i64,
     user_id: i64,
     session_id: String,
     amount_nano: i64,
     currency: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: PaymentStatus,
     refunded_nano: i64,
     disputed_nano: i64,
 }
@@ -217,7 +195,7 @@ async fn lock_payment(
     value: &str,
     now: i64,
 ) -> Result<Option<Locked>, Error> {
-    let row = sqlx::query(&format!(
+    Ok(sqlx::query_as(&format!(
         "UPDATE payments SET updated_at = $1 WHERE id = (SELECT MIN(id) FROM payments \
          WHERE provider = $2 AND {column} = $3) \
          RETURNING id, user_id, session_id, amount_nano, currency, status, refunded_nano, \
@@ -227,20 +205,7 @@ async fn lock_payment(
     .bind(provider)
     .bind(value)
     .fetch_optional(&mut *conn)
-    .await?;
-    row.map(|r| {
-        Ok(Locked {
-            id: r.try_get("id")?,
-            user_id: r.try_get("user_id")?,
-            session_id: r.try_get("session_id")?,
-            amount_nano: r.try_get("amount_nano")?,
-            currency: r.try_get("currency")?,
-            status: r.try_get("status")?,
-            refunded_nano: r.try_get("refunded_nano")?,
-            disputed_nano: r.try_get("disputed_nano")?,
-        })
-    })
-    .transpose()
+    .await?)
 }
 
 /// The payment a refund or dispute names through its payment intent, if it is a paid
@@ -257,7 +222,7 @@ async fn lock_paid_by_intent(
         None => None,
     };
     match found {
-        Some(p) if p.status == "paid" => Ok(Some(p)),
+        Some(p) if p.status == PaymentStatus::Paid => Ok(Some(p)),
         _ => {
             tracing::warn!(
                 provider,
@@ -413,7 +378,7 @@ pub async fn apply_event(
                     .execute(&mut *tx)
                     .await?;
                 }
-                if p.status == "paid" {
+                if p.status == PaymentStatus::Paid {
                     Applied::AlreadyPaid
                 } else {
                     let reference = format!("{provider}:{session_id}");
@@ -449,16 +414,16 @@ pub async fn apply_event(
         },
         Outcome::Failed { session_id } | Outcome::Expired { session_id } => {
             let status = if matches!(outcome, Outcome::Failed { .. }) {
-                "failed"
+                PaymentStatus::Failed
             } else {
-                "expired"
+                PaymentStatus::Expired
             };
             // Only a pending session changes: a paid one stays paid whatever arrives later.
             let r = sqlx::query(
                 "UPDATE payments SET status = $1, updated_at = $2 \
                  WHERE provider = $3 AND session_id = $4 AND status = 'pending'",
             )
-            .bind(status)
+            .bind(status.as_str())
             .bind(now)
             .bind(provider)
             .bind(session_id)

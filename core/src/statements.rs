@@ -4,7 +4,6 @@
 //! statement, the ledger and the request log agree to the nano-dollar.
 
 use serde::Serialize;
-use sqlx::Row;
 use time::{Date, Month as CalMonth, OffsetDateTime, Time};
 
 use crate::accounts::{self, LedgerEntry};
@@ -86,7 +85,7 @@ pub fn day_string(ms: i64) -> String {
 }
 
 /// Usage of one model in a statement period.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct ModelUsage {
     /// The model that served the requests (or the one asked for, when none did).
     pub model: String,
@@ -132,7 +131,7 @@ impl Statement {
 pub async fn monthly(db: &Db, user_id: i64, month: Month) -> Result<Statement, Error> {
     let user = accounts::get_user(db, user_id).await?;
     let (start, end) = (month.start_ms(), month.end_ms());
-    let row = sqlx::query(
+    let (opening, closing, usage_ledger): (i64, i64, i64) = sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(CASE WHEN created_at < $2 THEN amount_nano ELSE 0 END), 0) \
          AS BIGINT) AS opening, \
          CAST(COALESCE(SUM(amount_nano), 0) AS BIGINT) AS closing, \
@@ -145,11 +144,8 @@ pub async fn monthly(db: &Db, user_id: i64, month: Month) -> Result<Statement, E
     .bind(end)
     .fetch_one(db.pool())
     .await?;
-    let opening: i64 = row.try_get("opening")?;
-    let closing: i64 = row.try_get("closing")?;
-    let usage_ledger: i64 = row.try_get("usage")?;
 
-    let rows = sqlx::query(&format!(
+    let credits: Vec<LedgerEntry> = sqlx::query_as(&format!(
         "SELECT {} FROM ledger_entries WHERE user_id = $1 AND created_at >= $2 \
          AND created_at < $3 AND kind <> 'usage' ORDER BY created_at, id",
         accounts::LEDGER_COLUMNS
@@ -159,26 +155,22 @@ pub async fn monthly(db: &Db, user_id: i64, month: Month) -> Result<Statement, E
     .bind(end)
     .fetch_all(db.pool())
     .await?;
-    let credits = rows
-        .iter()
-        .map(accounts::ledger_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
     let topups = credits
         .iter()
-        .filter(|e| e.kind == accounts::EntryKind::Topup.as_str())
+        .filter(|e| e.kind == accounts::EntryKind::Topup)
         .map(|e| e.amount_nano)
         .sum();
     let adjustments = credits
         .iter()
-        .filter(|e| e.kind != accounts::EntryKind::Topup.as_str())
+        .filter(|e| e.kind != accounts::EntryKind::Topup)
         .map(|e| e.amount_nano)
         .sum();
 
     // Every request that was charged, plus every successful one (free ones included).
-    let rows = sqlx::query(
-        "SELECT COALESCE(served_model, model) AS m, CAST(COUNT(*) AS BIGINT) AS n, \
-         CAST(SUM(tokens_in) AS BIGINT) AS tin, CAST(SUM(tokens_out) AS BIGINT) AS tout, \
-         CAST(SUM(cost_nano) AS BIGINT) AS cost FROM request_logs \
+    let usage: Vec<ModelUsage> = sqlx::query_as(
+        "SELECT COALESCE(served_model, model) AS model, CAST(COUNT(*) AS BIGINT) AS requests, \
+         CAST(SUM(tokens_in) AS BIGINT) AS tokens_in, CAST(SUM(tokens_out) AS BIGINT) AS tokens_out, \
+         CAST(SUM(cost_nano) AS BIGINT) AS cost_nano FROM request_logs \
          WHERE user_id = $1 AND created_at >= $2 AND created_at < $3 \
          AND (cost_nano <> 0 OR (status >= 200 AND status < 300)) \
          GROUP BY COALESCE(served_model, model) ORDER BY COALESCE(served_model, model)",
@@ -188,16 +180,6 @@ pub async fn monthly(db: &Db, user_id: i64, month: Month) -> Result<Statement, E
     .bind(end)
     .fetch_all(db.pool())
     .await?;
-    let mut usage = Vec::with_capacity(rows.len());
-    for r in &rows {
-        usage.push(ModelUsage {
-            model: r.try_get("m")?,
-            requests: r.try_get("n")?,
-            tokens_in: r.try_get("tin")?,
-            tokens_out: r.try_get("tout")?,
-            cost_nano: r.try_get("cost")?,
-        });
-    }
     let usage_cost = usage.iter().map(|u| u.cost_nano).sum();
     let usage_requests = usage.iter().map(|u| u.requests).sum();
     Ok(Statement {

@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use tokengate_api::attempt::{AttemptOutcome, UpstreamAttempt};
+pub use tokengate_api::kinds::FailureKind;
 
 use crate::accounts::EntryKind;
 use crate::statements::Month;
@@ -25,7 +27,8 @@ pub struct RequestRecord {
     pub provider: Option<String>,
     pub stream: bool,
     pub status: i64,
-    pub error_type: Option<String>,
+    /// Why it failed, when it did.
+    pub error_type: Option<FailureKind>,
     pub error_message: Option<String>,
     pub tokens_in: i64,
     pub tokens_out: i64,
@@ -34,8 +37,43 @@ pub struct RequestRecord {
     pub latency_ms: i64,
     pub ttfb_ms: Option<i64>,
     pub attempts: i64,
-    pub attempts_json: Option<String>,
+    /// The upstream attempts, when they say more than the row (fallbacks, skips,
+    /// failures); stored as JSON in the column of the same name.
+    #[serde(default, deserialize_with = "attempts_from_json")]
+    pub attempts_json: Option<Vec<UpstreamAttempt>>,
     pub created_at: i64,
+}
+
+/// Reads the attempt list as a JSON array, or as the JSON text it once was (write-ahead
+/// logs written before it was typed). A list that does not parse is dropped, not the
+/// record: the row and its charge matter more than its attempt detail.
+fn attempts_from_json<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<UpstreamAttempt>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        List(Vec<UpstreamAttempt>),
+        Text(String),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Stored>::deserialize(d)? {
+        None => None,
+        Some(Stored::List(list)) => Some(list),
+        Some(Stored::Text(text)) => parse_attempts(&text),
+        Some(Stored::Other(_)) => None,
+    })
+}
+
+/// The attempt list stored as JSON text; `None` (logged) when it does not parse.
+fn parse_attempts(text: &str) -> Option<Vec<UpstreamAttempt>> {
+    match serde_json::from_str(text) {
+        Ok(list) => Some(list),
+        Err(e) => {
+            tracing::warn!(error = %e, "stored attempt list does not parse; left out");
+            None
+        }
+    }
 }
 
 /// The new balance of each user a batch charged.
@@ -43,7 +81,7 @@ pub type BalanceUpdates = Vec<(i64, i64)>;
 
 /// Longest stored error text, in bytes.
 pub const MAX_ERROR_TEXT: usize = 1024;
-/// Longest stored name (model, served model, provider, endpoint, error type), in bytes.
+/// Longest stored name (model, served model, provider, endpoint), in bytes.
 pub const MAX_NAME_TEXT: usize = 256;
 /// Longest stored attempt list (JSON), in bytes; a longer one is replaced by a note.
 pub const MAX_ATTEMPTS_JSON: usize = 16 * 1024;
@@ -79,13 +117,9 @@ impl RequestRecord {
         name(&mut self.request_id);
         name(&mut self.endpoint);
         name(&mut self.model);
-        for s in [
-            &mut self.served_model,
-            &mut self.provider,
-            &mut self.error_type,
-        ]
-        .into_iter()
-        .flatten()
+        for s in [&mut self.served_model, &mut self.provider]
+            .into_iter()
+            .flatten()
         {
             name(s);
         }
@@ -94,11 +128,21 @@ impl RequestRecord {
         {
             *m = clean_text(m, MAX_ERROR_TEXT);
         }
-        if let Some(a) = &mut self.attempts_json {
-            if a.len() > MAX_ATTEMPTS_JSON {
-                *a = r#"[{"outcome":"attempt list too long to store"}]"#.to_string();
-            } else if a.contains('\0') {
-                *a = a.replace('\0', "");
+        if let Some(list) = &mut self.attempts_json {
+            for a in list.iter_mut() {
+                let texts = [&mut a.provider, &mut a.model];
+                let note = match &mut a.outcome {
+                    AttemptOutcome::Note(n) => Some(n),
+                    AttemptOutcome::Status(_) => None,
+                };
+                for t in texts.into_iter().chain(note) {
+                    if t.contains('\0') {
+                        *t = t.replace('\0', "");
+                    }
+                }
+            }
+            if !serde_json::to_string(list).is_ok_and(|j| j.len() <= MAX_ATTEMPTS_JSON) {
+                *list = vec![UpstreamAttempt::too_long()];
             }
         }
     }
@@ -115,7 +159,7 @@ impl RequestRecord {
                 .collect(),
             served_model: None,
             provider: None,
-            error_type: self.error_type.as_ref().map(|_| "quarantined".into()),
+            error_type: self.error_type.map(|_| FailureKind::Quarantined),
             error_message: Some("free-text fields removed: the database refused this row".into()),
             attempts_json: None,
             ..self.clone()
@@ -172,8 +216,17 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
             }
             sql.push(')');
         }
+        let attempts = chunk
+            .iter()
+            .map(|r| {
+                r.attempts_json
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut q = sqlx::query(&sql);
-        for r in chunk {
+        for (r, attempts_json) in chunk.iter().zip(attempts) {
             q = q
                 .bind(&r.request_id)
                 .bind(r.user_id)
@@ -184,7 +237,7 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
                 .bind(&r.provider)
                 .bind(i64::from(r.stream))
                 .bind(r.status)
-                .bind(&r.error_type)
+                .bind(r.error_type.map(FailureKind::as_str))
                 .bind(&r.error_message)
                 .bind(r.tokens_in)
                 .bind(r.tokens_out)
@@ -193,7 +246,7 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
                 .bind(r.latency_ms)
                 .bind(r.ttfb_ms)
                 .bind(r.attempts)
-                .bind(&r.attempts_json)
+                .bind(attempts_json)
                 .bind(r.created_at);
         }
         q.execute(&mut *tx).await?;
@@ -220,7 +273,7 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
         if cost == 0 {
             continue;
         }
-        let row = sqlx::query(
+        let balance: Option<i64> = sqlx::query_scalar(
             "UPDATE users SET balance_nano = balance_nano - $1, updated_at = $3 WHERE id = $2 \
              RETURNING balance_nano",
         )
@@ -229,8 +282,7 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
         .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else { continue };
-        let balance: i64 = row.try_get("balance_nano")?;
+        let Some(balance) = balance else { continue };
         sqlx::query(
             "INSERT INTO ledger_entries (user_id, kind, amount_nano, balance_after, reference, \
              note, created_by, created_at) VALUES ($1, $2, $3, $4, NULL, $5, NULL, $6)",
@@ -280,18 +332,16 @@ pub async fn existing_request_ids(
         "SELECT request_id FROM request_logs WHERE request_id IN ({})",
         placeholders.join(",")
     );
-    let mut q = sqlx::query(&sql);
+    let mut q = sqlx::query_scalar::<_, String>(&sql);
     for id in ids {
         q = q.bind(id);
     }
-    for row in q.fetch_all(db.pool()).await? {
-        found.insert(row.try_get::<String, _>("request_id")?);
-    }
+    found.extend(q.fetch_all(db.pool()).await?);
     Ok(found)
 }
 
 /// Totals of a user's successful requests over a period.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct UsageTotals {
     pub total_requests: i64,
     pub total_tokens_in: i64,
@@ -301,22 +351,17 @@ pub struct UsageTotals {
 
 /// Sums the user's successful (2xx) requests created at or after `since` (ms).
 pub async fn totals_since(db: &Db, user_id: i64, since: i64) -> Result<UsageTotals, Error> {
-    let row = sqlx::query(
-        "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS tin, \
-         CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS tout, \
-         CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost FROM request_logs \
+    Ok(sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS total_requests, \
+         CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS total_tokens_in, \
+         CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS total_tokens_out, \
+         CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS total_cost_nano FROM request_logs \
          WHERE user_id = $1 AND created_at >= $2 AND status >= 200 AND status < 300",
     )
     .bind(user_id)
     .bind(since)
     .fetch_one(db.pool())
-    .await?;
-    Ok(UsageTotals {
-        total_requests: row.try_get("n")?,
-        total_tokens_in: row.try_get("tin")?,
-        total_tokens_out: row.try_get("tout")?,
-        total_cost_nano: row.try_get("cost")?,
-    })
+    .await?)
 }
 
 /// Usage of one bucket (a UTC day, a model or a key) over a period.
@@ -337,53 +382,60 @@ pub async fn breakdown_since(
     user_id: i64,
     since: i64,
 ) -> Result<(Vec<Bucket>, Vec<Bucket>, Vec<Bucket>), Error> {
+    /// One bucket's sums, keyed by a day number, a model name or a key id.
+    #[derive(sqlx::FromRow)]
+    struct Sums<K> {
+        k: K,
+        requests: i64,
+        tokens_in: i64,
+        tokens_out: i64,
+        cost_nano: i64,
+    }
+    impl<K> Sums<K> {
+        fn bucket(self, key: impl FnOnce(K) -> String) -> Bucket {
+            Bucket {
+                key: key(self.k),
+                requests: self.requests,
+                tokens_in: self.tokens_in,
+                tokens_out: self.tokens_out,
+                cost_nano: self.cost_nano,
+            }
+        }
+    }
     let by = |expr: &str| {
         format!(
-            "SELECT {expr} AS k, CAST(COUNT(*) AS BIGINT) AS n, \
-             CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS tin, \
-             CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS tout, \
-             CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost FROM request_logs \
+            "SELECT {expr} AS k, CAST(COUNT(*) AS BIGINT) AS requests, \
+             CAST(COALESCE(SUM(tokens_in), 0) AS BIGINT) AS tokens_in, \
+             CAST(COALESCE(SUM(tokens_out), 0) AS BIGINT) AS tokens_out, \
+             CAST(COALESCE(SUM(cost_nano), 0) AS BIGINT) AS cost_nano FROM request_logs \
              WHERE user_id = $1 AND created_at >= $2 AND status >= 200 AND status < 300 \
              GROUP BY {expr} ORDER BY {expr}"
         )
     };
-    let read = |rows: Vec<sqlx::any::AnyRow>, day: bool| -> Result<Vec<Bucket>, Error> {
-        rows.iter()
-            .map(|r| {
-                let key = if day {
-                    let d: i64 = r.try_get("k")?;
-                    crate::statements::day_string(d * 86_400_000)
-                } else if let Ok(k) = r.try_get::<i64, _>("k") {
-                    k.to_string()
-                } else {
-                    r.try_get::<String, _>("k")?
-                };
-                Ok(Bucket {
-                    key,
-                    requests: r.try_get("n")?,
-                    tokens_in: r.try_get("tin")?,
-                    tokens_out: r.try_get("tout")?,
-                    cost_nano: r.try_get("cost")?,
-                })
-            })
-            .collect()
-    };
-    let mut out = Vec::with_capacity(3);
-    for (expr, day) in [
-        ("CAST(created_at / 86400000 AS BIGINT)", true),
-        ("COALESCE(served_model, model)", false),
-        ("key_id", false),
-    ] {
-        let rows = sqlx::query(&by(expr))
-            .bind(user_id)
-            .bind(since)
-            .fetch_all(db.pool())
-            .await?;
-        out.push(read(rows, day)?);
-    }
-    let keys = out.pop().unwrap_or_default();
-    let models = out.pop().unwrap_or_default();
-    let days = out.pop().unwrap_or_default();
+    let days = sqlx::query_as::<_, Sums<i64>>(&by("CAST(created_at / 86400000 AS BIGINT)"))
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(db.pool())
+        .await?
+        .into_iter()
+        .map(|s| s.bucket(|d| crate::statements::day_string(d * 86_400_000)))
+        .collect();
+    let models = sqlx::query_as::<_, Sums<String>>(&by("COALESCE(served_model, model)"))
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(db.pool())
+        .await?
+        .into_iter()
+        .map(|s| s.bucket(|m| m))
+        .collect();
+    let keys = sqlx::query_as::<_, Sums<i64>>(&by("key_id"))
+        .bind(user_id)
+        .bind(since)
+        .fetch_all(db.pool())
+        .await?
+        .into_iter()
+        .map(|s| s.bucket(|k| k.to_string()))
+        .collect();
     Ok((days, models, keys))
 }
 
@@ -445,29 +497,72 @@ pub struct LogRow {
     pub record: RequestRecord,
 }
 
-fn record_from_row(r: &sqlx::any::AnyRow) -> Result<RequestRecord, Error> {
-    Ok(RequestRecord {
-        request_id: r.try_get("request_id")?,
-        user_id: r.try_get("user_id")?,
-        key_id: r.try_get("key_id")?,
-        endpoint: r.try_get("endpoint")?,
-        model: r.try_get("model")?,
-        served_model: r.try_get("served_model")?,
-        provider: r.try_get("provider")?,
-        stream: r.try_get::<i64, _>("stream")? != 0,
-        status: r.try_get("status")?,
-        error_type: r.try_get("error_type")?,
-        error_message: r.try_get("error_message")?,
-        tokens_in: r.try_get("tokens_in")?,
-        tokens_out: r.try_get("tokens_out")?,
-        cached_tokens: r.try_get("cached_tokens")?,
-        cost_nano: r.try_get("cost_nano")?,
-        latency_ms: r.try_get("latency_ms")?,
-        ttfb_ms: r.try_get("ttfb_ms")?,
-        attempts: r.try_get("attempts")?,
-        attempts_json: r.try_get("attempts_json")?,
-        created_at: r.try_get("created_at")?,
-    })
+/// A `request_logs` row as stored: `stream` is 0/1, the failure kind text, the attempt
+/// list JSON text.
+#[derive(sqlx::FromRow)]
+struct LogDbRow {
+    id: i64,
+    request_id: String,
+    user_id: i64,
+    key_id: i64,
+    endpoint: String,
+    model: String,
+    served_model: Option<String>,
+    provider: Option<String>,
+    stream: i64,
+    status: i64,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    tokens_in: i64,
+    tokens_out: i64,
+    cached_tokens: i64,
+    cost_nano: i64,
+    latency_ms: i64,
+    ttfb_ms: Option<i64>,
+    attempts: i64,
+    attempts_json: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<LogDbRow> for LogRow {
+    type Error = Error;
+    fn try_from(r: LogDbRow) -> Result<LogRow, Error> {
+        let error_type = r
+            .error_type
+            .map(FailureKind::try_from)
+            .transpose()
+            .map_err(|e| {
+                Error::Db(sqlx::Error::ColumnDecode {
+                    index: "error_type".into(),
+                    source: Box::new(e),
+                })
+            })?;
+        Ok(LogRow {
+            id: r.id,
+            record: RequestRecord {
+                request_id: r.request_id,
+                user_id: r.user_id,
+                key_id: r.key_id,
+                endpoint: r.endpoint,
+                model: r.model,
+                served_model: r.served_model,
+                provider: r.provider,
+                stream: r.stream != 0,
+                status: r.status,
+                error_type,
+                error_message: r.error_message,
+                tokens_in: r.tokens_in,
+                tokens_out: r.tokens_out,
+                cached_tokens: r.cached_tokens,
+                cost_nano: r.cost_nano,
+                latency_ms: r.latency_ms,
+                ttfb_ms: r.ttfb_ms,
+                attempts: r.attempts,
+                attempts_json: r.attempts_json.as_deref().and_then(parse_attempts),
+                created_at: r.created_at,
+            },
+        })
+    }
 }
 
 /// One page of a user's request logs matching `filter`, newest first, with ids below
@@ -522,7 +617,7 @@ pub async fn logs_page_of(
         None => {}
     }
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
-    let mut q = sqlx::query(&sql)
+    let mut q = sqlx::query_as::<_, LogDbRow>(&sql)
         .bind(user_id.unwrap_or(0))
         .bind(before.unwrap_or(i64::MAX))
         .bind(filter.from.unwrap_or(i64::MIN))
@@ -539,31 +634,21 @@ pub async fn logs_page_of(
         _ => {}
     }
     let rows = q.bind(limit.clamp(1, 5000)).fetch_all(db.pool()).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(LogRow {
-                id: r.try_get("id")?,
-                record: record_from_row(r)?,
-            })
-        })
-        .collect()
+    rows.into_iter().map(LogRow::try_from).collect()
 }
 
 /// One of a user's request logs by request id.
 pub async fn log_by_request_id(db: &Db, user_id: i64, request_id: &str) -> Result<LogRow, Error> {
-    let row = sqlx::query(&format!(
+    sqlx::query_as::<_, LogDbRow>(&format!(
         "SELECT id, {LOG_COLUMNS} FROM request_logs WHERE user_id = $1 AND request_id = $2 \
          ORDER BY id DESC LIMIT 1"
     ))
     .bind(user_id)
     .bind(request_id)
     .fetch_optional(db.pool())
-    .await?;
-    let r = row.ok_or(Error::NotFound)?;
-    Ok(LogRow {
-        id: r.try_get("id")?,
-        record: record_from_row(&r)?,
-    })
+    .await?
+    .ok_or(Error::NotFound)?
+    .try_into()
 }
 
 /// A user's most recent request logs, newest first.

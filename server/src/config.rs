@@ -34,7 +34,7 @@ impl std::fmt::Debug for Secret {
 pub struct ProviderConfig {
     pub name: String,
     /// `openai` (any OpenAI-compatible server), `anthropic` or `mock`.
-    pub kind: String,
+    pub kind: tokengate_api::kinds::ProviderKind,
     pub base_url: Option<String>,
     /// The provider key itself (prefer `api_key_env`).
     pub api_key: Option<Secret>,
@@ -755,6 +755,22 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(Some(&f), env_of(&[])).is_err());
+        // The provider kind is one of the adapters, by its exact name.
+        std::fs::write(&f, "[[providers]]\nname = \"x\"\nkind = \"mock\"\n").unwrap();
+        let c = Config::load(Some(&f), env_of(&[])).unwrap();
+        assert_eq!(
+            c.providers[0].kind,
+            tokengate_api::kinds::ProviderKind::Mock
+        );
+        for bad in ["gemini", "OpenAI", "open_ai"] {
+            std::fs::write(
+                &f,
+                format!("[[providers]]\nname = \"x\"\nkind = \"{bad}\"\n"),
+            )
+            .unwrap();
+            let err = Config::load(Some(&f), env_of(&[])).unwrap_err().to_string();
+            assert!(err.contains("unknown variant"), "{bad}: {err}");
+        }
         assert!(Config::load(None, env_of(&[("TOKENGATE_LISTEN", "nope")])).is_err());
         assert!(Config::load(None, env_of(&[("TOKENGATE_DEMO", "maybe")])).is_err());
         assert!(Config::load(None, env_of(&[("TOKENGATE_SECRET_KEY", "short")])).is_err());

@@ -112,7 +112,7 @@ async fn apply_config_catalog(db: &Db, config: &Config) -> Result<(), StartError
             db,
             &ProviderSpec {
                 name: p.name.clone(),
-                kind: p.kind.clone(),
+                kind: p.kind,
                 base_url: p.base_url.clone(),
                 api_key_enc: None,
                 config: p

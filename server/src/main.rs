@@ -140,9 +140,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-            let user = accounts::create_user(&db, &email, &name, Some(&hash), "admin")
-                .await
-                .map_err(|e| e.to_string())?;
+            let user =
+                accounts::create_user(&db, &email, &name, Some(&hash), accounts::Role::Admin)
+                    .await
+                    .map_err(|e| e.to_string())?;
             // The operator typed the address: it counts as verified.
             tokengate_core::auth::mark_email_verified(&db, user.id)
                 .await
@@ -169,7 +170,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|_| format!("no account with email {email}"))?;
             db.close().await;
-            if user.role != "admin" || user.status != "active" {
+            if user.role != accounts::Role::Admin || user.status != accounts::UserStatus::Active {
                 return Err(format!("{email} is not an active administrator"));
             }
             let now = tokengate_core::now_ms() / 1000;

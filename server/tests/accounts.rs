@@ -248,6 +248,7 @@ impl T {
             .unwrap()
             .unwrap()
             .status
+            .to_string()
     }
 
     /// The device flow approved by the signed-in `cookie`: (access token, refresh token).
@@ -363,9 +364,15 @@ fn is_rfc3339(v: &Value) -> bool {
 async fn user(r: &Running, email: &str, pw: Option<&str>, nanos: i64) -> i64 {
     let db = &r.server_state.db;
     let hash = pw.map(|p| password::hash(p).unwrap());
-    let u = accounts::create_user(db, email, "Test User", hash.as_deref(), "user")
-        .await
-        .unwrap();
+    let u = accounts::create_user(
+        db,
+        email,
+        "Test User",
+        hash.as_deref(),
+        accounts::Role::User,
+    )
+    .await
+    .unwrap();
     if nanos > 0 {
         accounts::apply_entry(
             db,
@@ -1573,13 +1580,13 @@ async fn sign_out_everywhere_suite(database_url: Option<String>) {
     assert_eq!(s, 201);
     let raw = k["raw"].as_str().unwrap().to_string();
     assert_eq!(t.chat(&raw, "mock/fast-1").await.0, 200);
-    let u = accounts::set_status(t.db(), uid, "suspended")
+    let u = accounts::set_status(t.db(), uid, accounts::UserStatus::Suspended)
         .await
         .unwrap();
     t.r.server_state
         .gateway
         .money
-        .set_active(u.id, u.status == "active");
+        .set_active(u.id, u.status == accounts::UserStatus::Active);
     assert_eq!(t.me_status(&Auth::Bearer(&access4)).await, 401);
     assert_eq!(t.me_status(&Auth::Session(&s4)).await, 401);
     assert_eq!(t.chat(&raw, "mock/fast-1").await.0, 401);

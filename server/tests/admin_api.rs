@@ -83,7 +83,7 @@ fn assert_api_error(v: &Value, code: &str) {
 async fn suite(database_url: Option<String>) {
     let r = start(database_url, &[]).await;
     let db = r.server_state.db.clone();
-    let admin = accounts::create_user(&db, "ops@example.com", "Ops", None, "admin")
+    let admin = accounts::create_user(&db, "ops@example.com", "Ops", None, accounts::Role::Admin)
         .await
         .unwrap();
     let admin_token = token_for(&r, admin.id).await;

@@ -22,7 +22,7 @@ use tokengate_core::accounts::{self, EntryKind};
 use tokengate_core::catalog::{self, ProviderSpec};
 use tokengate_core::keys::{self, NewKey};
 use tokengate_core::money::NANOS_PER_USD;
-use tokengate_core::payments::{self, NewPayment};
+use tokengate_core::payments::{self, NewPayment, PaymentStatus};
 use tokengate_core::statements::{self, Month};
 use tokengate_core::usage::{self, RequestRecord};
 use tokengate_core::{Db, now_ms};
@@ -39,9 +39,15 @@ async fn token_for(r: &Running, user_id: i64) -> String {
 
 /// An admin account and its access token.
 async fn admin(r: &Running, email: &str) -> (i64, String) {
-    let a = accounts::create_user(&r.server_state.db, email, "Ops", None, "admin")
-        .await
-        .unwrap();
+    let a = accounts::create_user(
+        &r.server_state.db,
+        email,
+        "Ops",
+        None,
+        accounts::Role::Admin,
+    )
+    .await
+    .unwrap();
     (a.id, token_for(r, a.id).await)
 }
 
@@ -560,7 +566,7 @@ async fn cost_cap_suite(database_url: Option<String>) {
         &db,
         &ProviderSpec {
             name: "greedy".into(),
-            kind: "openai".into(),
+            kind: catalog::ProviderKind::OpenAi,
             base_url: Some(overreporting_upstream(prompt).await),
             api_key_enc: None,
             config: json!({}),
@@ -683,7 +689,10 @@ async fn stream_suite(database_url: Option<String>) {
     assert_eq!(money.account_funds(uid).held, 0, "hold released at the end");
     let logs = wait_for_logs(&r, uid, 1).await;
     assert_eq!(logs[0].status, 504);
-    assert_eq!(logs[0].error_type.as_deref(), Some("upstream_timeout"));
+    assert_eq!(
+        logs[0].error_type.map(|t| t.as_str()),
+        Some("upstream_timeout")
+    );
     assert!(logs[0].stream);
     assert!(logs[0].cost_nano <= hold);
     settled(&r, uid).await;
@@ -798,7 +807,7 @@ async fn topups(db: &Db, user_id: i64) -> Vec<accounts::LedgerEntry> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "topup")
+        .filter(|e| e.kind == EntryKind::Topup)
         .collect();
     v.reverse();
     v
@@ -903,7 +912,7 @@ async fn webhook_suite(database_url: Option<String>) {
     assert_eq!(t[0].reference.as_deref(), Some("stripe:cs_test_a"));
     assert_eq!(balance(&db, uid).await, 5 * NANOS_PER_USD);
     let p = payment(&db, uid, "cs_test_a").await.unwrap();
-    assert_eq!(p.status, "paid");
+    assert_eq!(p.status, PaymentStatus::Paid);
     assert_eq!(p.ledger_entry_id, Some(t[0].id));
     assert!(p.paid_at.is_some());
 
@@ -1000,7 +1009,10 @@ async fn webhook_suite(database_url: Option<String>) {
             .len(),
         entries
     );
-    assert_eq!(payment(&db, uid, "cs_test_a").await.unwrap().status, "paid");
+    assert_eq!(
+        payment(&db, uid, "cs_test_a").await.unwrap().status,
+        PaymentStatus::Paid
+    );
 
     // Rejected deliveries: 400, nothing changes, and the event id is not used up.
     pending(&db, uid, "cs_test_b", 3 * NANOS_PER_USD).await;
@@ -1049,7 +1061,7 @@ async fn webhook_suite(database_url: Option<String>) {
     assert_eq!(balance(&db, uid).await, snapshot);
     assert_eq!(
         payment(&db, uid, "cs_test_b").await.unwrap().status,
-        "pending"
+        PaymentStatus::Pending
     );
     let (s, v) = deliver_signed(&base, &body).await;
     assert_eq!((s, v["result"].as_str()), (200, Some("credited")), "{v}");
@@ -1200,7 +1212,7 @@ async fn entries_of(db: &Db, user_id: i64, kind: &str) -> Vec<(i64, String, Stri
         .await
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == kind)
+        .filter(|e| e.kind.as_str() == kind)
         .map(|e| {
             (
                 e.amount_nano,
@@ -1290,7 +1302,7 @@ async fn reversals_suite(database_url: Option<String>) {
     );
     assert_eq!(balance(&db, uid).await, 5 * usd);
     let p = payment(&db, uid, "cs_m").await.unwrap();
-    assert_eq!(p.status, "paid");
+    assert_eq!(p.status, PaymentStatus::Paid);
     assert_eq!(p.payment_intent.as_deref(), Some("pi_m"));
 
     // A full refund debits the whole top-up; the gateway sees it at once.
@@ -1810,7 +1822,7 @@ fn rec(
         provider: served.map(|_| "mock".to_string()),
         stream: false,
         status,
-        error_type: (status >= 300).then(|| "upstream_error".to_string()),
+        error_type: (status >= 300).then_some(usage::FailureKind::UpstreamError),
         error_message: (status >= 300).then(|| "=1+1 upstream, failed".to_string()),
         tokens_in: 10 + cost % 7,
         tokens_out: 20 + cost % 11,
@@ -1935,7 +1947,7 @@ async fn check_statement(r: &Running, tok: &str, s: &statements::Statement) {
         .sum();
     assert_eq!(csv_usage, s.usage_cost_nano);
     for (row, e) in activity.iter().zip(&s.credits) {
-        assert_eq!(row[0], e.kind);
+        assert_eq!(row[0], e.kind.as_str());
         assert_eq!(nanos(&row[8]), e.amount_nano);
         assert_eq!(row[2], neutral(e.note.as_deref().unwrap_or("")));
     }

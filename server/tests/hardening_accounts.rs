@@ -74,7 +74,7 @@ impl T {
     /// A local account with a password.
     async fn user(&self, email: &str, role: &str) -> i64 {
         let hash = password::hash(PW).unwrap();
-        accounts::create_user(self.db(), email, "Test", Some(&hash), role)
+        accounts::create_user(self.db(), email, "Test", Some(&hash), role.parse().unwrap())
             .await
             .unwrap()
             .id
@@ -1135,7 +1135,7 @@ async fn throttles_suite(database_url: Option<String>) {
             .unwrap()
             .unwrap()
             .status,
-        "pending"
+        tokengate_core::auth::GrantStatus::Pending
     );
     // Another user is not affected.
     let (s, _) = t

@@ -112,9 +112,15 @@ fn assert_scripts_allowed(html: &str, nonce: Option<&str>, page: &str) -> usize 
 /// A user with a password, loaded by the gateway.
 async fn password_user(r: &Running, email: &str, role: &str) -> i64 {
     let hash = password::hash(PW).unwrap();
-    let u = accounts::create_user(&r.server_state.db, email, "Test", Some(&hash), role)
-        .await
-        .unwrap();
+    let u = accounts::create_user(
+        &r.server_state.db,
+        email,
+        "Test",
+        Some(&hash),
+        role.parse().unwrap(),
+    )
+    .await
+    .unwrap();
     r.server_state.gateway.refresh().await.unwrap();
     u.id
 }
@@ -703,7 +709,7 @@ async fn demo_suite(database_url: Option<String>) {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("tokengate.db").display()));
     let db = tokengate_core::Db::connect(&url).await.unwrap();
-    accounts::create_user(&db, "real@example.com", "Real", None, "user")
+    accounts::create_user(&db, "real@example.com", "Real", None, accounts::Role::User)
         .await
         .unwrap();
     db.close().await;
@@ -735,9 +741,15 @@ async fn demo_suite(database_url: Option<String>) {
         ))
         .await
         .unwrap();
-        accounts::create_user(&db, "owner@example.com", "Owner", None, "admin")
-            .await
-            .unwrap();
+        accounts::create_user(
+            &db,
+            "owner@example.com",
+            "Owner",
+            None,
+            accounts::Role::Admin,
+        )
+        .await
+        .unwrap();
         db.close().await;
         assert!(matches!(
             start_and_stop(demo_config(&fresh, &None, true)).await,

@@ -1350,7 +1350,7 @@ fn known(case: &Case) -> Option<&'static str> {
 async fn user(r: &Running, email: &str, role: &str, nanos: i64) -> i64 {
     let db = &r.server_state.db;
     let hash = password::hash(PW).unwrap();
-    let u = accounts::create_user(db, email, "Hostile", Some(&hash), role)
+    let u = accounts::create_user(db, email, "Hostile", Some(&hash), role.parse().unwrap())
         .await
         .unwrap();
     if nanos > 0 {

@@ -20,7 +20,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
 use tokengate_core::accounts::EntryKind;
 use tokengate_core::money::{NANOS_PER_USD, format_balance, format_exact, parse_usd_json};
-use tokengate_core::payments::{self, Applied, NewPayment, Payment};
+use tokengate_core::payments::{self, Applied, NewPayment, Payment, PaymentStatus};
 use tokengate_core::statements::{self, Month, Statement};
 use tokengate_core::usage::{self, LogFilter, LogRow, StatusFilter};
 use tokengate_core::{Db, keys, now_ms};
@@ -154,7 +154,7 @@ async fn topup(
 }
 
 fn payment_view(p: &Payment) -> Value {
-    let paid = p.status == "paid";
+    let paid = p.status == PaymentStatus::Paid;
     json!({
         "id": p.id,
         "provider": p.provider,
@@ -162,7 +162,7 @@ fn payment_view(p: &Payment) -> Value {
         "amount_usd": format_balance(p.amount_nano),
         "currency": p.currency.to_ascii_uppercase(),
         "status": p.status,
-        "checkout_url": (p.status == "pending").then_some(p.checkout_url.as_deref()).flatten(),
+        "checkout_url": (p.status == PaymentStatus::Pending).then_some(p.checkout_url.as_deref()).flatten(),
         "expires_at": p.expires_at,
         "created_at": rfc3339(p.created_at),
         "paid_at": p.paid_at.and_then(rfc3339),
@@ -215,7 +215,7 @@ async fn receipt_pdf(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Response, ApiError> {
     let p = payments::get_for_user(&state.db, u.id, id).await?;
-    if p.status != "paid" {
+    if p.status != PaymentStatus::Paid {
         return Err(ApiError::NotFound(
             "A receipt exists once the payment has been received.".into(),
         ));
@@ -557,8 +557,8 @@ fn log_view(r: &LogRow, names: &HashMap<i64, String>) -> Value {
     let rec = &r.record;
     let attempts: Value = rec
         .attempts_json
-        .as_deref()
-        .and_then(|s| serde_json::from_str(s).ok())
+        .as_ref()
+        .and_then(|a| serde_json::to_value(a).ok())
         .unwrap_or(Value::Null);
     json!({
         "id": r.id,

@@ -109,7 +109,7 @@ pub async fn lookup(
     let found = match normalise_user_code(typed) {
         Some(code) => store::grant_by_user_code(db, &code)
             .await?
-            .filter(|g| g.status == "pending" && g.expires_at > now_ms()),
+            .filter(|g| g.status == store::GrantStatus::Pending && g.expires_at > now_ms()),
         None => None,
     };
     Ok(match found {
@@ -311,7 +311,7 @@ pub async fn device_authorization(
 /// Issues an access token and a refresh token (in `family`) for an active user.
 async fn issue(state: &AppState, grant: RefreshGrant) -> Response {
     let user = match accounts::get_user(&state.db, grant.user_id).await {
-        Ok(u) if u.status == "active" => u,
+        Ok(u) if u.status == accounts::UserStatus::Active => u,
         Ok(_) | Err(tokengate_core::Error::NotFound) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::header;
 use axum::http::request::Parts;
-use tokengate_core::accounts::{self, User};
+use tokengate_core::accounts::{self, Role, User, UserStatus};
 use tower_sessions::Session;
 
 use super::scope::{self, Need};
@@ -69,7 +69,7 @@ async fn from_token(state: &AppState, parts: &Parts, raw: &str) -> Result<User, 
         Err(tokengate_core::Error::NotFound) => return Err(ApiError::Unauthorized),
         Err(e) => return Err(e.into()),
     };
-    if user.status != "active" || user.auth_epoch != claims.ep {
+    if user.status != UserStatus::Active || user.auth_epoch != claims.ep {
         return Err(ApiError::Unauthorized);
     }
     Ok(user)
@@ -103,7 +103,7 @@ impl FromRequestParts<AppState> for AdminUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let CurrentUser(user) = CurrentUser::from_request_parts(parts, state).await?;
-        if user.role != "admin" {
+        if user.role != Role::Admin {
             return Err(ApiError::Forbidden(
                 "This endpoint requires an administrator.".into(),
             ));

@@ -157,7 +157,7 @@ pub async fn login(
     // Verify even for unknown accounts, so timing does not reveal which emails exist.
     let ok = password::verify_async(f.password, stored).await;
     let user = match user {
-        Some(u) if ok && u.status == "active" => u,
+        Some(u) if ok && u.status == accounts::UserStatus::Active => u,
         // The attempt stays recorded: it is a failure.
         _ => return back("invalid"),
     };
@@ -233,18 +233,21 @@ pub async fn signup(
         Ok(h) => h,
         Err(e) => return internal(e),
     };
-    let user = match accounts::create_user(&state.db, &email, &name, Some(&hash), "user").await {
-        Ok(u) => u,
-        // The same answer whether or not the address is taken would need email
-        // verification; say it plainly instead of silently failing.
-        Err(tokengate_core::Error::Conflict(_)) => {
-            return Redirect::to("/signup?error=taken").into_response();
-        }
-        Err(tokengate_core::Error::Invalid(_)) => {
-            return Redirect::to("/signup?error=invalid_email").into_response();
-        }
-        Err(e) => return internal(e),
-    };
+    let user =
+        match accounts::create_user(&state.db, &email, &name, Some(&hash), accounts::Role::User)
+            .await
+        {
+            Ok(u) => u,
+            // The same answer whether or not the address is taken would need email
+            // verification; say it plainly instead of silently failing.
+            Err(tokengate_core::Error::Conflict(_)) => {
+                return Redirect::to("/signup?error=taken").into_response();
+            }
+            Err(tokengate_core::Error::Invalid(_)) => {
+                return Redirect::to("/signup?error=invalid_email").into_response();
+            }
+            Err(e) => return internal(e),
+        };
     state.gateway.money.set_account(user.id, true, 0);
     send_verification(&state, &user).await;
     if let Err(e) = session::sign_in(&session, &user, user.auth_epoch).await {
@@ -449,7 +452,7 @@ pub async fn decide_device(
         Ok(Lookup::Throttled) => return Redirect::to("/device?error=throttled").into_response(),
         Err(e) => return internal(e),
     };
-    let granted = granted_scope(&grant.scope, &user.role, f.grant_admin.as_deref());
+    let granted = granted_scope(&grant.scope, user.role, f.grant_admin.as_deref());
     match store::decide_grant(&state.db, &grant.user_code, approver, Some(&granted)).await {
         Ok(()) => {
             let done = if approver.is_some() {
@@ -472,8 +475,8 @@ pub async fn decide_device(
 
 /// The scope an approval grants: what was asked, with `admin` only when the approver is an
 /// administrator who explicitly granted it.
-fn granted_scope(asked: &str, approver_role: &str, grant_admin: Option<&str>) -> String {
-    if approver_role == "admin" && grant_admin == Some("yes") {
+fn granted_scope(asked: &str, approver_role: accounts::Role, grant_admin: Option<&str>) -> String {
+    if approver_role == accounts::Role::Admin && grant_admin == Some("yes") {
         asked.to_string()
     } else {
         scope::without_admin(asked)
@@ -487,16 +490,22 @@ mod tests {
     #[test]
     fn admin_scope_only_when_an_admin_grants_it() {
         let asked = "account keys admin offline_access";
-        assert_eq!(granted_scope(asked, "admin", Some("yes")), asked);
         assert_eq!(
-            granted_scope(asked, "admin", None),
+            granted_scope(asked, accounts::Role::Admin, Some("yes")),
+            asked
+        );
+        assert_eq!(
+            granted_scope(asked, accounts::Role::Admin, None),
             "account keys offline_access"
         );
         assert_eq!(
-            granted_scope(asked, "user", Some("yes")),
+            granted_scope(asked, accounts::Role::User, Some("yes")),
             "account keys offline_access"
         );
-        assert_eq!(granted_scope("account", "admin", Some("yes")), "account");
+        assert_eq!(
+            granted_scope("account", accounts::Role::Admin, Some("yes")),
+            "account"
+        );
     }
 
     #[test]

@@ -291,7 +291,7 @@ pub async fn callback(
         }
         Err(Refusal::Other(reason)) => return fail(reason, &subject),
     };
-    if user.status != "active" {
+    if user.status != accounts::UserStatus::Active {
         return fail("account suspended", user.id);
     }
     if let Err(e) = session::sign_in(&session, &user, user.auth_epoch).await {
@@ -384,7 +384,7 @@ pub async fn find_or_create(
     let display = id
         .name
         .unwrap_or_else(|| email.split('@').next().unwrap_or("").to_string());
-    let user = accounts::create_user(db, &email, &display, None, "user")
+    let user = accounts::create_user(db, &email, &display, None, accounts::Role::User)
         .await
         .map_err(|_| other("account creation"))?;
     accounts::link_identity(db, user.id, id.issuer, id.subject)

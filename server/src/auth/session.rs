@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokengate_core::accounts::{self, User};
+use tokengate_core::accounts::{self, User, UserStatus};
 use tokengate_core::auth::{self as store, SessionRow};
 use tokengate_core::{Db, now_ms};
 use tower_sessions::cookie::SameSite;
@@ -148,7 +148,7 @@ pub async fn current_user(
         Err(tokengate_core::Error::NotFound) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if user.status != "active" || user.auth_epoch != ep {
+    if user.status != UserStatus::Active || user.auth_epoch != ep {
         let _ = session.flush().await;
         return Ok(None);
     }

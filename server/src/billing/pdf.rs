@@ -311,7 +311,7 @@ pub fn statement(s: &Statement, generated_ms: i64) -> Vec<u8> {
             d.row(
                 &[
                     (cols[0], &date[..10.min(date.len())]),
-                    (cols[1], &e.kind),
+                    (cols[1], e.kind.as_str()),
                     (cols[2], &what),
                     (cols[3], &amount),
                 ],
@@ -436,7 +436,7 @@ mod tests {
             credits: vec![LedgerEntry {
                 id: 1,
                 user_id: 7,
-                kind: "topup".into(),
+                kind: tokengate_core::accounts::EntryKind::Topup,
                 amount_nano: 10_000_000_000,
                 balance_after: 15_000_000_000,
                 reference: Some("stripe:cs_test_1".into()),
@@ -514,7 +514,7 @@ mod tests {
             session_id: "cs_test_abc".into(),
             amount_nano: 12_500_000_000,
             currency: "usd".into(),
-            status: "paid".into(),
+            status: tokengate_core::payments::PaymentStatus::Paid,
             checkout_url: None,
             expires_at: None,
             ledger_entry_id: Some(3),
@@ -528,8 +528,8 @@ mod tests {
             id: 7,
             email: "ana@example.com".into(),
             display_name: "Ana".into(),
-            role: "user".into(),
-            status: "active".into(),
+            role: tokengate_core::accounts::Role::User,
+            status: tokengate_core::accounts::UserStatus::Active,
             balance_nano: 0,
             created_at: 0,
             auth_epoch: 0,

@@ -39,7 +39,7 @@ impl KeyCache {
         if let Some(old) = ids.remove(&key.id) {
             map.remove(&old);
         }
-        if key.status == "active" {
+        if key.status == keys::KeyStatus::Active {
             ids.insert(key.id, h);
             map.insert(h, Arc::new(key));
         } else {

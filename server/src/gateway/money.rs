@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
+use tokengate_core::accounts::UserStatus;
 
 /// Money state of one account or one key.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -101,12 +102,12 @@ impl Money {
     /// (the row may predate that flush; the flush already set the newer balance), so new
     /// accounts, credits and status changes are never lost to unrelated flushes. Returns
     /// whether every balance was applied.
-    pub fn refresh_accounts(&self, epoch: u64, rows: &[(i64, String, i64)]) -> bool {
+    pub fn refresh_accounts(&self, epoch: u64, rows: &[(i64, UserStatus, i64)]) -> bool {
         let mut all = true;
         for (id, status, balance) in rows {
             let a = self.account(*id);
             let mut a = a.lock();
-            a.active = status == "active";
+            a.active = *status == UserStatus::Active;
             if a.flushed_epoch <= epoch {
                 a.funds.persisted = *balance;
             } else {
@@ -314,9 +315,9 @@ mod tests {
                 held: 0
             }
         );
-        assert!(!m.refresh_accounts(e, &[(1, "active".into(), 100)]));
+        assert!(!m.refresh_accounts(e, &[(1, UserStatus::Active, 100)]));
         assert_eq!(m.account_funds(1).persisted, 90);
-        assert!(m.refresh_accounts(m.epoch(), &[(1, "active".into(), 120)]));
+        assert!(m.refresh_accounts(m.epoch(), &[(1, UserStatus::Active, 120)]));
         assert_eq!(m.account_funds(1).persisted, 120);
     }
 
@@ -330,9 +331,9 @@ mod tests {
         let applied = m.refresh_accounts(
             e,
             &[
-                (1, "active".into(), 100),
-                (2, "active".into(), 500),
-                (3, "suspended".into(), 7),
+                (1, UserStatus::Active, 100),
+                (2, UserStatus::Active, 500),
+                (3, UserStatus::Suspended, 7),
             ],
         );
         assert!(!applied);

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tokengate_core::keys::ApiKey;
 use tokengate_core::money::Usage;
 use tokengate_core::now_ms;
-use tokengate_core::usage::RequestRecord;
+use tokengate_core::usage::{AttemptOutcome, FailureKind, RequestRecord, UpstreamAttempt};
 
 use super::Gateway;
 use super::error::GatewayError;
@@ -69,7 +69,7 @@ struct Ticket {
     stream: bool,
     started: Instant,
     created_at: i64,
-    attempts: Vec<Value>,
+    attempts: Vec<UpstreamAttempt>,
     body_bytes: usize,
 }
 
@@ -81,7 +81,7 @@ impl Ticket {
         status: u16,
         usage: Usage,
         cost: i64,
-        err: Option<(&str, String)>,
+        err: Option<(FailureKind, String)>,
         ttfb_ms: Option<i64>,
     ) {
         // The hold covers every output token the upstream was allowed to produce, so the
@@ -114,7 +114,7 @@ impl Ticket {
         // says more (fallbacks, skips, failures).
         let keep_attempts = self.attempts.len() > 1 || err.is_some();
         let (error_type, error_message) = match err {
-            Some((t, m)) => (Some(t.to_string()), Some(m)),
+            Some((t, m)) => (Some(t), Some(m)),
             None => (None, None),
         };
         self.gw.meter.record(RequestRecord {
@@ -137,7 +137,7 @@ impl Ticket {
             ttfb_ms,
             attempts: self.attempts.len().max(1) as i64,
             attempts_json: (keep_attempts && !self.attempts.is_empty())
-                .then(|| Value::Array(std::mem::take(&mut self.attempts)).to_string()),
+                .then(|| std::mem::take(&mut self.attempts)),
             created_at: self.created_at,
         });
     }
@@ -159,7 +159,7 @@ impl Drop for Ticket {
                 499,
                 Usage::default(),
                 0,
-                Some(("client_closed", "request cancelled".into())),
+                Some((FailureKind::ClientClosed, "request cancelled".into())),
                 None,
             );
         }
@@ -385,10 +385,12 @@ async fn run_to_end(
         let admission = gw.health.admit(&target.model.name, now);
         if admission == Admission::Rejected {
             skipped += 1;
-            ticket.attempts.push(
-                json!({"provider": target.provider, "model": target.model.name,
-                "outcome": "skipped: circuit open", "latency_ms": 0}),
-            );
+            ticket.attempts.push(UpstreamAttempt::new(
+                target.provider.as_str(),
+                target.model.name.as_str(),
+                "skipped: circuit open".into(),
+                0,
+            ));
             continue;
         }
         let body = match upstream_body(&call, target) {
@@ -400,7 +402,7 @@ async fn run_to_end(
                     400,
                     Usage::default(),
                     0,
-                    Some(("invalid_request", e.message())),
+                    Some((FailureKind::InvalidRequest, e.message())),
                     None,
                 );
                 return Err(e);
@@ -412,9 +414,13 @@ async fn run_to_end(
             Op::Embeddings => target.adapter.embeddings(&body, timeout).await,
         };
         let elapsed = now.elapsed();
-        let note = |outcome: Value| {
-            json!({"provider": target.provider, "model": target.model.name,
-            "outcome": outcome, "latency_ms": elapsed.as_millis() as i64})
+        let note = |outcome: AttemptOutcome| {
+            UpstreamAttempt::new(
+                target.provider.as_str(),
+                target.model.name.as_str(),
+                outcome,
+                elapsed.as_millis() as i64,
+            )
         };
         let record = |ok: bool| {
             gw.health
@@ -425,12 +431,12 @@ async fn run_to_end(
                 match parse_success(&call, target, &body) {
                     Some(parsed) => {
                         record(true);
-                        ticket.attempts.push(note(json!(status)));
+                        ticket.attempts.push(note(status.into()));
                         return Ok(finish_json(ticket, &call, target, status, body, parsed));
                     }
                     None => {
                         record(false);
-                        ticket.attempts.push(note(json!("malformed response")));
+                        ticket.attempts.push(note("malformed response".into()));
                         tracing::warn!(provider = %target.provider, "upstream sent a malformed answer; trying next target");
                         last_error = Some(GatewayError::Upstream {
                             status: 502,
@@ -441,7 +447,7 @@ async fn run_to_end(
             }
             Ok(UpstreamReply::Stream { status, body }) if (200..300).contains(&status) => {
                 record(true);
-                ticket.attempts.push(note(json!(status)));
+                ticket.attempts.push(note(status.into()));
                 let native = target.adapter.format();
                 return Ok(stream_response(ticket, &call, target.clone(), native, body));
             }
@@ -450,7 +456,7 @@ async fn run_to_end(
                     UpstreamReply::Json { status, body } => (status, body),
                     UpstreamReply::Stream { status, .. } => (status, Bytes::new()),
                 };
-                ticket.attempts.push(note(json!(status)));
+                ticket.attempts.push(note(status.into()));
                 let message = translate::error_message(&body)
                     .unwrap_or_else(|| format!("The upstream provider answered {status}."));
                 if status == 429 || status >= 500 || status == 401 || status == 403 {
@@ -478,14 +484,14 @@ async fn run_to_end(
                     status,
                     Usage::default(),
                     0,
-                    Some(("upstream_rejected", err.message())),
+                    Some((FailureKind::UpstreamRejected, err.message())),
                     None,
                 );
                 return Err(err);
             }
             Err(UpstreamError::Unsupported(m)) => {
                 gw.health.release(&target.model.name, admission);
-                ticket.attempts.push(note(json!(m)));
+                ticket.attempts.push(note(m.into()));
                 last_error = Some(GatewayError::BadRequest {
                     message: m.into(),
                     param: Some("model".into()),
@@ -493,7 +499,7 @@ async fn run_to_end(
             }
             Err(e) => {
                 record(false);
-                ticket.attempts.push(note(json!(e.to_string())));
+                ticket.attempts.push(note(e.to_string().into()));
                 tracing::warn!(provider = %target.provider, error = %e, "upstream unreachable; trying next target");
                 last_error = Some(match e {
                     UpstreamError::Timeout => GatewayError::Upstream {
@@ -526,7 +532,7 @@ async fn run_to_end(
         status,
         Usage::default(),
         0,
-        Some(("upstream_error", err.message())),
+        Some((FailureKind::UpstreamError, err.message())),
         None,
     );
     Err(err)
@@ -672,7 +678,7 @@ struct Relay {
     conv: Converter,
     ttfb_ms: Option<i64>,
     /// How the stream ended: `None` while running.
-    outcome: Option<(u16, Option<(&'static str, String)>)>,
+    outcome: Option<(u16, Option<(FailureKind, String)>)>,
 }
 
 impl Relay {
@@ -682,7 +688,10 @@ impl Relay {
         };
         let (status, err) = self.outcome.clone().unwrap_or((
             499,
-            Some(("client_closed", "client disconnected mid-stream".into())),
+            Some((
+                FailureKind::ClientClosed,
+                "client disconnected mid-stream".into(),
+            )),
         ));
         let delivered = self.conv.delivered();
         let complete = status == 200;
@@ -761,7 +770,7 @@ fn stream_response(
                     relay.outcome = Some((
                         504,
                         Some((
-                            "upstream_timeout",
+                            FailureKind::UpstreamTimeout,
                             "upstream stream went silent".to_string(),
                         )),
                     ));
@@ -787,7 +796,10 @@ fn stream_response(
                         ));
                         Some((
                             502,
-                            Some(("upstream_error", "malformed stream event".to_string())),
+                            Some((
+                                FailureKind::UpstreamError,
+                                "malformed stream event".to_string(),
+                            )),
                         ))
                     } else if relay.conv.done() {
                         // Complete as far as the client is concerned: settle now rather
@@ -815,7 +827,10 @@ fn stream_response(
                     tracing::warn!(provider = %relay.target.provider, error = %e, "upstream stream failed midway");
                     relay.outcome = Some((
                         502,
-                        Some(("upstream_error", format!("stream interrupted: {e}"))),
+                        Some((
+                            FailureKind::UpstreamError,
+                            format!("stream interrupted: {e}"),
+                        )),
                     ));
                     let mut out = Vec::new();
                     // An oversized event is dropped unread, not parsed from its first part.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::Rng;
-use tokengate_core::catalog::{Catalog, KeyGroup, Model};
+use tokengate_core::catalog::{Catalog, KeyGroup, Model, ProviderKind};
 use tokengate_core::keys::ApiKey;
 
 use super::providers::anthropic::{self, AnthropicAdapter};
@@ -72,20 +72,19 @@ impl Routes {
         self.providers.get(name).cloned()
     }
 
-    /// Builds the snapshot; disabled providers, models and aliases are left out, as are
-    /// providers whose adapter kind this build cannot serve (logged).
+    /// Builds the snapshot; disabled providers, models and aliases are left out.
     pub fn build(catalog: &Catalog, env: &AdapterEnv<'_>) -> Routes {
         let mut adapters: HashMap<i64, (String, Arc<Adapter>)> = HashMap::new();
         for p in catalog.providers.iter().filter(|p| p.enabled) {
-            let adapter = match p.kind.as_str() {
-                "mock" => Adapter::Mock(MockAdapter::from_config(&p.config)),
-                "openai" => Adapter::OpenAi(OpenAiAdapter {
+            let adapter = match p.kind {
+                ProviderKind::Mock => Adapter::Mock(MockAdapter::from_config(&p.config)),
+                ProviderKind::OpenAi => Adapter::OpenAi(OpenAiAdapter {
                     client: env.client.clone(),
                     base_url: p.base_url.clone().unwrap_or_default(),
                     api_key: env.provider_keys.get(&p.name).cloned(),
                     limits: env.limits,
                 }),
-                "anthropic" => Adapter::Anthropic(AnthropicAdapter {
+                ProviderKind::Anthropic => Adapter::Anthropic(AnthropicAdapter {
                     client: env.client.clone(),
                     base_url: p
                         .base_url
@@ -94,10 +93,6 @@ impl Routes {
                     api_key: env.provider_keys.get(&p.name).cloned(),
                     limits: env.limits,
                 }),
-                other => {
-                    tracing::warn!(provider = %p.name, kind = %other, "provider kind not served yet; skipped");
-                    continue;
-                }
             };
             adapters.insert(p.id, (p.name.clone(), Arc::new(adapter)));
         }

@@ -146,7 +146,7 @@ impl Running {
             &self.server_state.db,
             &tokengate_core::catalog::ProviderSpec {
                 name: name.into(),
-                kind: kind.into(),
+                kind: kind.parse().unwrap(),
                 base_url,
                 api_key_enc: None,
                 config,
@@ -202,7 +202,7 @@ impl Running {
     /// A user with `nanos` of credit and one key.
     pub async fn customer(&self, email: &str, nanos: i64, new: NewKey) -> (i64, String) {
         let db = &self.server_state.db;
-        let user = accounts::create_user(db, email, "Test", None, "user")
+        let user = accounts::create_user(db, email, "Test", None, accounts::Role::User)
             .await
             .unwrap();
         if nanos > 0 {

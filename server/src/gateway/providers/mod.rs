@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::Stream;
 use serde_json::Value;
+use tokengate_api::kinds::ProviderKind;
 
 use super::translate::Format;
 
@@ -53,6 +54,16 @@ pub enum Adapter {
 }
 
 impl Adapter {
+    /// An adapter of `kind`: the catalog's, the configuration's and this enum's kinds are
+    /// one set ([`ProviderKind`]).
+    pub fn kind(&self) -> ProviderKind {
+        match self {
+            Adapter::OpenAi(_) => ProviderKind::OpenAi,
+            Adapter::Anthropic(_) => ProviderKind::Anthropic,
+            Adapter::Mock(_) => ProviderKind::Mock,
+        }
+    }
+
     /// The wire format this provider's chat endpoint speaks.
     pub fn format(&self) -> Format {
         match self {
