@@ -2,14 +2,35 @@
 //! the API refuses them too): providers (write-only keys shown as set/unset, enable or
 //! disable, test connection), models and prices, aliases (tiers, targets, weights) with a
 //! dry run, key groups, users (search, suspend/reactivate, credit with a reason),
-//! provider health and failed requests.
+//! provider health and failed requests. Every answer is read as its
+//! `tokengate_api::admin` type and every change is sent as one.
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
+use serde::Serialize;
 use serde_json::{Value, json};
+use tokengate_api::admin::{
+    AdminModelView, AdminRequestLogPage, AdminUserView, AliasRequest, AliasTargetRequest,
+    AliasView, DryRun, HealthReport, KeyGroupRequest, KeyGroupView, ProviderRequest, ProviderTest,
+    ProviderView,
+};
+use tokengate_api::kinds::{ProviderKind, UserStatus};
 
-use crate::api::{self, enc, int, text};
+use crate::api::{self, enc};
 use crate::ui::{Empty, ErrorBox, Signed, Time};
+
+/// The wire word of an enum (`"half_open"`, `"set"`, `"openai"`).
+fn word<T: Serialize>(t: &T) -> String {
+    match serde_json::to_value(t) {
+        Ok(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// A JSON body of a typed request.
+fn body<T: Serialize>(t: &T) -> Option<Value> {
+    serde_json::to_value(t).ok()
+}
 
 /// The admin section's navigation.
 #[component]
@@ -51,53 +72,51 @@ fn runner(reload: WriteSignal<u32>) -> Runner {
 
 fn outcome(o: Option<Result<Value, String>>) -> Option<AnyView> {
     o.map(|r| match r {
-        // A dry run: the verdict, then each tier's targets and why each is (not) usable.
-        Ok(v) if v.get("verdict").is_some() => view! {
-            <div class="notice" role="status" id="dry-run">
-                <p><strong>{text(&v, "alias")}": "</strong>{text(&v, "verdict")}</p>
-                <ul>{v["tiers"].as_array().cloned().unwrap_or_default().into_iter().map(|t| view! {
-                    <li>"Priority " {int(&t, "priority")} {if t["serves"].as_bool().unwrap_or(false) { " (serves now)" } else { "" }} ": "
-                        {t["targets"].as_array().cloned().unwrap_or_default().iter().map(|x| format!(
-                            "{} — {}{}", text(x, "model"),
-                            if x["usable"].as_bool().unwrap_or(false) { "usable" } else { "not usable" },
-                            { let r = text(x, "reason"); if r.is_empty() { String::new() } else { format!(" ({r})") } }
-                        )).collect::<Vec<_>>().join("; ")}
-                    </li>
-                }).collect_view()}</ul>
-            </div>
-        }
-        .into_any(),
-        // A connection test.
-        Ok(v) if v.get("ok").is_some() => {
-            let ok = v["ok"].as_bool().unwrap_or(false);
-            let latency = v["latency_ms"].as_i64().map(|l| format!(" ({l} ms)")).unwrap_or_default();
-            view! {
-                <p class=if ok { "notice" } else { "alert" } role="status" id="connection-test">
-                    <strong>{text(&v, "provider")}": "</strong>{text(&v, "message")}{latency}
-                </p>
+        Ok(v) => match (
+            serde_json::from_value::<DryRun>(v.clone()),
+            serde_json::from_value::<ProviderTest>(v),
+        ) {
+            // A dry run: the verdict, then each tier's targets and why each is (not) usable.
+            (Ok(d), _) => view! {
+                <div class="notice" role="status" id="dry-run">
+                    <p><strong>{d.alias}": "</strong>{d.verdict}</p>
+                    <ul>{d.tiers.into_iter().map(|t| view! {
+                        <li>"Priority " {t.priority} {if t.serves { " (serves now)" } else { "" }} ": "
+                            {t.targets.iter().map(|x| format!(
+                                "{} — {}{}", x.model,
+                                if x.usable { "usable" } else { "not usable" },
+                                if x.reason.is_empty() { String::new() } else { format!(" ({})", x.reason) }
+                            )).collect::<Vec<_>>().join("; ")}
+                        </li>
+                    }).collect_view()}</ul>
+                </div>
             }
-            .into_any()
-        }
-        Ok(_) => view! { <p class="notice" role="status">"Saved."</p> }.into_any(),
+            .into_any(),
+            // A connection test.
+            (_, Ok(t)) => {
+                let latency = t.latency_ms.map(|l| format!(" ({l} ms)")).unwrap_or_default();
+                view! {
+                    <p class=if t.ok { "notice" } else { "alert" } role="status" id="connection-test">
+                        <strong>{t.provider}": "</strong>{t.message}{latency}
+                    </p>
+                }
+                .into_any()
+            }
+            _ => view! { <p class="notice" role="status">"Saved."</p> }.into_any(),
+        },
         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
     })
 }
 
-fn list_view<F, V>(r: Result<Value, String>, empty: &'static str, f: F) -> AnyView
+fn list_view<T, F, V>(r: Result<Vec<T>, String>, empty: &'static str, f: F) -> AnyView
 where
-    F: Fn(Vec<Value>) -> V,
+    F: Fn(Vec<T>) -> V,
     V: IntoView + 'static,
 {
     match r {
         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
-        Ok(v) => {
-            let list = v.as_array().cloned().unwrap_or_default();
-            if list.is_empty() {
-                view! { <Empty text=empty/> }.into_any()
-            } else {
-                f(list).into_any()
-            }
-        }
+        Ok(list) if list.is_empty() => view! { <Empty text=empty/> }.into_any(),
+        Ok(list) => f(list).into_any(),
     }
 }
 
@@ -128,7 +147,7 @@ fn Providers() -> impl IntoView {
     let (version, set_version) = signal(0u32);
     let list = Resource::new(
         move || version.get(),
-        |_| api::get("/admin/providers".into()),
+        |_| api::get_as::<Vec<ProviderView>>("/admin/providers".into()),
     );
     let (act, status) = runner(set_version);
     let (name, set_name) = signal(String::new());
@@ -137,19 +156,19 @@ fn Providers() -> impl IntoView {
     let (key, set_key) = signal(String::new());
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let mut body = json!({"kind": kind.get_untracked(), "enabled": true});
         let b = base.get_untracked();
-        if !b.trim().is_empty() {
-            body["base_url"] = json!(b.trim());
-        }
         let k = key.get_untracked();
-        if !k.is_empty() {
-            body["api_key"] = json!(k);
-        }
+        let request = ProviderRequest {
+            kind: kind.get_untracked().parse().unwrap_or(ProviderKind::OpenAi),
+            base_url: Some(b.trim().to_string()).filter(|b| !b.is_empty()),
+            api_key: (!k.is_empty()).then_some(Some(k)),
+            config: None,
+            enabled: true,
+        };
         act.dispatch((
             "PUT".into(),
             format!("/admin/providers/{}", enc(name.get_untracked().trim())),
-            Some(body),
+            body(&request),
         ));
         set_key.set(String::new());
     };
@@ -162,16 +181,23 @@ fn Providers() -> impl IntoView {
                         <div class="table-wrap"><table id="providers-table">
                             <thead><tr><th>"Name"</th><th>"Kind"</th><th>"Base URL"</th><th>"Key"</th><th>"Enabled"</th><th>"Actions"</th></tr></thead>
                             <tbody>{l.into_iter().map(|p| {
-                                let n = text(&p, "name");
-                                let enabled = p["enabled"].as_bool().unwrap_or(false);
-                                let toggle = json!({"kind": text(&p, "kind"), "base_url": p["base_url"].clone(), "enabled": !enabled});
+                                let n = p.name.clone();
+                                let enabled = p.enabled;
+                                // Enabling or disabling keeps the kind, base URL, settings and key.
+                                let toggle = body(&ProviderRequest {
+                                    kind: p.kind,
+                                    base_url: p.base_url.clone(),
+                                    api_key: None,
+                                    config: Some(p.config.clone()),
+                                    enabled: !enabled,
+                                });
                                 let (n1, n2) = (n.clone(), n.clone());
                                 view! { <tr>
-                                    <td>{n.clone()}</td><td>{text(&p, "kind")}</td><td><code>{text(&p, "base_url")}</code></td>
-                                    <td>{text(&p, "api_key")}</td><td>{if enabled { "yes" } else { "no" }}</td>
+                                    <td>{n.clone()}</td><td>{p.kind.as_str()}</td><td><code>{p.base_url.clone().unwrap_or_default()}</code></td>
+                                    <td>{word(&p.api_key)}</td><td>{if enabled { "yes" } else { "no" }}</td>
                                     <td class="actions">
                                         <button class="button secondary small" on:click=move |_| { act.dispatch(("POST".into(), format!("/admin/providers/{}/test", enc(&n1)), None)); }>"Test connection"</button>
-                                        <button class="button secondary small" on:click=move |_| { act.dispatch(("PUT".into(), format!("/admin/providers/{}", enc(&n2)), Some(toggle.clone()))); }>{if enabled { "Disable" } else { "Enable" }}</button>
+                                        <button class="button secondary small" on:click=move |_| { act.dispatch(("PUT".into(), format!("/admin/providers/{}", enc(&n2)), toggle.clone())); }>{if enabled { "Disable" } else { "Enable" }}</button>
                                     </td>
                                 </tr> }
                             }).collect_view()}</tbody>
@@ -207,7 +233,10 @@ pub fn ModelsPage() -> impl IntoView {
 #[component]
 fn Models() -> impl IntoView {
     let (version, set_version) = signal(0u32);
-    let list = Resource::new(move || version.get(), |_| api::get("/admin/models".into()));
+    let list = Resource::new(
+        move || version.get(),
+        |_| api::get_as::<Vec<AdminModelView>>("/admin/models".into()),
+    );
     let (act, status) = runner(set_version);
     let fields = [
         "name",
@@ -241,9 +270,9 @@ fn Models() -> impl IntoView {
                         <div class="table-wrap"><table id="models-table">
                             <thead><tr><th>"Model"</th><th>"Provider"</th><th>"Upstream"</th><th>"Input $/M"</th><th>"Output $/M"</th><th>"Max out"</th><th>"Enabled"</th></tr></thead>
                             <tbody>{l.into_iter().map(|m| view! { <tr>
-                                <td>{text(&m, "name")}</td><td>{text(&m, "provider")}</td><td>{text(&m, "upstream_model")}</td>
-                                <td>{text(&m, "input_usd_per_m")}</td><td>{text(&m, "output_usd_per_m")}</td>
-                                <td>{int(&m, "max_output_tokens")}</td><td>{if m["enabled"].as_bool().unwrap_or(false) { "yes" } else { "no" }}</td>
+                                <td>{m.name}</td><td>{m.provider.unwrap_or_default()}</td><td>{m.upstream_model}</td>
+                                <td>{m.input_usd_per_m.to_string()}</td><td>{m.output_usd_per_m.to_string()}</td>
+                                <td>{m.max_output_tokens}</td><td>{if m.enabled { "yes" } else { "no" }}</td>
                             </tr> }).collect_view()}</tbody>
                         </table></div>
                     })
@@ -275,7 +304,7 @@ pub fn AliasesPage() -> impl IntoView {
 }
 
 /// Parses "model priority weight" lines.
-fn parse_targets(s: &str) -> Result<Vec<Value>, String> {
+fn parse_targets(s: &str) -> Result<Vec<AliasTargetRequest>, String> {
     s.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -288,7 +317,11 @@ fn parse_targets(s: &str) -> Result<Vec<Value>, String> {
                         .map_err(|_| format!("{l:?}: priority and weight are whole numbers"))
                 })
             };
-            Ok(json!({"model": model, "priority": num(1, 0)?, "weight": num(2, 1)?}))
+            Ok(AliasTargetRequest {
+                model: model.to_string(),
+                priority: num(1, 0)?,
+                weight: num(2, 1)?,
+            })
         })
         .collect()
 }
@@ -296,7 +329,10 @@ fn parse_targets(s: &str) -> Result<Vec<Value>, String> {
 #[component]
 fn Aliases() -> impl IntoView {
     let (version, set_version) = signal(0u32);
-    let list = Resource::new(move || version.get(), |_| api::get("/admin/aliases".into()));
+    let list = Resource::new(
+        move || version.get(),
+        |_| api::get_as::<Vec<AliasView>>("/admin/aliases".into()),
+    );
     let (act, status) = runner(set_version);
     let (name, set_name) = signal(String::new());
     let (targets, set_targets) = signal(String::new());
@@ -309,7 +345,11 @@ fn Aliases() -> impl IntoView {
                 act.dispatch((
                     "PUT".into(),
                     format!("/admin/aliases/{}", enc(name.get_untracked().trim())),
-                    Some(json!({"targets": t})),
+                    body(&AliasRequest {
+                        description: String::new(),
+                        complexity_tier: "standard".into(),
+                        targets: t,
+                    }),
                 ));
             }
             Err(e) => set_error.set(Some(e)),
@@ -324,9 +364,9 @@ fn Aliases() -> impl IntoView {
                         <div class="table-wrap"><table id="aliases-table">
                             <thead><tr><th>"Alias"</th><th>"Targets (model · priority · weight)"</th><th>"Actions"</th></tr></thead>
                             <tbody>{l.into_iter().map(|a| {
-                                let n = text(&a, "name");
-                                let lines = a["targets"].as_array().cloned().unwrap_or_default().iter()
-                                    .map(|t| format!("{} {} {}", text(t, "model"), int(t, "priority"), int(t, "weight")))
+                                let n = a.name.clone();
+                                let lines = a.targets.iter()
+                                    .map(|t| format!("{} {} {}", t.model.as_deref().unwrap_or(""), t.priority, t.weight))
                                     .collect::<Vec<_>>().join("\n");
                                 let (n1, n2, l2) = (n.clone(), n.clone(), lines.clone());
                                 view! { <tr>
@@ -377,7 +417,7 @@ fn Groups() -> impl IntoView {
     let (version, set_version) = signal(0u32);
     let list = Resource::new(
         move || version.get(),
-        |_| api::get("/admin/key-groups".into()),
+        |_| api::get_as::<Vec<KeyGroupView>>("/admin/key-groups".into()),
     );
     let (act, status) = runner(set_version);
     let (name, set_name) = signal(String::new());
@@ -385,12 +425,14 @@ fn Groups() -> impl IntoView {
     let (models, set_models) = signal(String::new());
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let body = json!({"allowed_providers": split_list(&providers.get_untracked()),
-                          "allowed_models": split_list(&models.get_untracked())});
+        let request = KeyGroupRequest {
+            allowed_providers: split_list(&providers.get_untracked()),
+            allowed_models: split_list(&models.get_untracked()),
+        };
         act.dispatch((
             "PUT".into(),
             format!("/admin/key-groups/{}", enc(name.get_untracked().trim())),
-            Some(body),
+            body(&request),
         ));
     };
     view! {
@@ -402,7 +444,7 @@ fn Groups() -> impl IntoView {
                         <div class="table-wrap"><table>
                             <thead><tr><th>"Group"</th><th>"Allowed providers"</th><th>"Allowed models"</th></tr></thead>
                             <tbody>{l.into_iter().map(|g| view! { <tr>
-                                <td>{text(&g, "name")}</td><td>{g["allowed_providers"].to_string()}</td><td>{g["allowed_models"].to_string()}</td>
+                                <td>{g.name}</td><td>{json!(g.allowed_providers).to_string()}</td><td>{json!(g.allowed_models).to_string()}</td>
                             </tr> }).collect_view()}</tbody>
                         </table></div>
                     })
@@ -434,7 +476,7 @@ fn Users() -> impl IntoView {
     let q = move || query.read().get("q").unwrap_or_default();
     let list = Resource::new(
         move || (q(), version.get()),
-        |(q, _)| api::get(format!("/admin/users?q={}", enc(&q))),
+        |(q, _)| api::get_as::<Vec<AdminUserView>>(format!("/admin/users?q={}", enc(&q))),
     );
     let (act, status) = runner(set_version);
     let (credit_for, set_credit_for) = signal::<Option<(i64, String)>>(None);
@@ -454,12 +496,12 @@ fn Users() -> impl IntoView {
                         <div class="table-wrap"><table id="users-table">
                             <thead><tr><th>"Email"</th><th>"Name"</th><th>"Role"</th><th>"Status"</th><th>"Balance (USD)"</th><th>"Actions"</th></tr></thead>
                             <tbody>{l.into_iter().map(|u| {
-                                let id = int(&u, "id");
-                                let active = text(&u, "status") == "active";
-                                let email = text(&u, "email");
+                                let id = u.id;
+                                let active = u.status == UserStatus::Active;
+                                let email = u.email.clone();
                                 view! { <tr>
-                                    <td>{email.clone()}</td><td>{text(&u, "display_name")}</td><td>{text(&u, "role")}</td>
-                                    <td>{text(&u, "status")}</td><td>{text(&u, "balance_usd")}</td>
+                                    <td>{email.clone()}</td><td>{u.display_name.clone()}</td><td>{u.role.as_str()}</td>
+                                    <td>{u.status.as_str()}</td><td>{u.balance_usd.to_string()}</td>
                                     <td class="actions">
                                         <button class="button secondary small" on:click=move |_| {
                                             let path = if active { format!("/admin/users/{id}/suspend") } else { format!("/admin/users/{id}/reactivate") };
@@ -506,15 +548,18 @@ pub fn HealthPage() -> impl IntoView {
 
 #[component]
 fn Health() -> impl IntoView {
-    let data = Resource::new(|| (), |_| api::get("/admin/health".into()));
+    let data = Resource::new(
+        || (),
+        |_| api::get_as::<HealthReport>("/admin/health".into()),
+    );
     view! {
         <section class="card"><h1>"Provider health"</h1><AdminNav/>
             <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match data.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
-                        Ok(v) => {
-                            let targets = v["targets"].as_array().cloned().unwrap_or_default();
+                        Ok(report) => {
+                            let targets = report.targets;
                             if targets.is_empty() {
                                 return view! { <Empty text="No traffic yet: every target is closed (healthy)."/> }.into_any();
                             }
@@ -522,11 +567,11 @@ fn Health() -> impl IntoView {
                                 <div class="table-wrap"><table id="health-table">
                                     <thead><tr><th>"Target"</th><th>"Breaker"</th><th>"Requests"</th><th>"Errors"</th><th>"Error rate"</th><th>"p50"</th><th>"p95"</th><th>"p99"</th></tr></thead>
                                     <tbody>{targets.into_iter().map(|t| view! { <tr>
-                                        <td>{text(&t, "target")}</td>
-                                        <td><span class=format!("status {}", text(&t, "state"))>{text(&t, "state")}</span></td>
-                                        <td>{int(&t, "requests")}</td><td>{int(&t, "errors")}</td>
-                                        <td>{t["error_rate"].as_f64().map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_default()}</td>
-                                        <td>{ms(&t["p50_ms"])}</td><td>{ms(&t["p95_ms"])}</td><td>{ms(&t["p99_ms"])}</td>
+                                        <td>{t.target.clone()}</td>
+                                        <td><span class=format!("status {}", word(&t.state))>{word(&t.state)}</span></td>
+                                        <td>{t.requests}</td><td>{t.errors}</td>
+                                        <td>{format!("{:.1}%", t.error_rate * 100.0)}</td>
+                                        <td>{ms(t.p50_ms)}</td><td>{ms(t.p95_ms)}</td><td>{ms(t.p99_ms)}</td>
                                     </tr> }).collect_view()}</tbody>
                                 </table></div>
                             }.into_any()
@@ -538,9 +583,8 @@ fn Health() -> impl IntoView {
     }
 }
 
-fn ms(v: &Value) -> String {
-    v.as_f64()
-        .map(|m| format!("{m:.1} ms"))
+fn ms(v: Option<f64>) -> String {
+    v.map(|m| format!("{m:.1} ms"))
         .unwrap_or_else(|| "—".into())
 }
 
@@ -553,7 +597,7 @@ pub fn FailedPage() -> impl IntoView {
 fn Failed() -> impl IntoView {
     let data = Resource::new(
         || (),
-        |_| api::get("/admin/request-logs?status=error&limit=100".into()),
+        |_| api::get_as::<AdminRequestLogPage>("/admin/request-logs?status=error&limit=100".into()),
     );
     view! {
         <section class="card"><h1>"Failed requests"</h1><AdminNav/>
@@ -561,8 +605,8 @@ fn Failed() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match data.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
-                        Ok(v) => {
-                            let rows = v["data"].as_array().cloned().unwrap_or_default();
+                        Ok(page) => {
+                            let rows = page.data;
                             if rows.is_empty() {
                                 return view! { <Empty text="No failed requests."/> }.into_any();
                             }
@@ -570,9 +614,9 @@ fn Failed() -> impl IntoView {
                                 <div class="table-wrap"><table id="failed-table">
                                     <thead><tr><th>"Time"</th><th>"User"</th><th>"Model"</th><th>"Provider"</th><th>"Status"</th><th>"Error"</th><th>"Attempts"</th></tr></thead>
                                     <tbody>{rows.into_iter().map(|r| view! { <tr>
-                                        <td><Time iso=text(&r, "created_at")/></td><td>{int(&r, "user_id")}</td><td>{text(&r, "model")}</td>
-                                        <td>{text(&r, "provider")}</td><td>{int(&r, "status")}</td>
-                                        <td>{text(&r, "error_type")}": "{text(&r, "error_message")}</td><td>{int(&r, "attempts")}</td>
+                                        <td><Time iso=r.created_at.rfc3339()/></td><td>{r.user_id}</td><td>{r.model}</td>
+                                        <td>{r.provider.unwrap_or_default()}</td><td>{r.status}</td>
+                                        <td>{r.error_type.unwrap_or_default()}": "{r.error_message.unwrap_or_default()}</td><td>{r.attempts}</td>
                                     </tr> }).collect_view()}</tbody>
                                 </table></div>
                             }.into_any()
