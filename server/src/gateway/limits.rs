@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+pub use tokengate_api::kinds::RateLimitKind;
 
 /// Length of the sliding window.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -28,9 +29,8 @@ pub struct RetryAfter {
     /// Whole seconds (rounded up, at least 1) until enough of the window has expired for
     /// the request to fit, if no other request comes first.
     pub secs: u64,
-    /// The limit that refused: `"rpm"` or `"tpm"` (the one with the longer wait when both
-    /// do).
-    pub which: &'static str,
+    /// The limit that refused (the one with the longer wait when both do).
+    pub which: RateLimitKind,
 }
 
 #[derive(Debug)]
@@ -110,7 +110,7 @@ impl KeyWindow {
     }
 }
 
-fn retry(wait: Duration, which: &'static str) -> RetryAfter {
+fn retry(wait: Duration, which: RateLimitKind) -> RetryAfter {
     let secs = wait.as_nanos().div_ceil(1_000_000_000).max(1);
     RetryAfter {
         secs: u64::try_from(secs).unwrap_or(u64::MAX),
@@ -210,17 +210,23 @@ impl RateLimits {
         };
         if let Some(rpm) = rpm {
             if rpm <= 0 {
-                refuse(retry(WINDOW, "rpm"));
+                refuse(retry(WINDOW, RateLimitKind::Rpm));
             } else if w.requests >= rpm {
-                refuse(retry(w.wait_until(now, |req, _| req < rpm), "rpm"));
+                refuse(retry(
+                    w.wait_until(now, |req, _| req < rpm),
+                    RateLimitKind::Rpm,
+                ));
             }
         }
         if let Some(tpm) = tpm {
             let fits = |tokens: i64| tokens <= 0 || tokens.saturating_add(est) <= tpm;
             if tpm <= 0 {
-                refuse(retry(WINDOW, "tpm"));
+                refuse(retry(WINDOW, RateLimitKind::Tpm));
             } else if !fits(w.tokens) {
-                refuse(retry(w.wait_until(now, |_, tok| fits(tok)), "tpm"));
+                refuse(retry(
+                    w.wait_until(now, |_, tok| fits(tok)),
+                    RateLimitKind::Tpm,
+                ));
             }
         }
         if let Some(r) = refusal {
@@ -302,7 +308,7 @@ mod tests {
                     *e,
                     RetryAfter {
                         secs: 60,
-                        which: "rpm"
+                        which: RateLimitKind::Rpm
                     }
                 );
             }
@@ -338,7 +344,7 @@ mod tests {
             e,
             RetryAfter {
                 secs: 40,
-                which: "rpm"
+                which: RateLimitKind::Rpm
             }
         );
         let e = l.admit(1, Some(2), None, 0, t0 + secs(59.5)).unwrap_err();
@@ -346,7 +352,7 @@ mod tests {
             e,
             RetryAfter {
                 secs: 1,
-                which: "rpm"
+                which: RateLimitKind::Rpm
             }
         );
         let _c = l.admit(1, Some(2), None, 0, t0 + secs(60.0)).unwrap();
@@ -403,7 +409,7 @@ mod tests {
         let a = l.admit(1, None, Some(1000), 600, now).unwrap();
         assert_eq!(a.reserved_tokens(), 600);
         let e = l.admit(1, None, Some(1000), 500, now).unwrap_err();
-        assert_eq!(e.which, "tpm");
+        assert_eq!(e.which, RateLimitKind::Tpm);
         l.settle(a, 100, now);
         assert_eq!(l.usage(1, now), (1, 100));
         let b = l.admit(1, None, Some(1000), 500, now).unwrap();
@@ -433,7 +439,7 @@ mod tests {
             e,
             RetryAfter {
                 secs: 40,
-                which: "tpm"
+                which: RateLimitKind::Tpm
             }
         );
         assert!(l.admit(1, None, Some(1000), 500, t0 + secs(69.9)).is_err());
@@ -475,7 +481,7 @@ mod tests {
             e,
             RetryAfter {
                 secs: 60,
-                which: "tpm"
+                which: RateLimitKind::Tpm
             }
         );
         l.settle(big, 450, t0);
@@ -489,7 +495,7 @@ mod tests {
             e,
             RetryAfter {
                 secs: 50,
-                which: "tpm"
+                which: RateLimitKind::Tpm
             }
         );
         // A request that used no tokens leaves nothing counted.
@@ -511,7 +517,7 @@ mod tests {
             e,
             RetryAfter {
                 secs: 20,
-                which: "rpm"
+                which: RateLimitKind::Rpm
             }
         );
         let _c = l.admit(2, Some(2), Some(100), 10, t0).unwrap();
@@ -524,7 +530,7 @@ mod tests {
             e,
             RetryAfter {
                 secs: 50,
-                which: "tpm"
+                which: RateLimitKind::Tpm
             }
         );
     }
@@ -543,10 +549,13 @@ mod tests {
             l.admit(2, Some(0), None, 0, t0).unwrap_err(),
             RetryAfter {
                 secs: 60,
-                which: "rpm"
+                which: RateLimitKind::Rpm
             }
         );
-        assert_eq!(l.admit(2, None, Some(-1), 0, t0).unwrap_err().which, "tpm");
+        assert_eq!(
+            l.admit(2, None, Some(-1), 0, t0).unwrap_err().which,
+            RateLimitKind::Tpm
+        );
         // A clock reading slightly older than the last admission does not panic or skew.
         let _a = l.admit(3, Some(2), None, 0, t0 + secs(5.0)).unwrap();
         let _b = l.admit(3, Some(2), None, 0, t0 + secs(4.0)).unwrap();

@@ -324,11 +324,7 @@ async fn run_to_end(
         .map_err(|r| GatewayError::RateLimited {
             message: format!(
                 "Rate limit reached for this API key ({} per minute). Retry after {} s.",
-                if r.which == "tpm" {
-                    "tokens"
-                } else {
-                    "requests"
-                },
+                r.which.counted(),
                 r.secs
             ),
             retry_after_secs: r.secs,

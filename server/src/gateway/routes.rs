@@ -288,4 +288,40 @@ mod tests {
         assert!(!allowed(Some(&list), "openai/gpt-4o"));
         assert!(!allowed(Some(&list), "mockery/x"));
     }
+
+    #[test]
+    fn every_provider_kind_gets_its_adapter() {
+        let providers = ProviderKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| tokengate_core::catalog::Provider {
+                id: i as i64,
+                name: kind.to_string(),
+                kind: *kind,
+                base_url: Some("https://upstream.example".into()),
+                api_key_enc: None,
+                config: serde_json::json!({}),
+                enabled: true,
+                created_at: 0,
+            })
+            .collect();
+        let catalog = Catalog {
+            providers,
+            ..Catalog::default()
+        };
+        let client = reqwest::Client::new();
+        let keys = HashMap::new();
+        let routes = Routes::build(
+            &catalog,
+            &AdapterEnv {
+                client: &client,
+                limits: UpstreamLimits::default(),
+                provider_keys: &keys,
+            },
+        );
+        for kind in ProviderKind::ALL {
+            let adapter = routes.provider(kind.as_str()).unwrap();
+            assert_eq!(adapter.kind(), *kind);
+        }
+    }
 }
