@@ -398,3 +398,138 @@ async fn admin_api_on_sqlite() {
 async fn admin_api_on_postgres() {
     on_postgres(suite).await;
 }
+
+/// Every admin answer reads as its `tokengate_api::admin` type, and every time in it is an
+/// RFC 3339 string in UTC (providers, models, aliases and key groups answered unix
+/// milliseconds before), close to now.
+async fn answers_are_typed_with_rfc3339_times(database_url: Option<String>) {
+    use tokengate_api::Timestamp;
+    use tokengate_api::admin as t;
+
+    let r = start(database_url, &[]).await;
+    let db = r.server_state.db.clone();
+    let admin = accounts::create_user(&db, "ops@example.com", "Ops", None, accounts::Role::Admin)
+        .await
+        .unwrap();
+    let tok = token_for(&r, admin.id).await;
+    let tk = Some(tok.as_str());
+    let (uid, _) = r
+        .customer(
+            "typed@example.com",
+            1_000_000_000,
+            NewKey {
+                name: "k".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    let now = tokengate_core::now_ms();
+    let recent = |at: &Value, what: &str| {
+        let text = at
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {at} is not a string"));
+        assert!(text.ends_with('Z'), "{what}: {text} is not UTC");
+        let ms = Timestamp::parse_rfc3339(text).unwrap().millis();
+        assert!(
+            (ms - now).abs() < 3_600_000,
+            "{what}: {text} is not about now"
+        );
+    };
+    async fn get<T: serde::de::DeserializeOwned>(
+        r: &Running,
+        path: &str,
+        tk: Option<&str>,
+        body: Option<Value>,
+    ) -> (T, Value) {
+        let method = if body.is_some() { "PUT" } else { "GET" };
+        let (s, v) = call(r, method, path, tk, body).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        (serde_json::from_value(v.clone()).unwrap(), v)
+    }
+
+    let (p, v): (t::ProviderView, _) = get(
+        &r,
+        "/providers/typed",
+        tk,
+        Some(json!({"kind": "mock", "api_key": "k"})),
+    )
+    .await;
+    assert_eq!((p.api_key, p.kind.as_str()), (t::SecretState::Set, "mock"));
+    recent(&v["created_at"], "provider");
+    let (m, v): (t::AdminModelView, _) = get(
+        &r,
+        "/models/typed/m-1",
+        tk,
+        Some(json!({"provider": "typed", "upstream_model": "m-1",
+            "input_usd_per_m": "0.150", "output_usd_per_m": 2})),
+    )
+    .await;
+    assert_eq!(v["input_usd_per_m"], "0.15");
+    assert_eq!(m.output_usd_per_m.nanos(), 2_000_000_000);
+    recent(&v["created_at"], "model");
+    let (_, v): (t::AliasView, _) = get(
+        &r,
+        "/aliases/typed-alias",
+        tk,
+        Some(json!({"targets": [{"model": "typed/m-1"}]})),
+    )
+    .await;
+    recent(&v["created_at"], "alias");
+    let (_, v): (t::KeyGroupView, _) = get(
+        &r,
+        "/key-groups/typed-group",
+        tk,
+        Some(json!({"allowed_providers": ["typed"]})),
+    )
+    .await;
+    recent(&v["created_at"], "key group");
+    for (path, what) in [
+        ("/providers", "providers"),
+        ("/models", "models"),
+        ("/aliases", "aliases"),
+        ("/key-groups", "key groups"),
+        ("/users?q=typed", "users"),
+    ] {
+        let (_, v) = call(&r, "GET", path, tk, None).await;
+        let list = v.as_array().unwrap_or_else(|| panic!("{path}: {v}"));
+        assert!(!list.is_empty(), "{path}");
+        for x in list {
+            assert!(x["created_at"].is_string(), "{what}: {x}");
+        }
+    }
+    let (_, v): (Vec<t::AdminUserView>, _) = get(&r, "/users?q=typed", tk, None).await;
+    recent(&v[0]["created_at"], "user");
+
+    let (s, v) = call(
+        &r,
+        "POST",
+        &format!("/users/{uid}/credit"),
+        tk,
+        Some(json!({"amount_usd": "0.000150", "reason": "typed"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let c: t::CreditResult = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(v["amount_usd"], "0.00015");
+    assert_eq!(v["balance_usd"], "1.00015", "exact, not rounded to cents");
+    let (ledger, v): (t::UserLedger, _) = get(&r, &format!("/users/{uid}/ledger"), tk, None).await;
+    assert_eq!(ledger.entries[0].id, c.entry_id);
+    recent(&v["entries"][0]["created_at"], "ledger entry");
+    let (s, v) = call(&r, "POST", &format!("/users/{uid}/suspend"), tk, None).await;
+    assert_eq!(s, 200, "{v}");
+    let st: t::UserStatusChange = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(st.status, accounts::UserStatus::Suspended);
+    recent(&v["updated_at"], "status change");
+
+    let _: (t::HealthReport, _) = get(&r, "/health", tk, None).await;
+    let _: (t::AdminRequestLogPage, _) = get(&r, "/request-logs", tk, None).await;
+    let _: (t::LedgerVerify, _) = get(&r, "/ledger/verify", tk, None).await;
+    let _: (t::DryRun, _) = get(&r, "/aliases/typed-alias/dry-run", tk, None).await;
+    r.stop().await;
+}
+
+on_both!(
+    answers_are_typed_with_rfc3339_times,
+    answers_are_typed_on_sqlite,
+    answers_are_typed_on_postgres
+);
