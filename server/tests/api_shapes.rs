@@ -336,3 +336,241 @@ async fn device_flow_answers_are_the_typed_shapes(database_url: Option<String>) 
     assert_eq!((s, e.error), (401, OAuthErrorCode::InvalidClient));
     r.stop().await;
 }
+
+/// The schema the document gives a body: a `$ref` to a component (or an array of one),
+/// resolved, with whether it is an array.
+fn documented<'a>(doc: &'a Value, body: &'a Value) -> (&'a str, bool, &'a Value) {
+    let (schema, array) = match body["type"].as_str() {
+        Some("array") => (&body["items"], true),
+        _ => (body, false),
+    };
+    let name = schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .unwrap_or_else(|| panic!("not a component: {body}"));
+    (name, array, &doc["components"]["schemas"][name])
+}
+
+/// The component `T` derives, as JSON.
+fn derived<T: utoipa::ToSchema>() -> (String, Value) {
+    let schema = serde_json::to_value(<T as utoipa::PartialSchema>::schema()).unwrap();
+    (T::name().into_owned(), schema)
+}
+
+/// Every account and device-flow body of the document is the schema its `tokengate_api`
+/// type derives: no hand-written twin can stand in for one.
+#[test]
+fn documented_bodies_are_the_schemas_of_the_api_types() {
+    use tokengate_api::account::*;
+    use tokengate_api::device::*;
+
+    let doc: Value = serde_json::from_str(&tokengate_server::docs::openapi_json()).unwrap();
+    // (method, path, status or "request", content type, array, the type's schema)
+    let json = "application/json";
+    let form = "application/x-www-form-urlencoded";
+    let cases: Vec<(&str, &str, &str, &str, bool, (String, Value))> = vec![
+        ("get", "/api/v1/me", "200", json, false, derived::<Me>()),
+        ("patch", "/api/v1/me", "200", json, false, derived::<Me>()),
+        (
+            "patch",
+            "/api/v1/me",
+            "request",
+            json,
+            false,
+            derived::<ProfilePatch>(),
+        ),
+        (
+            "get",
+            "/api/v1/me/sessions",
+            "200",
+            json,
+            true,
+            derived::<SessionInfo>(),
+        ),
+        (
+            "get",
+            "/api/v1/balance",
+            "200",
+            json,
+            false,
+            derived::<Balance>(),
+        ),
+        (
+            "get",
+            "/api/v1/me/keys",
+            "200",
+            json,
+            true,
+            derived::<ApiKeyView>(),
+        ),
+        (
+            "post",
+            "/api/v1/me/keys",
+            "201",
+            json,
+            false,
+            derived::<CreatedKey>(),
+        ),
+        (
+            "post",
+            "/api/v1/me/keys",
+            "request",
+            json,
+            false,
+            derived::<CreateKeyRequest>(),
+        ),
+        (
+            "get",
+            "/api/v1/me/keys/{id}",
+            "200",
+            json,
+            false,
+            derived::<ApiKeyView>(),
+        ),
+        (
+            "patch",
+            "/api/v1/me/keys/{id}",
+            "200",
+            json,
+            false,
+            derived::<ApiKeyView>(),
+        ),
+        (
+            "patch",
+            "/api/v1/me/keys/{id}",
+            "request",
+            json,
+            false,
+            derived::<UpdateKeyRequest>(),
+        ),
+        (
+            "delete",
+            "/api/v1/me/keys/{id}",
+            "200",
+            json,
+            false,
+            derived::<RevokedKey>(),
+        ),
+        (
+            "post",
+            "/api/v1/me/keys/{id}/rotate",
+            "200",
+            json,
+            false,
+            derived::<CreatedKey>(),
+        ),
+        (
+            "get",
+            "/api/v1/me/usage",
+            "200",
+            json,
+            false,
+            derived::<UsageSummary>(),
+        ),
+        (
+            "get",
+            "/api/v1/me/usage/daily",
+            "200",
+            json,
+            false,
+            derived::<UsageDaily>(),
+        ),
+        (
+            "post",
+            "/api/v1/me/logout-everywhere",
+            "200",
+            json,
+            false,
+            derived::<SignedOut>(),
+        ),
+        (
+            "get",
+            "/api/v1/auth/device/request",
+            "200",
+            json,
+            false,
+            derived::<DeviceRequestView>(),
+        ),
+        (
+            "get",
+            "/api/v1/auth/discovery",
+            "200",
+            json,
+            false,
+            derived::<Discovery>(),
+        ),
+        (
+            "post",
+            "/api/v1/auth/device/code",
+            "200",
+            json,
+            false,
+            derived::<DeviceAuthorization>(),
+        ),
+        (
+            "post",
+            "/api/v1/auth/device/code",
+            "400",
+            json,
+            false,
+            derived::<OAuthError>(),
+        ),
+        (
+            "post",
+            "/api/v1/auth/device/code",
+            "request",
+            form,
+            false,
+            derived::<DeviceCodeForm>(),
+        ),
+        (
+            "post",
+            "/api/v1/auth/token",
+            "200",
+            json,
+            false,
+            derived::<TokenResponse>(),
+        ),
+        (
+            "post",
+            "/api/v1/auth/token",
+            "400",
+            json,
+            false,
+            derived::<OAuthError>(),
+        ),
+        (
+            "post",
+            "/api/v1/auth/token",
+            "request",
+            form,
+            false,
+            derived::<TokenForm>(),
+        ),
+    ];
+    for (method, path, status, ctype, array, (name, schema)) in cases {
+        let op = &doc["paths"][path][method];
+        let content = match status {
+            "request" => &op["requestBody"]["content"][ctype],
+            s => &op["responses"][s]["content"][ctype],
+        };
+        let (documented_name, documented_array, component) = documented(&doc, &content["schema"]);
+        assert_eq!(
+            (documented_name, documented_array),
+            (name.as_str(), array),
+            "{method} {path} {status}"
+        );
+        assert_eq!(component, &schema, "{method} {path} {status}: {name}");
+    }
+    // The query parameters are the API types' too.
+    let days = &doc["paths"]["/api/v1/me/usage"]["get"]["parameters"][0];
+    assert_eq!(
+        (&days["name"], &days["schema"]["type"]),
+        (&json!("days"), &json!("integer"))
+    );
+    let code = &doc["paths"]["/api/v1/auth/device/request"]["get"]["parameters"][0];
+    assert_eq!(
+        (&code["name"], &code["required"]),
+        (&json!("user_code"), &json!(true))
+    );
+}
