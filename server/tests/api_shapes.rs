@@ -357,6 +357,17 @@ fn derived<T: utoipa::ToSchema>() -> (String, Value) {
     (T::name().into_owned(), schema)
 }
 
+/// (method, path, status or "request", content type, whether an array, the type's
+/// component name and schema).
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    (String, Value),
+);
+
 /// Every account and device-flow body of the document is the schema its `tokengate_api`
 /// type derives: no hand-written twin can stand in for one.
 #[test]
@@ -365,10 +376,9 @@ fn documented_bodies_are_the_schemas_of_the_api_types() {
     use tokengate_api::device::*;
 
     let doc: Value = serde_json::from_str(&tokengate_server::docs::openapi_json()).unwrap();
-    // (method, path, status or "request", content type, array, the type's schema)
     let json = "application/json";
     let form = "application/x-www-form-urlencoded";
-    let cases: Vec<(&str, &str, &str, &str, bool, (String, Value))> = vec![
+    let cases: Vec<Case> = vec![
         ("get", "/api/v1/me", "200", json, false, derived::<Me>()),
         ("patch", "/api/v1/me", "200", json, false, derived::<Me>()),
         (
