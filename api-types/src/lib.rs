@@ -9,6 +9,7 @@
 pub mod account;
 pub mod admin;
 pub mod attempt;
+pub mod billing;
 pub mod device;
 pub mod kinds;
 pub mod money;
