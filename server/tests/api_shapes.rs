@@ -136,6 +136,10 @@ async fn account_answers_are_the_typed_shapes(database_url: Option<String>) {
     assert_eq!(daily.total_cost_usd, summary.total_cost_usd);
     assert!(daily.days.len() >= 2);
     assert_eq!(daily.by_model.len(), 1);
+    // The dashboard's other read: this month's statement, its usage the same cost.
+    let month: tokengate_api::billing::StatementView =
+        typed(&r, Method::GET, "/api/v1/me/billing/statement", &tok, None).await;
+    assert_eq!(month.usage_usd, summary.total_cost_usd);
 
     // Keys: create, list, get, patch, rotate, revoke.
     let created: CreatedKey = typed(

@@ -4,9 +4,10 @@
 
 use leptos::prelude::*;
 use tokengate_api::account::{Balance, UsageDaily};
+use tokengate_api::billing::StatementView;
 use tokengate_api::money::NANOS_PER_USD;
 
-use crate::api::{self, text};
+use crate::api;
 use crate::session::{PortalUser, load_sign_in_options};
 use crate::ui::{CopyButton, ErrorBox, Signed};
 
@@ -25,7 +26,7 @@ fn Dashboard(user: PortalUser) -> impl IntoView {
     let data = Resource::new(
         || (),
         |_| async {
-            let month = api::get("/me/billing/statement".into()).await?;
+            let month = api::get_as::<StatementView>("/me/billing/statement".into()).await?;
             let today = api::get_as::<UsageDaily>("/me/usage/daily?days=1".into()).await?;
             let balance = api::get_as::<Balance>("/balance".into()).await?;
             Ok::<_, String>((month, today, balance))
@@ -51,7 +52,7 @@ fn Dashboard(user: PortalUser) -> impl IntoView {
                             view! {
                                 <div class="stats">
                                     <div class="stat"><span class="label">"Balance"</span><span class="value" id="stat-balance">"$" {bal}</span></div>
-                                    <div class="stat"><span class="label">"Spend this month"</span><span class="value" id="stat-month">"$" {text(&month, "usage_usd")}</span></div>
+                                    <div class="stat"><span class="label">"Spend this month"</span><span class="value" id="stat-month">"$" {month.usage_usd.to_string()}</span></div>
                                     <div class="stat"><span class="label">"Requests today"</span><span class="value" id="stat-requests">{requests}</span></div>
                                     <div class="stat"><span class="label">"Tokens today"</span><span class="value">{tokens}</span></div>
                                 </div>
