@@ -177,7 +177,7 @@ pub fn DevicePage() -> impl IntoView {
                         return view! { <p class="notice" id="device-result">{text}</p> }.into_any();
                     }
                     let req = request.await;
-                    let is_admin = u.role == "admin";
+                    let is_admin = u.role == tokengate_api::kinds::Role::Admin;
                     let asks_admin = req
                         .as_ref()
                         .is_some_and(|r| r.scope.split_whitespace().any(|s| s == "admin"));

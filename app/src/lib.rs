@@ -92,7 +92,7 @@ fn TopBar() -> impl IntoView {
                                 <a href="/me/request-logs">"Logs"</a>
                                 <a href="/me/billing">"Billing"</a>
                                 <a href="/docs">"Docs"</a>
-                                {(u.role == "admin").then(|| view! { <a href="/admin">"Admin"</a> })}
+                                {(u.role == tokengate_api::kinds::Role::Admin).then(|| view! { <a href="/admin">"Admin"</a> })}
                                 <a href="/me/settings" title=u.email.clone()>"Settings"</a>
                             }.into_any(),
                             None => view! {

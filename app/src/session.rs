@@ -6,6 +6,7 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
+use tokengate_api::kinds::Role;
 
 /// The signed-in user as the portal shows them.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -13,7 +14,7 @@ pub struct PortalUser {
     pub id: i64,
     pub email: String,
     pub display_name: String,
-    pub role: String,
+    pub role: Role,
     pub balance_usd: String,
 }
 

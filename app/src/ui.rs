@@ -35,7 +35,7 @@ where
                             require_sign_in(path.to_string());
                             return view! { <p>"Sign in to continue."</p> }.into_any();
                         };
-                        if admin && u.role != "admin" {
+                        if admin && u.role != tokengate_api::kinds::Role::Admin {
                             forbidden();
                             return view! {
                                 <section class="card">

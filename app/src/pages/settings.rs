@@ -61,7 +61,7 @@ fn Settings(user: PortalUser) -> impl IntoView {
                 Ok(_) => view! { <p class="notice" role="status">"Saved."</p> }.into_any(),
                 Err(e) => view! { <ErrorBox message=e/> }.into_any(),
             })}
-            <p>"Email: " <strong>{user.email.clone()}</strong> " · role: " {user.role.clone()}</p>
+            <p>"Email: " <strong>{user.email.clone()}</strong> " · role: " {user.role.as_str()}</p>
             {move || verification().filter(|m| !m.is_empty()).map(|m| view! { <p class="notice" role="status" id="verification-status">{m}</p> })}
             <Suspense fallback=|| ()>
                 {move || Suspend::new(async move {

@@ -164,7 +164,7 @@ async fn portal_context(
             id: u.id,
             email: u.email,
             display_name: u.display_name,
-            role: u.role.to_string(),
+            role: u.role,
             balance_usd: format_balance(u.balance_nano - pending),
         }
     });
