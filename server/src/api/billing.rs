@@ -3,39 +3,43 @@
 //! request log (paged JSON, one entry, streamed CSV export). Also the payment webhook
 //! (`/webhooks/payments/{payment_provider}`), which is signed by the provider instead.
 //!
-//! Amounts: balances and top-ups print with two decimals; statement, CSV, PDF and
-//! per-request amounts print exactly (at least two decimals, up to nine), so every total
-//! equals the sum of its rows to the nano-dollar.
+//! Every JSON body is a `tokengate_api::billing` type. Amounts are exact decimals
+//! ([`Usd`]: at least two decimals, up to nine), so every total equals the sum of its rows
+//! to the nano-dollar; times are RFC 3339 ([`Timestamp`]). The CSV and PDF exports are
+//! files with their own fixed formats.
 
 use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::{Date, OffsetDateTime};
+use tokengate_api::account::UsageByModel;
+use tokengate_api::billing::{
+    Checkout, LogQuery, MonthQuery, PaymentView, RequestLog, RequestLogPage, StatementAccount,
+    StatementCredit, StatementView, TopupRequest, WebhookAck, WebhookResult,
+};
+use tokengate_api::{Timestamp, Usd};
 use tokengate_core::accounts::EntryKind;
-use tokengate_core::money::{NANOS_PER_USD, format_balance, format_exact, parse_usd_json};
+use tokengate_core::money::{NANOS_PER_USD, format_balance, format_exact};
 use tokengate_core::payments::{self, Applied, NewPayment, Payment, PaymentStatus};
 use tokengate_core::statements::{self, Month, Statement};
 use tokengate_core::usage::{self, LogFilter, LogRow, StatusFilter};
 use tokengate_core::{Db, keys, now_ms};
-use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::account::rfc3339;
-use super::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::billing::{self, CheckoutRequest, ProviderError, csv};
 use crate::docs::schemas::{
-    ApiErrorBody, BadRequest, Checkout, NotFound, PaymentView, PaymentsUnavailable, RequestLog,
-    RequestLogPage, StatementView, Unauthorized, Unprocessable, WebhookAck,
+    ApiErrorBody, BadRequest, NotFound, PaymentsUnavailable, Unauthorized, Unprocessable,
 };
 
 /// The billing routes; each handler's `#[utoipa::path]` names its method and path.
@@ -55,15 +59,6 @@ pub fn route_table() -> OpenApiRouter<AppState> {
 // ---------------------------------------------------------------------------------------
 // Top-up and payments
 
-/// A top-up amount.
-#[derive(Deserialize, ToSchema)]
-#[schema(as = TopupRequest)]
-struct TopupBody {
-    /// USD, at least 1.00, at most `topup_max_usd` (10000 by default), whole cents.
-    #[schema(value_type = crate::docs::schemas::UsdAmount, required = true, example = "5.00")]
-    amount_usd: Option<Value>,
-}
-
 /// Start a top-up
 ///
 /// Creates a checkout session at the payment provider and returns its URL for a person to
@@ -72,23 +67,15 @@ struct TopupBody {
 /// confirms the payment.
 #[utoipa::path(post, path = "/topup", tag = "Billing", operation_id = "create_topup",
     security(("access_token" = []), ("session_cookie" = [])),
-    request_body(content = TopupBody, example = json!({"amount_usd": "5.00"})),
+    request_body(content = TopupRequest, example = json!({"amount_usd": "5.00"})),
     responses((status = 200, description = "The checkout to hand to a person.", body = Checkout),
         BadRequest, Unauthorized, Unprocessable, PaymentsUnavailable))]
 async fn topup(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<TopupBody>,
-) -> Result<Json<Value>, ApiError> {
-    let amount = body
-        .amount_usd
-        .as_ref()
-        .ok_or_else(|| ApiError::Unprocessable("amount_usd is required".into()))
-        .and_then(|v| {
-            parse_usd_json(v).map_err(|_| {
-                ApiError::Unprocessable("amount_usd must be a USD amount such as \"5.00\"".into())
-            })
-        })?;
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> Result<Json<Checkout>, ApiError> {
+    let amount = topup_amount(body)?;
     let max = state.config.topup_max_nano;
     if amount < NANOS_PER_USD {
         return Err(ApiError::Unprocessable(
@@ -144,30 +131,54 @@ async fn topup(
         },
     )
     .await?;
-    Ok(Json(json!({
-        "checkout_url": checkout.url,
-        "session_id": checkout.session_id,
-        "amount_usd": format_balance(amount),
-        "expires_at": checkout.expires_at,
-        "payment_id": payment.id,
-    })))
+    Ok(Json(Checkout {
+        checkout_url: checkout.url,
+        session_id: checkout.session_id,
+        amount_usd: Usd(amount),
+        expires_at: checkout.expires_at.and_then(from_unix_seconds),
+        payment_id: payment.id,
+    }))
 }
 
-fn payment_view(p: &Payment) -> Value {
+/// The amount of a top-up body in nano-USD: present (422 otherwise), a USD amount (422
+/// otherwise), from 1.00 to the configured maximum is checked by the caller.
+fn topup_amount(body: Map<String, Value>) -> Result<i64, ApiError> {
+    if !body.contains_key("amount_usd") {
+        return Err(ApiError::Unprocessable("amount_usd is required".into()));
+    }
+    let req: TopupRequest =
+        typed_object(body, TopupRequest::VALUE_FIELDS).map_err(|e| match e {
+            ApiError::Unprocessable(_) => {
+                ApiError::Unprocessable("amount_usd must be a USD amount such as \"5.00\"".into())
+            }
+            other => other,
+        })?;
+    Ok(req.amount_usd.nanos())
+}
+
+/// Unix seconds (as payment providers give expiry times) as a timestamp.
+fn from_unix_seconds(secs: i64) -> Option<Timestamp> {
+    secs.checked_mul(1000).map(Timestamp)
+}
+
+fn payment_view(p: &Payment) -> PaymentView {
     let paid = p.status == PaymentStatus::Paid;
-    json!({
-        "id": p.id,
-        "provider": p.provider,
-        "session_id": p.session_id,
-        "amount_usd": format_balance(p.amount_nano),
-        "currency": p.currency.to_ascii_uppercase(),
-        "status": p.status,
-        "checkout_url": (p.status == PaymentStatus::Pending).then_some(p.checkout_url.as_deref()).flatten(),
-        "expires_at": p.expires_at,
-        "created_at": rfc3339(p.created_at),
-        "paid_at": p.paid_at.and_then(rfc3339),
-        "receipt_url": paid.then(|| format!("/api/v1/me/billing/payments/{}/receipt.pdf", p.id)),
-    })
+    PaymentView {
+        id: p.id,
+        provider: p.provider.clone(),
+        session_id: p.session_id.clone(),
+        amount_usd: Usd(p.amount_nano),
+        currency: p.currency.to_ascii_uppercase(),
+        status: p.status,
+        checkout_url: p
+            .checkout_url
+            .clone()
+            .filter(|_| p.status == PaymentStatus::Pending),
+        expires_at: p.expires_at.and_then(from_unix_seconds),
+        created_at: Timestamp(p.created_at),
+        paid_at: p.paid_at.map(Timestamp),
+        receipt_url: paid.then(|| format!("/api/v1/me/billing/payments/{}/receipt.pdf", p.id)),
+    }
 }
 
 /// List payments
@@ -179,9 +190,9 @@ fn payment_view(p: &Payment) -> Value {
 async fn list_payments(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<PaymentView>>, ApiError> {
     let list = payments::list_for_user(&state.db, u.id).await?;
-    Ok(Json(Value::Array(list.iter().map(payment_view).collect())))
+    Ok(Json(list.iter().map(payment_view).collect()))
 }
 
 fn pdf_response(bytes: Vec<u8>, filename: &str) -> Response {
@@ -230,14 +241,6 @@ async fn receipt_pdf(
 // ---------------------------------------------------------------------------------------
 // Statements
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct MonthQuery {
-    /// `YYYY-MM` (UTC); default: this month.
-    #[param(example = "2026-11")]
-    month: Option<String>,
-}
-
 async fn load_statement(db: &Db, user_id: i64, q: &MonthQuery) -> Result<Statement, ApiError> {
     let month = match q.month.as_deref() {
         Some(m) => Month::parse(m).map_err(|e| ApiError::Unprocessable(e.to_string()))?,
@@ -246,49 +249,59 @@ async fn load_statement(db: &Db, user_id: i64, q: &MonthQuery) -> Result<Stateme
     Ok(statements::monthly(db, user_id, month).await?)
 }
 
-fn statement_view(s: &Statement) -> Value {
-    let credits: Vec<Value> = s
+fn statement_view(s: &Statement) -> StatementView {
+    let credits = s
         .credits
         .iter()
-        .map(|e| {
-            json!({"kind": e.kind, "amount_usd": format_exact(e.amount_nano),
-                "amount_nano": e.amount_nano, "reference": e.reference, "note": e.note,
-                "created_at": rfc3339(e.created_at)})
+        .map(|e| StatementCredit {
+            kind: e.kind,
+            amount_usd: Usd(e.amount_nano),
+            amount_nano: e.amount_nano,
+            reference: e.reference.clone(),
+            note: e.note.clone(),
+            created_at: Timestamp(e.created_at),
         })
         .collect();
-    let usage: Vec<Value> = s
+    let usage_by_model = s
         .usage
         .iter()
-        .map(|m| {
-            json!({"model": m.model, "requests": m.requests, "tokens_in": m.tokens_in,
-                "tokens_out": m.tokens_out, "cost_usd": format_exact(m.cost_nano),
-                "cost_nano": m.cost_nano})
+        .map(|m| UsageByModel {
+            model: m.model.clone(),
+            requests: m.requests,
+            tokens_in: m.tokens_in,
+            tokens_out: m.tokens_out,
+            cost_usd: Usd(m.cost_nano),
+            cost_nano: m.cost_nano,
         })
         .collect();
-    json!({
-        "account": {"id": s.user_id, "email": s.email, "display_name": s.display_name},
-        "month": s.month,
-        "period_start": rfc3339(s.period_start_ms),
-        "period_end": rfc3339(s.period_end_ms),
-        "currency": "USD",
-        "opening_balance_usd": format_exact(s.opening_nano),
-        "opening_balance_nano": s.opening_nano,
-        "topups_usd": format_exact(s.topups_nano),
-        "topups_nano": s.topups_nano,
-        "adjustments_usd": format_exact(s.adjustments_nano),
-        "adjustments_nano": s.adjustments_nano,
-        "usage_usd": format_exact(s.usage_cost_nano),
-        "usage_nano": s.usage_cost_nano,
-        "usage_requests": s.usage_requests,
-        "usage_ledger_nano": s.usage_ledger_nano,
-        "net_change_usd": format_exact(s.net_change_nano()),
-        "net_change_nano": s.net_change_nano(),
-        "closing_balance_usd": format_exact(s.closing_nano),
-        "closing_balance_nano": s.closing_nano,
-        "reconciled": s.usage_ledger_nano == -s.usage_cost_nano,
-        "credits": credits,
-        "usage_by_model": usage,
-    })
+    StatementView {
+        account: StatementAccount {
+            id: s.user_id,
+            email: s.email.clone(),
+            display_name: s.display_name.clone(),
+        },
+        month: s.month.clone(),
+        period_start: Timestamp(s.period_start_ms),
+        period_end: Timestamp(s.period_end_ms),
+        currency: "USD".into(),
+        opening_balance_usd: Usd(s.opening_nano),
+        opening_balance_nano: s.opening_nano,
+        topups_usd: Usd(s.topups_nano),
+        topups_nano: s.topups_nano,
+        adjustments_usd: Usd(s.adjustments_nano),
+        adjustments_nano: s.adjustments_nano,
+        usage_usd: Usd(s.usage_cost_nano),
+        usage_nano: s.usage_cost_nano,
+        usage_requests: s.usage_requests,
+        usage_ledger_nano: s.usage_ledger_nano,
+        net_change_usd: Usd(s.net_change_nano()),
+        net_change_nano: s.net_change_nano(),
+        closing_balance_usd: Usd(s.closing_nano),
+        closing_balance_nano: s.closing_nano,
+        reconciled: s.usage_ledger_nano == -s.usage_cost_nano,
+        credits,
+        usage_by_model,
+    }
 }
 
 /// Monthly statement
@@ -304,7 +317,7 @@ async fn statement_json(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<MonthQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatementView>, ApiError> {
     let s = load_statement(&state.db, u.id, &q).await?;
     Ok(Json(statement_view(&s)))
 }
@@ -327,8 +340,8 @@ pub fn statement_csv_text(s: &Statement) -> String {
             "amount_usd",
         ],
     );
-    let start = rfc3339(s.period_start_ms).unwrap_or_default();
-    let end = rfc3339(s.period_end_ms).unwrap_or_default();
+    let start = Timestamp(s.period_start_ms).rfc3339();
+    let end = Timestamp(s.period_end_ms).rfc3339();
     let empty = String::new();
     csv::record(
         &mut out,
@@ -349,7 +362,7 @@ pub fn statement_csv_text(s: &Statement) -> String {
             &mut out,
             &[
                 e.kind.as_str(),
-                &rfc3339(e.created_at).unwrap_or_default(),
+                &Timestamp(e.created_at).rfc3339(),
                 &csv::text(e.note.as_ref().unwrap_or(&empty)),
                 &csv::text(e.reference.as_ref().unwrap_or(&empty)),
                 "",
@@ -454,28 +467,25 @@ async fn statement_pdf(
 // ---------------------------------------------------------------------------------------
 // Request logs
 
-#[derive(Deserialize, Default, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LogQuery {
-    /// From this time: RFC 3339, `YYYY-MM-DD` (UTC) or unix seconds.
-    #[param(example = "2026-11-01")]
-    from: Option<String>,
-    /// Until this time; a date includes that whole day.
-    to: Option<String>,
-    /// Only this key's requests.
-    #[param(value_type = Option<i64>)]
-    key_id: Option<String>,
-    /// The model or alias asked for, or the model that served it.
-    model: Option<String>,
-    /// An HTTP status (`429`), a class (`4xx`), or `error` for every non-2xx.
-    #[param(example = "error")]
-    status: Option<String>,
-    /// Page size, 1 to 500 (default 50). Not used by the CSV export.
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
-    limit: Option<String>,
-    /// `next_before` of the previous page. Not used by the CSV export.
-    #[param(value_type = Option<i64>)]
-    before: Option<String>,
+/// A query string read as `T`, refused in the API's shape: a value `T` cannot hold at one
+/// of `value_fields` (`key_id=x`) is a 422 naming the field, like a value the handler
+/// refuses; a malformed query or a repeated parameter is a 400.
+fn typed_query<T: DeserializeOwned>(
+    raw: Option<&str>,
+    value_fields: &[&str],
+) -> Result<T, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("Invalid query string: {e}")))?;
+    let mut map = Map::new();
+    for (k, v) in pairs {
+        if map.contains_key(&k) {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid query string: {k} is given more than once"
+            )));
+        }
+        map.insert(k, Value::String(v));
+    }
+    typed_object(map, value_fields)
 }
 
 /// A time filter: RFC 3339, `YYYY-MM-DD` (UTC midnight; as `to`, the end of that day) or
@@ -519,16 +529,6 @@ fn nonempty(v: &Option<String>) -> Option<&str> {
 }
 
 fn log_filter(q: &LogQuery) -> Result<LogFilter, ApiError> {
-    let int = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        v.as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.trim()
-                    .parse::<i64>()
-                    .map_err(|_| ApiError::Unprocessable(format!("{field} must be an integer")))
-            })
-            .transpose()
-    };
     Ok(LogFilter {
         from: nonempty(&q.from)
             .map(|s| parse_bound("from", s, false))
@@ -536,7 +536,7 @@ fn log_filter(q: &LogQuery) -> Result<LogFilter, ApiError> {
         to: nonempty(&q.to)
             .map(|s| parse_bound("to", s, true))
             .transpose()?,
-        key_id: int("key_id", &q.key_id)?,
+        key_id: q.key_id,
         model: nonempty(&q.model).map(str::to_string),
         status: nonempty(&q.status)
             .map(StatusFilter::parse)
@@ -553,37 +553,32 @@ async fn key_names(db: &Db, user_id: i64) -> Result<HashMap<i64, String>, ApiErr
         .collect())
 }
 
-fn log_view(r: &LogRow, names: &HashMap<i64, String>) -> Value {
+fn log_view(r: &LogRow, names: &HashMap<i64, String>) -> RequestLog {
     let rec = &r.record;
-    let attempts: Value = rec
-        .attempts_json
-        .as_ref()
-        .and_then(|a| serde_json::to_value(a).ok())
-        .unwrap_or(Value::Null);
-    json!({
-        "id": r.id,
-        "request_id": rec.request_id,
-        "created_at": rfc3339(rec.created_at),
-        "key_id": rec.key_id,
-        "key_name": names.get(&rec.key_id),
-        "endpoint": rec.endpoint,
-        "model": rec.model,
-        "served_model": rec.served_model,
-        "provider": rec.provider,
-        "stream": rec.stream,
-        "status": rec.status,
-        "error_type": rec.error_type,
-        "error_message": rec.error_message,
-        "tokens_in": rec.tokens_in,
-        "tokens_out": rec.tokens_out,
-        "cached_tokens": rec.cached_tokens,
-        "cost_usd": format_exact(rec.cost_nano),
-        "cost_nano": rec.cost_nano,
-        "latency_ms": rec.latency_ms,
-        "ttfb_ms": rec.ttfb_ms,
-        "attempts": rec.attempts,
-        "attempts_detail": attempts,
-    })
+    RequestLog {
+        id: r.id,
+        request_id: rec.request_id.clone(),
+        created_at: Timestamp(rec.created_at),
+        key_id: rec.key_id,
+        key_name: names.get(&rec.key_id).cloned(),
+        endpoint: rec.endpoint.clone(),
+        model: rec.model.clone(),
+        served_model: rec.served_model.clone(),
+        provider: rec.provider.clone(),
+        stream: rec.stream,
+        status: rec.status,
+        error_type: rec.error_type,
+        error_message: rec.error_message.clone(),
+        tokens_in: rec.tokens_in,
+        tokens_out: rec.tokens_out,
+        cached_tokens: rec.cached_tokens,
+        cost_usd: Usd(rec.cost_nano),
+        cost_nano: rec.cost_nano,
+        latency_ms: rec.latency_ms,
+        ttfb_ms: rec.ttfb_ms,
+        attempts: rec.attempts,
+        attempts_detail: rec.attempts_json.clone(),
+    }
 }
 
 /// Request log
@@ -598,35 +593,28 @@ fn log_view(r: &LogRow, names: &HashMap<i64, String>) -> Value {
 async fn list_logs(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<LogQuery>,
-) -> Result<Json<Value>, ApiError> {
+    RawQuery(raw): RawQuery,
+) -> Result<Json<RequestLogPage>, ApiError> {
+    let q: LogQuery = typed_query(raw.as_deref(), LogQuery::VALUE_FIELDS)?;
     let filter = log_filter(&q)?;
-    let limit = match q.limit.as_deref() {
-        None | Some("") => 50,
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| ApiError::Unprocessable("limit must be from 1 to 500".into()))?,
+    let limit = match q.limit {
+        None => 50,
+        Some(l) if (1..=500).contains(&l) => l,
+        Some(_) => {
+            return Err(ApiError::Unprocessable(
+                "limit must be from 1 to 500".into(),
+            ));
+        }
     };
-    let before = q
-        .before
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<i64>()
-                .map_err(|_| ApiError::Unprocessable("before must be a log id".into()))
-        })
-        .transpose()?;
-    let rows = usage::logs_page(&state.db, u.id, &filter, before, limit).await?;
+    let rows = usage::logs_page(&state.db, u.id, &filter, q.before, limit).await?;
     let names = key_names(&state.db, u.id).await?;
-    let next = (rows.len() as i64 == limit)
+    let next_before = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    Ok(Json(json!({
-        "data": rows.iter().map(|r| log_view(r, &names)).collect::<Vec<_>>(),
-        "next_before": next,
-    })))
+    Ok(Json(RequestLogPage {
+        data: rows.iter().map(|r| log_view(r, &names)).collect(),
+        next_before,
+    }))
 }
 
 /// One request
@@ -640,7 +628,7 @@ async fn get_log(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(request_id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestLog>, ApiError> {
     let row = usage::log_by_request_id(&state.db, u.id, &request_id).await?;
     let names = key_names(&state.db, u.id).await?;
     Ok(Json(log_view(&row, &names)))
@@ -669,7 +657,7 @@ fn log_csv_row(out: &mut String, r: &LogRow, names: &HashMap<i64, String>) {
     csv::record(
         out,
         &[
-            rfc3339(rec.created_at).unwrap_or_default(),
+            Timestamp(rec.created_at).rfc3339(),
             rec.request_id.clone(),
             rec.key_id.to_string(),
             csv::text(name),
@@ -702,8 +690,9 @@ const EXPORT_PAGE: i64 = 1000;
 async fn export_logs(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<LogQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
+    let q: LogQuery = typed_query(raw.as_deref(), LogQuery::VALUE_FIELDS)?;
     let filter = log_filter(&q)?;
     let names = key_names(&state.db, u.id).await?;
     let mut header = String::new();
@@ -801,7 +790,7 @@ pub async fn webhook(
     Path(provider_name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Json<WebhookAck>, ApiError> {
     let Some(provider) = state.payments.get(&provider_name) else {
         if KNOWN_PROVIDERS.contains(&provider_name.as_str()) {
             return Err(ApiError::PaymentsUnavailable(format!(
@@ -820,7 +809,7 @@ pub async fn webhook(
     let result = match &event.outcome {
         None => {
             payments::record_ignored(&state.db, provider.name(), &event.id, &event.kind).await?;
-            "ignored"
+            WebhookResult::Ignored
         }
         Some(outcome) => {
             match payments::apply_event(&state.db, provider.name(), &event.id, &event.kind, outcome)
@@ -841,7 +830,7 @@ pub async fn webhook(
                     if let Err(e) = state.gateway.reload_account(user_id).await {
                         tracing::warn!(error = %e, "reloading a credited account failed; the periodic refresh will apply it");
                     }
-                    "credited"
+                    WebhookResult::Credited
                 }
                 Applied::Debited {
                     user_id,
@@ -863,23 +852,23 @@ pub async fn webhook(
                         tracing::warn!(error = %e, "reloading a debited account failed; the periodic refresh will apply it");
                     }
                     if kind == EntryKind::Dispute {
-                        "disputed"
+                        WebhookResult::Disputed
                     } else {
-                        "refunded"
+                        WebhookResult::Refunded
                     }
                 }
-                Applied::DuplicateEvent => "duplicate",
-                Applied::AlreadyPaid => "already_paid",
-                Applied::Marked => "updated",
-                Applied::UnknownPayment => "unknown_payment",
-                Applied::Mismatch => "mismatch",
-                Applied::Unchanged => "unchanged",
+                Applied::DuplicateEvent => WebhookResult::Duplicate,
+                Applied::AlreadyPaid => WebhookResult::AlreadyPaid,
+                Applied::Marked => WebhookResult::Updated,
+                Applied::UnknownPayment => WebhookResult::UnknownPayment,
+                Applied::Mismatch => WebhookResult::Mismatch,
+                Applied::Unchanged => WebhookResult::Unchanged,
             }
         }
     };
-    Ok((
-        StatusCode::OK,
-        Json(json!({"received": true, "event": event.id, "result": result})),
-    )
-        .into_response())
+    Ok(Json(WebhookAck {
+        received: true,
+        event: event.id,
+        result,
+    }))
 }
