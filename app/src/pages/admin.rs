@@ -627,3 +627,55 @@ fn Failed() -> impl IntoView {
         </section>
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_lines_become_typed_targets_with_defaults() {
+        let t = parse_targets("openai/gpt-4o-mini 0 3\n\n  mock/fast-1 1\nlast/one\n").unwrap();
+        let got: Vec<(&str, i64, i64)> = t
+            .iter()
+            .map(|t| (t.model.as_str(), t.priority, t.weight))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("openai/gpt-4o-mini", 0, 3),
+                ("mock/fast-1", 1, 1),
+                ("last/one", 0, 1)
+            ]
+        );
+        assert!(parse_targets("m x").is_err());
+        // The body sent is the AliasRequest the server reads.
+        let sent = body(&AliasRequest {
+            description: String::new(),
+            complexity_tier: "standard".into(),
+            targets: t,
+        })
+        .unwrap();
+        assert_eq!(
+            sent["targets"][1],
+            json!({"model": "mock/fast-1", "priority": 1, "weight": 1})
+        );
+    }
+
+    #[test]
+    fn enum_words_and_absent_provider_keys() {
+        use tokengate_api::admin::{BreakerState, SecretState};
+        assert_eq!(word(&BreakerState::HalfOpen), "half_open");
+        assert_eq!(word(&SecretState::Set), "set");
+        let toggle = body(&ProviderRequest {
+            kind: ProviderKind::Mock,
+            base_url: None,
+            api_key: None,
+            config: Some(json!({"latency_ms": 5})),
+            enabled: false,
+        })
+        .unwrap();
+        // No `api_key` at all: the stored key is kept (null would clear it).
+        assert!(toggle.get("api_key").is_none(), "{toggle}");
+        assert_eq!(toggle["config"], json!({"latency_ms": 5}));
+    }
+}
