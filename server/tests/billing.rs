@@ -4,7 +4,8 @@
 //! webhooks that credit only sessions this server created, refunds and disputes that debit
 //! (below zero too) and show on the statement, the admin credit API and ledger verification, monthly statements that
 //! reconcile across a month boundary (JSON, CSV, PDF), and the request-log listing and
-//! CSV export with filters, pagination, tenant isolation and formula neutralisation.
+//! CSV export with filters, pagination, tenant isolation and formula neutralisation; every
+//! JSON answer read as its `tokengate_api::billing` type, and the log query's integers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -2690,4 +2691,189 @@ async fn request_log_export_on_sqlite() {
 #[tokio::test]
 async fn request_log_export_on_postgres() {
     on_postgres(logs_suite).await;
+}
+
+// ----- 8. typed answers (tokengate_api::billing) -------------------------------------------
+
+/// A 200 answer read as the API type `T`; an answer that does not fit `T` fails the test.
+async fn typed<T: serde::de::DeserializeOwned>(r: &Running, path: &str, tok: &str) -> (T, Value) {
+    let (s, v) = api(r, "GET", path, Some(tok), None).await;
+    assert_eq!(s, 200, "{path}: {v}");
+    let t = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{path} is no {e}: {v}"));
+    (t, v)
+}
+
+on_both!(
+    billing_answers_are_the_typed_shapes,
+    billing_answers_are_the_typed_shapes_on_sqlite,
+    billing_answers_are_the_typed_shapes_on_postgres
+);
+
+/// Payments, the webhook's acknowledgement, the statement and the request log read as the
+/// `tokengate_api::billing` types; money is exact and every time RFC 3339 (a payment's
+/// `expires_at` was unix seconds).
+async fn billing_answers_are_the_typed_shapes(database_url: Option<String>) {
+    use tokengate_api::billing::{
+        PaymentView, RequestLog, RequestLogPage, StatementView, WebhookAck, WebhookResult,
+    };
+    use tokengate_api::kinds::{EntryKind as Kind, PaymentStatus as Status};
+    use tokengate_api::{Timestamp, Usd};
+
+    let r = start(
+        database_url,
+        &[
+            ("TOKENGATE_STRIPE_SECRET_KEY", "sk_test_x"),
+            ("TOKENGATE_STRIPE_WEBHOOK_SECRET", WHSEC),
+        ],
+    )
+    .await;
+    let db = r.server_state.db.clone();
+    let (uid, key) = r
+        .customer(
+            "typed-billing@example.com",
+            0,
+            NewKey {
+                name: "typed".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    let tok = token_for(&r, uid).await;
+
+    pending(&db, uid, "cs_typed", 12_500_000_000).await;
+    let stored = payment(&db, uid, "cs_typed").await.unwrap();
+    let (list, raw): (Vec<PaymentView>, Value) =
+        typed(&r, "/api/v1/me/billing/payments", &tok).await;
+    let p = &list[0];
+    assert_eq!((p.id, p.status), (stored.id, Status::Pending));
+    assert_eq!(p.amount_usd, Usd(12_500_000_000));
+    assert_eq!(raw[0]["amount_usd"], "12.50");
+    let secs = stored.expires_at.unwrap();
+    assert_eq!(p.expires_at, Some(Timestamp(secs * 1000)));
+    assert_eq!(raw[0]["expires_at"], Timestamp(secs * 1000).rfc3339());
+    assert!(
+        raw[0]["expires_at"].as_str().unwrap().ends_with('Z'),
+        "{raw}"
+    );
+    assert!(p.checkout_url.is_some() && p.receipt_url.is_none() && p.paid_at.is_none());
+
+    let (s, v) = deliver_signed(&r.base, &paid("evt_typed", "cs_typed", uid, 1250)).await;
+    assert_eq!(s, 200, "{v}");
+    let ack: WebhookAck = serde_json::from_value(v).unwrap();
+    assert_eq!(
+        (ack.event.as_str(), ack.result),
+        ("evt_typed", WebhookResult::Credited)
+    );
+    let (list, _): (Vec<PaymentView>, Value) = typed(&r, "/api/v1/me/billing/payments", &tok).await;
+    assert_eq!(list[0].status, Status::Paid);
+    assert!(list[0].paid_at.is_some() && list[0].checkout_url.is_none());
+    assert_eq!(
+        list[0].receipt_url.as_deref(),
+        Some(format!("/api/v1/me/billing/payments/{}/receipt.pdf", stored.id).as_str())
+    );
+
+    // One request: a cost of a fraction of a cent, written exactly everywhere.
+    let (s, v) = chat_raw(&client(), &r.base, &key, &small_body("mock/fast-1", 8)).await;
+    assert_eq!(s, 200, "{v}");
+    wait_for_logs(&r, uid, 1).await;
+    settled(&r, uid).await;
+
+    let (page, _): (RequestLogPage, Value) = typed(&r, "/api/v1/me/request-logs", &tok).await;
+    assert_eq!(page.data.len(), 1);
+    assert_eq!(page.next_before, None);
+    let row = &page.data[0];
+    assert_eq!(row.key_name.as_deref(), Some("typed"));
+    assert!(row.cost_nano > 0 && row.error_type.is_none());
+    assert_eq!(row.cost_usd, Usd(row.cost_nano));
+    let (one, _): (RequestLog, Value) = typed(
+        &r,
+        &format!("/api/v1/me/request-logs/{}", row.request_id),
+        &tok,
+    )
+    .await;
+    assert_eq!(&one, row);
+
+    let (st, raw): (StatementView, Value) = typed(&r, "/api/v1/me/billing/statement", &tok).await;
+    assert_eq!(st.account.id, uid);
+    assert_eq!(st.topups_usd, Usd(12_500_000_000));
+    assert_eq!(st.usage_nano, row.cost_nano);
+    assert_eq!(st.usage_usd, Usd(row.cost_nano));
+    assert_eq!(
+        st.closing_balance_usd,
+        Usd(12_500_000_000 - row.cost_nano),
+        "exact, not rounded"
+    );
+    assert!(st.reconciled);
+    assert_eq!(st.credits.len(), 1);
+    assert_eq!(st.credits[0].kind, Kind::Topup);
+    assert_eq!(st.usage_by_model.len(), 1);
+    assert_eq!(st.usage_by_model[0].cost_usd, Usd(row.cost_nano));
+    assert!(st.period_start < st.period_end);
+    assert!(
+        raw["period_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("-01T00:00:00Z"),
+        "{raw}"
+    );
+    r.stop().await;
+}
+
+on_both!(
+    log_query_integers_are_integers,
+    log_query_integers_are_integers_on_sqlite,
+    log_query_integers_are_integers_on_postgres
+);
+
+/// The request-log query as documented: `key_id`, `limit` and `before` are integers (a
+/// value that is none is a 422 naming the field, on the listing and the export alike), an
+/// empty value is no filter, and a repeated parameter is a 400 in the API's shape.
+async fn log_query_integers_are_integers(database_url: Option<String>) {
+    use tokengate_api::billing::RequestLogPage;
+
+    let r = start(database_url, &[]).await;
+    let (uid, _) = r
+        .customer(
+            "typed-query@example.com",
+            NANOS_PER_USD,
+            NewKey {
+                name: "q".into(),
+                ..NewKey::default()
+            },
+        )
+        .await;
+    let tok = token_for(&r, uid).await;
+    for path in ["/api/v1/me/request-logs", "/api/v1/me/request-logs.csv"] {
+        for (field, bad) in [("key_id", "x"), ("key_id", "1.5"), ("before", "7e3")] {
+            let (s, _, body) = get_raw(&r, path, &tok, &[(field, bad)]).await;
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(s, 422, "{path} {field}={bad}: {v}");
+            assert_api_error(&v, "validation_error");
+            assert!(
+                v["error"]["message"].as_str().unwrap().starts_with(field),
+                "{v}"
+            );
+        }
+        let (s, _, body) = get_raw(&r, path, &tok, &[("key_id", "1"), ("key_id", "2")]).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(s, 400, "{path}: {v}");
+        assert_api_error(&v, "invalid_request");
+        let (s, _, _) = get_raw(&r, path, &tok, &[("key_id", ""), ("before", "")]).await;
+        assert_eq!(s, 200, "{path}: an empty value is no filter");
+    }
+    for (limit, want) in [
+        ("1.5", 422),
+        ("0", 422),
+        ("501", 422),
+        ("500", 200),
+        ("", 200),
+    ] {
+        let (s, _, body) = get_raw(&r, "/api/v1/me/request-logs", &tok, &[("limit", limit)]).await;
+        assert_eq!(s, want, "limit={limit}: {}", String::from_utf8_lossy(&body));
+        if s == 200 {
+            let page: RequestLogPage = serde_json::from_slice(&body).unwrap();
+            assert!(page.data.is_empty() && page.next_before.is_none());
+        }
+    }
+    r.stop().await;
 }
