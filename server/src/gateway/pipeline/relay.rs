@@ -1,0 +1,229 @@
+//! Stage 6b, relay: a streamed upstream answer is relayed event by event, converted to
+//! the client's format, and settled when it ends, fails midway, goes silent, or the client
+//! goes away. A stream that failed upstream before any output costs nothing; one the
+//! client abandoned is billed for what the upstream did.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use futures::StreamExt;
+use tokengate_core::money::Usage;
+use tokengate_core::now_ms;
+use tokengate_core::usage::FailureKind;
+
+use super::super::providers::{ByteStream, UpstreamError};
+use super::super::routes::Target;
+use super::super::sse;
+use super::super::translate::{self, Format, stream::Converter};
+use super::settle::Ticket;
+use super::{Call, gateway_headers};
+
+/// State of a stream being relayed; settles the charge when dropped.
+struct Relay {
+    ticket: Option<Ticket>,
+    target: Arc<Target>,
+    client: Format,
+    upstream: ByteStream,
+    parser: sse::Parser,
+    conv: Converter,
+    ttfb_ms: Option<i64>,
+    /// How the stream ended: `None` while running.
+    outcome: Option<(u16, Option<(FailureKind, String)>)>,
+}
+
+impl Relay {
+    fn settle(&mut self) {
+        let Some(mut ticket) = self.ticket.take() else {
+            return;
+        };
+        let (status, err) = self.outcome.clone().unwrap_or((
+            499,
+            Some((
+                FailureKind::ClientClosed,
+                "client disconnected mid-stream".into(),
+            )),
+        ));
+        let delivered = self.conv.delivered();
+        let complete = status == 200;
+        // The client left while the upstream worked: the upstream bills the prompt (and
+        // what it generated) whether or not any text reached the client.
+        let abandoned = status == 499;
+        // The upstream's own count when the stream completed; when it was cut short, its
+        // count so far, with the output raised to what was delivered (never above it).
+        let usage = match self.conv.usage() {
+            Some(u) if complete => u,
+            Some(u) => Usage {
+                output: u.output.max(delivered.estimated_tokens()),
+                ..u
+            },
+            None if delivered.events > 0 || complete || abandoned => Usage {
+                input: ticket.estimated_prompt(),
+                output: delivered.estimated_tokens(),
+                ..Usage::default()
+            },
+            None => Usage::default(),
+        };
+        // A stream that failed upstream before any output costs nothing.
+        let free = !abandoned && (self.ttfb_ms.is_none() || (!complete && delivered.events == 0));
+        let cost = if free {
+            0
+        } else {
+            self.target.model.prices().cost(&usage)
+        };
+        ticket.settle(Some(&self.target), status, usage, cost, err, self.ttfb_ms);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+/// Relays an upstream stream to the client, converting each event to the client's
+/// format; the ticket is settled when the stream ends, fails, goes silent, or the client
+/// goes away (the response is dropped).
+pub(super) fn relay(
+    ticket: Ticket,
+    call: &Call,
+    target: Arc<Target>,
+    native: Format,
+    upstream: ByteStream,
+) -> Response {
+    let attempts = ticket.attempts.len();
+    let request_id = ticket.request_id.clone();
+    let relay = Relay {
+        ticket: Some(ticket),
+        target: target.clone(),
+        client: call.client,
+        upstream,
+        parser: sse::Parser::default(),
+        conv: Converter::new(
+            native,
+            call.client,
+            call.client_wants_usage,
+            now_ms() / 1000,
+        ),
+        ttfb_ms: None,
+        outcome: None,
+    };
+    let body = futures::stream::unfold(relay, |mut relay| async move {
+        if relay.outcome.is_some() {
+            return None;
+        }
+        let idle = relay
+            .ticket
+            .as_ref()
+            .map_or(Duration::from_secs(300), |t| t.gw.timeouts.stream_idle);
+        loop {
+            let next = match tokio::time::timeout(idle, relay.upstream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    tracing::warn!(provider = %relay.target.provider, "upstream stream went silent; ending it");
+                    relay.outcome = Some((
+                        504,
+                        Some((
+                            FailureKind::UpstreamTimeout,
+                            "upstream stream went silent".to_string(),
+                        )),
+                    ));
+                    let out = translate::stream::error_event(
+                        relay.client,
+                        "The upstream provider stopped sending; the stream was ended.",
+                    );
+                    relay.settle();
+                    return Some((Ok(out), relay));
+                }
+            };
+            match next {
+                Some(Ok(chunk)) => {
+                    let mut out = Vec::new();
+                    for ev in relay.parser.push(&chunk) {
+                        relay.conv.event(ev, &mut out);
+                    }
+                    let ending = if relay.conv.malformed() {
+                        tracing::warn!(provider = %relay.target.provider, "upstream stream sent a malformed event");
+                        out.extend_from_slice(&translate::stream::error_event(
+                            relay.client,
+                            "The upstream provider sent a malformed stream.",
+                        ));
+                        Some((
+                            502,
+                            Some((
+                                FailureKind::UpstreamError,
+                                "malformed stream event".to_string(),
+                            )),
+                        ))
+                    } else if relay.conv.done() {
+                        // Complete as far as the client is concerned: settle now rather
+                        // than wait for the upstream to close (the client may not).
+                        Some((200, None))
+                    } else {
+                        None
+                    };
+                    if out.is_empty() && ending.is_none() {
+                        continue;
+                    }
+                    if relay.ttfb_ms.is_none() {
+                        relay.ttfb_ms = relay
+                            .ticket
+                            .as_ref()
+                            .map(|t| t.started.elapsed().as_millis() as i64);
+                    }
+                    if let Some(outcome) = ending {
+                        relay.outcome = Some(outcome);
+                        relay.settle();
+                    }
+                    return Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), relay));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(provider = %relay.target.provider, error = %e, "upstream stream failed midway");
+                    relay.outcome = Some((
+                        502,
+                        Some((
+                            FailureKind::UpstreamError,
+                            format!("stream interrupted: {e}"),
+                        )),
+                    ));
+                    let mut out = Vec::new();
+                    // An oversized event is dropped unread, not parsed from its first part.
+                    let too_large = matches!(e, UpstreamError::TooLarge { .. });
+                    if !too_large && let Some(ev) = relay.parser.finish() {
+                        relay.conv.event(ev, &mut out);
+                    }
+                    let message = if too_large {
+                        e.to_string()
+                    } else {
+                        "The upstream provider stream was interrupted.".to_string()
+                    };
+                    out.extend_from_slice(&translate::stream::error_event(relay.client, &message));
+                    relay.settle();
+                    return Some((Ok(Bytes::from(out)), relay));
+                }
+                None => {
+                    let mut out = Vec::new();
+                    if let Some(ev) = relay.parser.finish() {
+                        relay.conv.event(ev, &mut out);
+                    }
+                    relay.conv.finish(&mut out);
+                    relay.outcome = Some((200, None));
+                    relay.settle();
+                    return (!out.is_empty()).then(|| (Ok(Bytes::from(out)), relay));
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    gateway_headers(&mut resp, &target, attempts, &request_id);
+    resp
+}
