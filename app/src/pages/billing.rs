@@ -5,9 +5,10 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use serde_json::Value;
+use tokengate_api::account::Balance;
+use tokengate_api::billing::{PaymentView, StatementView};
 
-use crate::api::{self, enc, int, text};
+use crate::api::{self, enc};
 use crate::ui::{Empty, ErrorBox, Signed, Time};
 
 #[component]
@@ -23,8 +24,8 @@ fn Billing() -> impl IntoView {
     let data = Resource::new(
         || (),
         |_| async {
-            let balance = api::get("/balance".into()).await?;
-            let payments = api::get("/me/billing/payments".into()).await?;
+            let balance = api::get_as::<Balance>("/balance".into()).await?;
+            let payments = api::get_as::<Vec<PaymentView>>("/me/billing/payments".into()).await?;
             Ok::<_, String>((balance, payments))
         },
     );
@@ -46,7 +47,7 @@ fn Billing() -> impl IntoView {
                     match data.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
                         Ok((balance, payments)) => view! {
-                            <p class="big">"Balance: " <strong id="billing-balance">"$" {text(&balance, "balance_usd")}</strong></p>
+                            <p class="big">"Balance: " <strong id="billing-balance">"$" {balance.balance_usd.to_string()}</strong></p>
                             <form method="post" action="/me/billing/topup" class="row" id="topup-form">
                                 <label for="amount">"Add credit (USD)"</label>
                                 <input id="amount" name="amount_usd" type="number" min="1" step="0.01" value="10" required/>
@@ -54,7 +55,7 @@ fn Billing() -> impl IntoView {
                             </form>
                             <p class="muted">"You will be sent to a secure checkout page to pay; credit is added once the payment is confirmed."</p>
                             <h2>"Payments"</h2>
-                            {payments_table(payments.as_array().cloned().unwrap_or_default())}
+                            {payments_table(payments)}
                         }.into_any(),
                     }
                 })}
@@ -64,7 +65,7 @@ fn Billing() -> impl IntoView {
     }
 }
 
-fn payments_table(list: Vec<Value>) -> AnyView {
+fn payments_table(list: Vec<PaymentView>) -> AnyView {
     if list.is_empty() {
         return view! { <Empty text="No payments yet."/> }.into_any();
     }
@@ -72,19 +73,16 @@ fn payments_table(list: Vec<Value>) -> AnyView {
         <div class="table-wrap"><table id="payments-table">
             <thead><tr><th>"Date"</th><th>"Amount (USD)"</th><th>"Status"</th><th>"Receipt"</th></tr></thead>
             <tbody>{list.into_iter().map(|p| {
-                let receipt = text(&p, "receipt_url");
-                let checkout = text(&p, "checkout_url");
+                let status = p.status.as_str();
                 view! {
                     <tr>
-                        <td><Time iso=text(&p, "created_at")/></td>
-                        <td>{text(&p, "amount_usd")}</td>
-                        <td><span class=format!("status {}", text(&p, "status"))>{text(&p, "status")}</span></td>
-                        <td>{if !receipt.is_empty() {
-                            view! { <a href=receipt>"Receipt (PDF)"</a> }.into_any()
-                        } else if !checkout.is_empty() {
-                            view! { <a href=checkout rel="external">"Continue to payment"</a> }.into_any()
-                        } else {
-                            view! { <span class="muted">"—"</span> }.into_any()
+                        <td><Time iso=p.created_at.rfc3339()/></td>
+                        <td>{p.amount_usd.to_string()}</td>
+                        <td><span class=format!("status {status}")>{status}</span></td>
+                        <td>{match (p.receipt_url, p.checkout_url) {
+                            (Some(receipt), _) => view! { <a href=receipt>"Receipt (PDF)"</a> }.into_any(),
+                            (None, Some(checkout)) => view! { <a href=checkout rel="external">"Continue to payment"</a> }.into_any(),
+                            (None, None) => view! { <span class="muted">"—"</span> }.into_any(),
                         }}</td>
                     </tr>
                 }
@@ -107,7 +105,7 @@ fn Statement() -> impl IntoView {
     let month = move || query.read().get("month").filter(|m| !m.is_empty());
     let data = Resource::new(month, |m| async move {
         let q = m.map(|m| format!("?month={}", enc(&m))).unwrap_or_default();
-        api::get(format!("/me/billing/statement{q}")).await
+        api::get_as::<StatementView>(format!("/me/billing/statement{q}")).await
     });
     view! {
         <section class="card">
@@ -129,40 +127,42 @@ fn Statement() -> impl IntoView {
     }
 }
 
-fn statement_view(s: Value) -> impl IntoView {
-    let m = text(&s, "month");
-    let credits = s["credits"].as_array().cloned().unwrap_or_default();
-    let usage = s["usage_by_model"].as_array().cloned().unwrap_or_default();
+fn statement_view(s: StatementView) -> impl IntoView {
+    let m = enc(&s.month);
+    let requests = match s.usage_requests {
+        1 => " (1 request)".to_string(),
+        n => format!(" ({n} requests)"),
+    };
     view! {
         <p class="row">
             <a class="button secondary" id="statement-csv" href=format!("/api/v1/me/billing/statement.csv?month={m}")>"Download CSV"</a>
             <a class="button secondary" id="statement-pdf" href=format!("/api/v1/me/billing/statement.pdf?month={m}")>"Download PDF"</a>
         </p>
         <dl class="facts" id="statement-summary">
-            <dt>"Month"</dt><dd>{m.clone()}" (UTC)"</dd>
-            <dt>"Opening balance"</dt><dd>"$" {text(&s, "opening_balance_usd")}</dd>
-            <dt>"Top-ups"</dt><dd>"$" {text(&s, "topups_usd")}</dd>
-            <dt>"Adjustments and refunds"</dt><dd>"$" {text(&s, "adjustments_usd")}</dd>
-            <dt>"Usage"</dt><dd id="statement-usage">"$" {text(&s, "usage_usd")}{match int(&s, "usage_requests") { 1 => " (1 request)".to_string(), n => format!(" ({n} requests)") }}</dd>
-            <dt>"Closing balance"</dt><dd>"$" {text(&s, "closing_balance_usd")}</dd>
+            <dt>"Month"</dt><dd>{s.month.clone()}" (UTC)"</dd>
+            <dt>"Opening balance"</dt><dd>"$" {s.opening_balance_usd.to_string()}</dd>
+            <dt>"Top-ups"</dt><dd>"$" {s.topups_usd.to_string()}</dd>
+            <dt>"Adjustments and refunds"</dt><dd>"$" {s.adjustments_usd.to_string()}</dd>
+            <dt>"Usage"</dt><dd id="statement-usage">"$" {s.usage_usd.to_string()}{requests}</dd>
+            <dt>"Closing balance"</dt><dd>"$" {s.closing_balance_usd.to_string()}</dd>
         </dl>
         <h2>"Credits and adjustments"</h2>
-        {if credits.is_empty() { view! { <Empty text="None this month."/> }.into_any() } else { view! {
+        {if s.credits.is_empty() { view! { <Empty text="None this month."/> }.into_any() } else { view! {
             <div class="table-wrap"><table>
                 <thead><tr><th>"Date"</th><th>"Kind"</th><th>"Note"</th><th>"Amount (USD)"</th></tr></thead>
-                <tbody>{credits.into_iter().map(|c| view! {
-                    <tr><td><Time iso=text(&c, "created_at")/></td><td>{text(&c, "kind")}</td>
-                        <td>{text(&c, "note")}</td><td>{text(&c, "amount_usd")}</td></tr>
+                <tbody>{s.credits.into_iter().map(|c| view! {
+                    <tr><td><Time iso=c.created_at.rfc3339()/></td><td>{c.kind.as_str()}</td>
+                        <td>{c.note.unwrap_or_default()}</td><td>{c.amount_usd.to_string()}</td></tr>
                 }).collect_view()}</tbody>
             </table></div>
         }.into_any() }}
         <h2>"Usage by model"</h2>
-        {if usage.is_empty() { view! { <Empty text="No usage this month."/> }.into_any() } else { view! {
+        {if s.usage_by_model.is_empty() { view! { <Empty text="No usage this month."/> }.into_any() } else { view! {
             <div class="table-wrap"><table id="statement-usage-table">
                 <thead><tr><th>"Model"</th><th>"Requests"</th><th>"Tokens in"</th><th>"Tokens out"</th><th>"Cost (USD)"</th></tr></thead>
-                <tbody>{usage.into_iter().map(|u| view! {
-                    <tr><td>{text(&u, "model")}</td><td>{int(&u, "requests")}</td><td>{int(&u, "tokens_in")}</td>
-                        <td>{int(&u, "tokens_out")}</td><td>{text(&u, "cost_usd")}</td></tr>
+                <tbody>{s.usage_by_model.into_iter().map(|u| view! {
+                    <tr><td>{u.model}</td><td>{u.requests}</td><td>{u.tokens_in}</td>
+                        <td>{u.tokens_out}</td><td>{u.cost_usd.to_string()}</td></tr>
                 }).collect_view()}</tbody>
             </table></div>
         }.into_any() }}

@@ -5,9 +5,10 @@
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_query_map;
-use serde_json::Value;
+use tokengate_api::account::ApiKeyView;
+use tokengate_api::billing::{RequestLog, RequestLogPage};
 
-use crate::api::{self, enc, int, text};
+use crate::api::{self, enc};
 use crate::ui::{Empty, ErrorBox, Signed, Time};
 
 const FILTERS: [&str; 5] = ["from", "to", "key_id", "model", "status"];
@@ -42,13 +43,15 @@ fn Logs() -> impl IntoView {
             let before = before
                 .map(|b| format!("&before={}", enc(&b)))
                 .unwrap_or_default();
-            api::get(format!("/me/request-logs?limit=50&{qs}{before}")).await
+            api::get_as::<RequestLogPage>(format!("/me/request-logs?limit=50&{qs}{before}")).await
         },
     );
-    let keys = Resource::new(|| (), |_| api::get("/me/keys".into()));
+    let keys = Resource::new(|| (), |_| api::get_as::<Vec<ApiKeyView>>("/me/keys".into()));
     let one = Resource::new(detail, |id| async move {
         match id {
-            Some(id) => Some(api::get(format!("/me/request-logs/{}", enc(&id))).await),
+            Some(id) => {
+                Some(api::get_as::<RequestLog>(format!("/me/request-logs/{}", enc(&id))).await)
+            }
             None => None,
         }
     });
@@ -63,12 +66,12 @@ fn Logs() -> impl IntoView {
                         <option value="">"All keys"</option>
                         <Suspense fallback=|| ()>
                             {move || Suspend::new(async move {
-                                let list = keys.await.ok().and_then(|v| v.as_array().cloned()).unwrap_or_default();
+                                let list = keys.await.unwrap_or_default();
                                 let current = query.read().get("key_id").unwrap_or_default();
                                 list.into_iter().map(|k| {
-                                    let id = int(&k, "id").to_string();
+                                    let id = k.id.to_string();
                                     let sel = id == current;
-                                    view! { <option value=id.clone() selected=sel>{text(&k, "name")}</option> }
+                                    view! { <option value=id.clone() selected=sel>{k.name}</option> }
                                 }).collect_view()
                             })}
                         </Suspense>
@@ -100,29 +103,29 @@ fn Logs() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match page.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
-                        Ok(v) => {
-                            let rows = v["data"].as_array().cloned().unwrap_or_default();
+                        Ok(page) => {
+                            let rows = page.data;
                             if rows.is_empty() {
                                 return view! { <Empty text="No requests match these filters."/> }.into_any();
                             }
                             let qs = filter_qs();
-                            let next = v["next_before"].as_i64().map(|b| format!("/me/request-logs?{qs}&before={b}"));
+                            let next = page.next_before.map(|b| format!("/me/request-logs?{qs}&before={b}"));
                             view! {
                                 <div class="table-wrap"><table id="logs-table">
                                     <thead><tr><th>"Time"</th><th>"Model"</th><th>"Key"</th><th>"Status"</th>
                                         <th>"Tokens in/out"</th><th>"Cost (USD)"</th><th>"Latency"</th><th></th></tr></thead>
                                     <tbody>{rows.into_iter().map(|r| {
-                                        let href = format!("/me/request-logs?{qs}&id={}", enc(&text(&r, "request_id")));
-                                        let status = int(&r, "status");
+                                        let href = format!("/me/request-logs?{qs}&id={}", enc(&r.request_id));
+                                        let status = r.status;
                                         view! {
                                             <tr class=if (200..300).contains(&status) { "" } else { "failed" }>
-                                                <td><Time iso=text(&r, "created_at")/></td>
-                                                <td>{text(&r, "model")}</td>
-                                                <td>{text(&r, "key_name")}</td>
+                                                <td><Time iso=r.created_at.rfc3339()/></td>
+                                                <td>{r.model}</td>
+                                                <td>{r.key_name.unwrap_or_default()}</td>
                                                 <td>{status}</td>
-                                                <td>{int(&r, "tokens_in")}" / "{int(&r, "tokens_out")}</td>
-                                                <td class="cost">{text(&r, "cost_usd")}</td>
-                                                <td>{int(&r, "latency_ms")}" ms"</td>
+                                                <td>{r.tokens_in}" / "{r.tokens_out}</td>
+                                                <td class="cost">{r.cost_usd.to_string()}</td>
+                                                <td>{r.latency_ms}" ms"</td>
                                                 <td><a href=href>"Details"</a></td>
                                             </tr>
                                         }
@@ -141,24 +144,26 @@ fn Logs() -> impl IntoView {
     }
 }
 
-fn detail_view(r: Value) -> impl IntoView {
-    let attempts = r["attempts_detail"].as_array().cloned().unwrap_or_default();
-    let error = text(&r, "error_message");
+fn detail_view(r: RequestLog) -> impl IntoView {
+    let attempts = r.attempts_detail.unwrap_or_default();
+    let error = r.error_message.unwrap_or_default();
+    let error_type = r.error_type.map(|k| k.as_str()).unwrap_or_default();
+    let ttfb = r.ttfb_ms.map(|t| t.to_string()).unwrap_or_default();
     view! {
         <section class="card" id="log-detail">
-            <h2>"Request " <code>{text(&r, "request_id")}</code></h2>
+            <h2>"Request " <code>{r.request_id}</code></h2>
             <dl class="facts">
-                <dt>"Time"</dt><dd><Time iso=text(&r, "created_at")/></dd>
-                <dt>"Endpoint"</dt><dd><code>{text(&r, "endpoint")}</code></dd>
-                <dt>"Model asked"</dt><dd>{text(&r, "model")}</dd>
-                <dt>"Served by"</dt><dd>{text(&r, "served_model")}" via "{text(&r, "provider")}</dd>
-                <dt>"Status"</dt><dd>{int(&r, "status")}</dd>
-                <dt>"Tokens"</dt><dd>{int(&r, "tokens_in")}" in, "{int(&r, "tokens_out")}" out ("{int(&r, "cached_tokens")}" cached)"</dd>
-                <dt>"Cost"</dt><dd>"$" {text(&r, "cost_usd")}</dd>
-                <dt>"Latency"</dt><dd>{int(&r, "latency_ms")}" ms (first byte "{text(&r, "ttfb_ms")}" ms)"</dd>
-                <dt>"Attempts"</dt><dd>{int(&r, "attempts")}</dd>
+                <dt>"Time"</dt><dd><Time iso=r.created_at.rfc3339()/></dd>
+                <dt>"Endpoint"</dt><dd><code>{r.endpoint}</code></dd>
+                <dt>"Model asked"</dt><dd>{r.model}</dd>
+                <dt>"Served by"</dt><dd>{r.served_model.unwrap_or_default()}" via "{r.provider.unwrap_or_default()}</dd>
+                <dt>"Status"</dt><dd>{r.status}</dd>
+                <dt>"Tokens"</dt><dd>{r.tokens_in}" in, "{r.tokens_out}" out ("{r.cached_tokens}" cached)"</dd>
+                <dt>"Cost"</dt><dd>"$" {r.cost_usd.to_string()}</dd>
+                <dt>"Latency"</dt><dd>{r.latency_ms}" ms (first byte "{ttfb}" ms)"</dd>
+                <dt>"Attempts"</dt><dd>{r.attempts}</dd>
             </dl>
-            {(!error.is_empty()).then(|| view! { <ErrorBox message=format!("{}: {error}", text(&r, "error_type"))/> })}
+            {(!error.is_empty()).then(|| view! { <ErrorBox message=format!("{error_type}: {error}")/> })}
             {(!attempts.is_empty()).then(|| view! {
                 <h3>"Attempts"</h3>
                 <pre><code>{serde_json::to_string_pretty(&attempts).unwrap_or_default()}</code></pre>
