@@ -11,6 +11,7 @@ use time::{Date, Duration, Month, OffsetDateTime, Time};
 use tokengate_api::account::{
     ApiKeyView, Balance, CreateKeyRequest, CreatedKey, Me, RevokedKey, UsageSummary,
 };
+use tokengate_api::billing::{Checkout, TopupRequest};
 use tokengate_api::kinds::KeyStatus;
 use tokengate_api::{Timestamp, Usd};
 
@@ -25,10 +26,6 @@ pub const DEFAULT_TEST_MODEL: &str = "tokengate-fast";
 
 const TOPUP_HINT: &str =
     "Run `tokengate topup --amount 5` and hand the checkout URL to a person (agents must not pay).";
-
-fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
 
 /// An `--expires` value as RFC 3339: a duration from now (`30d`, `12h`, `2w`, `90m`), a
 /// date (midnight UTC), an RFC 3339 time or unix seconds.
@@ -402,8 +399,15 @@ fn parse_amount(s: &str) -> Result<String, CliError> {
 
 pub async fn topup(ctx: &Ctx, a: &TopupArgs) -> Result<(), CliError> {
     let amount = parse_amount(&a.amount)?;
-    let body = json!({"amount_usd": amount});
-    let v = auth::account(ctx, Method::POST, "/api/v1/topup", Some(&body))
+    let amount_usd: Usd = amount.parse().map_err(|_| {
+        CliError::user_hint(
+            format!("--amount {:?} is not an amount in USD", a.amount),
+            "Example: tokengate topup --amount 5",
+        )
+    })?;
+    let body = serde_json::to_value(TopupRequest { amount_usd })
+        .map_err(|e| CliError::user(format!("cannot encode the request: {e}")))?;
+    let v: Checkout = auth::account_as(ctx, Method::POST, "/api/v1/topup", Some(&body))
         .await
         .map_err(|e| {
             if e.code() == Some("payments_unavailable") {
@@ -418,10 +422,10 @@ pub async fn topup(ctx: &Ctx, a: &TopupArgs) -> Result<(), CliError> {
         ctx.out.json(&v);
         return Ok(());
     }
-    let url = str_field(&v, "checkout_url");
+    let url = v.checkout_url.as_str();
     ctx.out.note(&format!(
         "Open this URL to pay ${} (the CLI never pays; credit arrives once the payment is done):",
-        v.get("amount_usd").map(cell).unwrap_or(amount)
+        v.amount_usd
     ));
     ctx.out.line(url);
     if !a.no_open && ctx.out.interactive() && ui::open_browser(url) {
