@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh run
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tokengate-target}"
-export PATH="$PWD/node_modules/.bin:$PATH"
-cargo leptos build --release
+# target/site (wasm, JS, CSS, assets) and the server, as `cargo leptos build --release` would
+# build them, by xtask/ (no cargo-leptos to compile first).
+cargo xtask site --release
 export TOKENGATE_DEMO="${TOKENGATE_DEMO:-1}"
 exec "$CARGO_TARGET_DIR/release/tokengate-server" "$@"

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent installer for everything tokengate's run and test commands need.
-# Usage: scripts/setup.sh [run|test]. Skips whatever is already present.
+# Usage: scripts/setup.sh [run|test|dev]. Skips whatever is already present.
+#   run  (default) the wasm target and npm's wasm-opt: the site is built by `cargo xtask site`
+#        (xtask/), which bundles wasm-bindgen, so neither cargo-leptos nor wasm-bindgen-cli is needed.
+#   test run's tools plus cargo-nextest, Debian chromium, the Python venv and the end2end npm packages.
+#   dev  run's tools plus cargo-leptos 0.3.10 and the matching wasm-bindgen-cli, for the
+#        `cargo leptos watch` development loop (compiling them takes ~15 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-run}"
@@ -12,18 +17,19 @@ say() { printf '\033[1;32m==>\033[0m %s\n' "$*"; }
 rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || {
   say "adding the wasm32 target"; rustup target add wasm32-unknown-unknown; }
 
-if ! cargo leptos --version 2>/dev/null | grep -q '0.3.10'; then
-  say "installing cargo-leptos 0.3.10"
-  cargo install cargo-leptos --version 0.3.10 --locked --features no_downloads
+if [ "$MODE" = "dev" ]; then
+  if ! cargo leptos --version 2>/dev/null | grep -q '0.3.10'; then
+    say "installing cargo-leptos 0.3.10"
+    cargo install cargo-leptos --version 0.3.10 --locked --features no_downloads
+  fi
+  WB_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $WB_VERSION\$"; then
+    say "installing wasm-bindgen-cli $WB_VERSION"
+    cargo install wasm-bindgen-cli --version "$WB_VERSION" --force
+  fi
 fi
 
-WB_VERSION=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
-if ! wasm-bindgen --version 2>/dev/null | grep -q " $WB_VERSION\$"; then
-  say "installing wasm-bindgen-cli $WB_VERSION"
-  cargo install wasm-bindgen-cli --version "$WB_VERSION" --force
-fi
-
-# Release wasm builds need wasm-opt; Debian's binaryen breaks hydration, npm's 132 does not.
+# Release wasm builds (xtask and cargo-leptos) need wasm-opt; Debian's binaryen breaks hydration, npm's 132 does not.
 if [ ! -x node_modules/.bin/wasm-opt ]; then
   say "installing binaryen (wasm-opt) from npm"
   npm install --no-audit --no-fund --silent

@@ -23,10 +23,11 @@ step "unit and integration tests (SQLite and PostgreSQL)"
 # cargo-nextest (.config/nextest.toml): one process per test, a stalled test is killed
 # after 240 s and reported instead of stalling the run.
 cargo nextest run --workspace --exclude tokengate-frontend
-# After cargo test: the end-to-end suites need the server binary exactly as cargo-leptos
-# builds it (its SSR must match the wasm it hydrates with).
-step "build (cargo leptos build: server + wasm)"
-cargo leptos build
+# After cargo test: the end-to-end suites need the server binary and target/site built
+# together (its SSR must match the wasm it hydrates with): xtask/ builds both exactly as
+# `cargo leptos build` does, without cargo-leptos.
+step "build (cargo xtask site: server + wasm)"
+cargo xtask site
 step "Python suites: OpenAI and Anthropic SDKs, translation, embeddings, faults, OIDC sign-in"
 TOKENGATE_BIN="$CARGO_TARGET_DIR/debug/tokengate-server" end2end/.venv/bin/python -m pytest -q end2end/tests
 step "hydration check in headless Chromium"
