@@ -766,7 +766,9 @@ def test_topup_flow_against_fake_stripe(billing_gw, stripe_fake, signer, custome
 
     session = stripe_fake.session(t["session_id"])
     assert t["checkout_url"] == session["url"], (t, session)
-    assert t["amount_usd"] == "12.50" and t["expires_at"] == session["expires_at"], t
+    # Times are RFC 3339 in UTC (the provider gives unix seconds).
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(session["expires_at"]))
+    assert t["amount_usd"] == "12.50" and t["expires_at"] == expires, t
     assert isinstance(t["payment_id"], int), t
 
     p = cust.payment(t["session_id"])
