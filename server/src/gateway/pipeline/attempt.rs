@@ -160,12 +160,7 @@ pub(super) async fn attempt(
             (Verdict::Serve, Came::Stream { body, .. }) => {
                 return Ok(relay(ticket, call, target.clone(), native, body));
             }
-            (Verdict::Serve, _) => unreachable!("only usable 2xx replies are served"),
-            (Verdict::Refuse, came) => {
-                let (status, body) = match came {
-                    Came::Status { status, body } => (status, body),
-                    _ => (500, Bytes::new()),
-                };
+            (Verdict::Refuse, Came::Status { status, body }) => {
                 let message = translate::error_message(&body)
                     .unwrap_or_else(|| format!("The upstream provider answered {status}."));
                 let err = GatewayError::UpstreamClient { status, message };
@@ -192,6 +187,9 @@ pub(super) async fn attempt(
                     Came::Answer { .. } | Came::Stream { .. } => {}
                 }
                 last_error = Some(err);
+            }
+            (Verdict::Serve | Verdict::Refuse, _) => {
+                unreachable!("classify serves only usable 2xx replies and refuses only statuses")
             }
         }
     }
