@@ -7,8 +7,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokengate_api::account::{
     ApiKeyView, Balance, CreateKeyRequest, CreatedKey, DeviceRequestQuery, DeviceRequestView, Me,
     ProfilePatch, RevokedKey, SessionInfo, SignedOut, UpdateKeyRequest, UsageByKey, UsageByModel,
@@ -41,13 +39,6 @@ pub fn route_table() -> OpenApiRouter<AppState> {
         .routes(routes!(usage_summary))
         .routes(routes!(logout_everywhere))
         .routes(routes!(device_request))
-}
-
-/// Unix milliseconds as RFC 3339 (UTC).
-pub fn rfc3339(ms: i64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
 }
 
 /// A model list from a request: names of 1 to 200 bytes.
