@@ -225,6 +225,8 @@ struct FileConfig {
     header_read_timeout_secs: Option<u64>,
     body_read_timeout_secs: Option<u64>,
     max_connections: Option<u64>,
+    redis_url: Option<Secret>,
+    redis_prefix: Option<String>,
 }
 
 /// `[stripe]` in the config file; every key may also come from the environment.
@@ -327,6 +329,12 @@ pub struct Config {
     pub body_read_timeout_secs: u64,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Cluster mode: the Redis (7+ or Valkey) holding shared fast state (holds, limits,
+    /// throttles, the charge outbox). `None`: single instance, state in memory. May hold
+    /// a password, so it is a secret. Requires PostgreSQL.
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_prefix: String,
 }
 
 /// A configuration error, with a message meant for the operator.
@@ -580,7 +588,41 @@ impl Config {
                     .into(),
             ));
         }
+        let redis_url = env("TOKENGATE_REDIS_URL")
+            .map(Secret::new)
+            .or(parsed.redis_url)
+            .filter(|u| !u.expose().is_empty());
+        if let Some(url) = &redis_url {
+            let u = url.expose();
+            if !(u.starts_with("redis://")
+                || u.starts_with("redis+unix://")
+                || u.starts_with("unix://"))
+            {
+                return Err(ConfigError(
+                    "redis_url must start with redis:// (no TLS support) or unix://".into(),
+                ));
+            }
+            if !(database_url.starts_with("postgres://")
+                || database_url.starts_with("postgresql://"))
+            {
+                return Err(ConfigError(
+                    "redis_url (cluster mode) requires a PostgreSQL database_url: SQLite cannot be \
+                     shared by several instances"
+                        .into(),
+                ));
+            }
+        }
+        let redis_prefix = env("TOKENGATE_REDIS_PREFIX")
+            .or(parsed.redis_prefix)
+            .unwrap_or_else(|| "tokengate:".into());
+        if redis_prefix.is_empty() || redis_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError(
+                "redis_prefix must be non-empty without whitespace".into(),
+            ));
+        }
         Ok(Config {
+            redis_url,
+            redis_prefix,
             stripe,
             smtp,
             topup_max_nano,
@@ -716,6 +758,35 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 8080);
         assert!(c.demo);
+    }
+
+    #[test]
+    fn redis_cluster_settings() {
+        let c = Config::load(None, env_of(&[])).unwrap();
+        assert!(c.redis_url.is_none());
+        assert_eq!(c.redis_prefix, "tokengate:");
+        let c = Config::load(
+            None,
+            env_of(&[
+                ("TOKENGATE_DATABASE_URL", "postgres://db/x"),
+                ("TOKENGATE_REDIS_URL", "redis://:pw@127.0.0.1:6379/0"),
+                ("TOKENGATE_REDIS_PREFIX", "tg-a:"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.redis_url.as_ref().map(Secret::expose),
+            Some("redis://:pw@127.0.0.1:6379/0")
+        );
+        assert_eq!(c.redis_prefix, "tg-a:");
+        assert!(!format!("{c:?}").contains(":pw@"));
+        // Cluster mode on SQLite is refused, and says why.
+        let e = Config::load(
+            None,
+            env_of(&[("TOKENGATE_REDIS_URL", "redis://127.0.0.1/")]),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("PostgreSQL"), "{e}");
     }
 
     #[test]
