@@ -13,6 +13,7 @@
 mod props;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
 
 use serde_json::{Value, json};

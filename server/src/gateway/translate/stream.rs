@@ -38,7 +38,7 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    fn add(&mut self, text: &str) {
+    pub(super) fn add(&mut self, text: &str) {
         if !text.is_empty() {
             self.chars += text.len();
             self.events += 1;
@@ -60,7 +60,7 @@ fn comments_only(raw: &[u8]) -> bool {
 }
 
 /// The usage object of an OpenAI-format chunk, wherever the upstream put it.
-fn chunk_usage(v: &Value) -> Option<&Value> {
+pub(super) fn chunk_usage(v: &Value) -> Option<&Value> {
     v.get("usage")
         .filter(|u| u.is_object())
         .or_else(|| v.pointer("/x_groq/usage").filter(|u| u.is_object()))
@@ -338,7 +338,7 @@ impl Passthrough {
 
 /// Folds the usage of an Anthropic `message_start` or `message_delta` event into `usage`
 /// (later counts are cumulative and replace earlier ones field by field).
-fn merge_anthropic_usage(usage: &mut Option<Usage>, v: &Value) {
+pub(super) fn merge_anthropic_usage(usage: &mut Option<Usage>, v: &Value) {
     let u = match v.get("type").and_then(Value::as_str) {
         Some("message_start") => v.pointer("/message/usage"),
         Some("message_delta") => v.get("usage"),
