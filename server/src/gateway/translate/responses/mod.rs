@@ -31,6 +31,8 @@
 //!   reasoning input). Chat `reasoning_content` / `reasoning` text comes back as a
 //!   `reasoning` item with a `summary_text`.
 
+#[cfg(test)]
+mod props;
 pub mod request;
 pub mod response;
 pub mod stream;
@@ -133,6 +135,38 @@ pub fn error_code(status: u16) -> &'static str {
         429 => "rate_limit_exceeded",
         402 => "insufficient_quota",
         _ => "server_error",
+    }
+}
+
+/// For a native Responses upstream's stream event (parsed `data`): the usage of a
+/// terminal event (`response.completed`, `.incomplete`, `.failed`), if it has one.
+pub fn native_usage(event: &Value) -> Option<(Usage, i64)> {
+    if !is_terminal(event) {
+        return None;
+    }
+    let u = event.pointer("/response/usage").filter(|u| u.is_object())?;
+    Some((responses_usage(u)?, reasoning_tokens(u)))
+}
+
+/// Whether a Responses stream event ends the response.
+pub fn is_terminal(event: &Value) -> bool {
+    matches!(
+        event.get("type").and_then(Value::as_str),
+        Some("response.completed" | "response.incomplete" | "response.failed")
+    )
+}
+
+/// The generated text a Responses stream event carries (output text, refusal, tool
+/// arguments or input, reasoning text), for counting what reached the client.
+pub fn native_delta(event: &Value) -> Option<&str> {
+    match event.get("type").and_then(Value::as_str)? {
+        "response.output_text.delta"
+        | "response.refusal.delta"
+        | "response.function_call_arguments.delta"
+        | "response.custom_tool_call_input.delta"
+        | "response.reasoning_summary_text.delta"
+        | "response.reasoning_text.delta" => event.get("delta").and_then(Value::as_str),
+        _ => None,
     }
 }
 
@@ -299,7 +333,7 @@ fn now_s() -> i64 {
 }
 
 /// Finishes a Response object: status, output, usage, and the details of an incomplete
-/// or failed one (`reason` is the incomplete reason or the error `(code, message)`).
+/// (`incomplete_details.reason`) or failed (`error {code, message}`) one.
 pub fn finished(
     ctx: &ResponseCtx,
     output: Vec<Value>,
@@ -504,6 +538,44 @@ mod tests {
         assert_eq!(error_code(429), "rate_limit_exceeded");
         assert_eq!(error_code(402), "insufficient_quota");
         assert_eq!(error_code(502), "server_error");
+    }
+
+    #[test]
+    fn native_events_are_metered() {
+        let done = json!({"type": "response.completed", "sequence_number": 9, "response": {"usage":
+            {"input_tokens": 30, "input_tokens_details": {"cached_tokens": 10},
+             "output_tokens": 8, "output_tokens_details": {"reasoning_tokens": 3}, "total_tokens": 38}}});
+        assert_eq!(
+            native_usage(&done),
+            Some((
+                Usage {
+                    input: 20,
+                    output: 8,
+                    cache_read: 10,
+                    cache_write: 0
+                },
+                3
+            ))
+        );
+        assert!(is_terminal(&done));
+        let created = json!({"type": "response.created", "response": {"usage": null}});
+        assert_eq!(native_usage(&created), None);
+        assert!(!is_terminal(&created));
+        for ty in [
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+            "response.custom_tool_call_input.delta",
+            "response.reasoning_summary_text.delta",
+        ] {
+            assert_eq!(
+                native_delta(&json!({"type": ty, "delta": "ab"})),
+                Some("ab")
+            );
+        }
+        assert_eq!(
+            native_delta(&json!({"type": "response.output_text.done", "text": "ab"})),
+            None
+        );
     }
 
     #[test]

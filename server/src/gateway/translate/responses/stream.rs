@@ -222,6 +222,8 @@ pub struct ResponsesStream {
     done: bool,
     malformed: bool,
     usage: Option<Usage>,
+    /// Usage to report instead of the upstream's ([`ResponsesStream::set_usage`]).
+    billed: Option<Usage>,
     reasoning_tokens: i64,
     delivered: Delivered,
     /// Closed items, in output order.
@@ -252,6 +254,7 @@ impl ResponsesStream {
             done: false,
             malformed: false,
             usage: None,
+            billed: None,
             reasoning_tokens: 0,
             delivered: Delivered::default(),
             output: Vec::new(),
@@ -283,6 +286,14 @@ impl ResponsesStream {
 
     pub fn delivered(&self) -> Delivered {
         self.delivered
+    }
+
+    /// The usage the terminal event reports instead of the upstream's (which
+    /// [`ResponsesStream::usage`] still returns): for a caller that bills an estimate
+    /// because the upstream reported none, so the client sees what it is charged for.
+    /// Call before `finish` / `fail`.
+    pub fn set_usage(&mut self, usage: Usage) {
+        self.billed = Some(usage);
     }
 
     /// How the stream ended for the client (`None` until the terminal event): completed,
@@ -894,7 +905,7 @@ impl ResponsesStream {
     }
 
     fn terminal(&mut self, end: End, out: &mut Vec<u8>) {
-        let usage = self.usage.unwrap_or_default();
+        let usage = self.billed.or(self.usage).unwrap_or_default();
         let r = finished(
             &self.ctx,
             std::mem::take(&mut self.output),
@@ -1414,8 +1425,15 @@ mod tests {
         for ev in Parser::default().push(chunk(json!({"content": "Partial"})).as_bytes()) {
             s.event(ev, &mut out);
         }
+        let estimate = Usage {
+            input: 9,
+            output: 2,
+            ..Usage::default()
+        };
+        s.set_usage(estimate);
         s.fail("rate_limit_exceeded", "Please try again in 3s.", &mut out);
         s.finish(&mut out);
+        assert_eq!(s.usage(), None);
         s.fail("server_error", "again", &mut out);
         let evs = parse(&out);
         assert_eq!(evs[0].0, "response.created");
@@ -1432,6 +1450,8 @@ mod tests {
         );
         assert_eq!(r["output"][0]["status"], "incomplete");
         assert_eq!(r["output"][0]["content"][0]["text"], "Partial");
+        assert_eq!(r["usage"]["input_tokens"], 9);
+        assert_eq!(r["usage"]["output_tokens"], 2);
         assert_eq!(s.delivered().chars, 7);
         assert!(matches!(s.outcome(), Some(End::Failed(..))));
         assert_eq!(s.response()["status"], "failed");
