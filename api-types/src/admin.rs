@@ -542,13 +542,46 @@ pub struct AdminRequestLog {
     pub cost_usd: Usd,
 }
 
-/// Provider health: breaker settings, each target's state, the usage writer's counters.
+/// Health: the live instances of the deployment, and this instance's provider health
+/// (breaker settings, each target's state) and usage writer's counters. Circuit breakers
+/// are kept per instance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthReport {
+    /// Every live instance on this database (heartbeat within 5 s by the database's
+    /// clock), oldest first.
+    #[serde(default)]
+    pub instances: Vec<InstanceView>,
     pub breaker: BreakerSettings,
     pub targets: Vec<TargetHealth>,
     pub usage_writer: UsageWriterStats,
+}
+
+/// One live tokengate instance (the instance registry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"id": "3f9c0a6d2b7e4f18",
+    "version": "0.1.0", "listen": "10.0.0.5:3000", "public_url": "https://gw.example.com",
+    "cluster": true, "started_at": "2026-11-26T17:42:45.123Z",
+    "last_seen_at": "2026-11-26T18:00:01.020Z", "last_seen_ms_ago": 412, "current": true})))]
+pub struct InstanceView {
+    /// Random per process start.
+    pub id: String,
+    /// The tokengate version it runs.
+    pub version: String,
+    /// The address it listens on.
+    pub listen: String,
+    /// The URL it is published under.
+    pub public_url: String,
+    /// Runs with Redis (cluster mode).
+    pub cluster: bool,
+    pub started_at: Timestamp,
+    /// Its last heartbeat (one a second), database clock.
+    pub last_seen_at: Timestamp,
+    /// Milliseconds between its last heartbeat and now, by the database's clock.
+    pub last_seen_ms_ago: i64,
+    /// The instance that answered this request.
+    pub current: bool,
 }
 
 /// The usage writer's counters since the server started.

@@ -119,6 +119,27 @@ pub async fn all_balances(db: &Db) -> Result<Vec<(i64, UserStatus, i64)>, Error>
         .collect())
 }
 
+/// `(id, status, balance_nano)` of the accounts whose change number (status, role or
+/// sign-out epoch changed, see [`crate::changes`]) is above `version`; all for `-1`.
+pub async fn changed_after(db: &Db, version: i64) -> Result<Vec<(i64, UserStatus, i64)>, Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        #[sqlx(try_from = "String")]
+        status: UserStatus,
+        balance_nano: i64,
+    }
+    let rows =
+        sqlx::query_as::<_, Row>("SELECT id, status, balance_nano FROM users WHERE version > $1")
+            .bind(version)
+            .fetch_all(db.pool())
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.status, r.balance_nano))
+        .collect())
+}
+
 /// One balance change: who, what kind, how much, why, and by whom.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry<'a> {

@@ -373,6 +373,19 @@ pub async fn changed_since(db: &Db, since: i64) -> Result<Vec<ApiKey>, Error> {
     )
 }
 
+/// Keys whose change number (assigned by the database in the transaction of each change,
+/// see [`crate::changes`]) is above `version`: every key for `-1`.
+pub async fn changed_after(db: &Db, version: i64) -> Result<Vec<ApiKey>, Error> {
+    keys(
+        sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE version > $1"
+        ))
+        .bind(version)
+        .fetch_all(db.pool())
+        .await?,
+    )
+}
+
 /// The persisted spend of every active key that has a spend limit, as `(id, spent_nano)`:
 /// loaded at start and on every refresh, so a limit survives restarts and sees the spend
 /// other instances wrote.

@@ -49,6 +49,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub oidc: Arc<auth::oidc::OidcCache>,
     pub payments: billing::Payments,
+    /// This instance's id in the instance registry.
+    pub instance_id: Arc<str>,
 }
 
 /// A started server's parts, for `main` and for tests that run it in-process.
@@ -57,6 +59,10 @@ pub struct Server {
     pub router: Router,
     meter_shutdown: MeterShutdown,
     refresher: tokio::task::JoinHandle<()>,
+    /// LISTENs for changes made elsewhere (PostgreSQL only).
+    change_listener: Option<tokio::task::JoinHandle<()>>,
+    /// This instance's row in the instance registry (heartbeat until shutdown).
+    instance: cluster::instances::Registration,
 }
 
 /// Startup failure, printed by `main`.
@@ -75,6 +81,9 @@ pub enum StartError {
          TOKENGATE_DATA_DIR or TOKENGATE_DATABASE_URL at a new database.\n"
     )]
     DemoRefused(i64),
+    /// Another live instance on the database, and one of the two has no Redis.
+    #[error(transparent)]
+    Instance(#[from] cluster::instances::RegisterError),
 }
 
 /// Provider keys from the config (inline or via `api_key_env`), by provider name.
@@ -231,6 +240,13 @@ impl Server {
                  do not expose it to real users"
             );
         }
+        let instance = cluster::instances::register(
+            &db,
+            &config.listen.to_string(),
+            &config.public_url,
+            config.redis_url.is_some(),
+        )
+        .await?;
         apply_config_catalog(&db, &config).await?;
         if config.demo {
             let pw = password::generate();
@@ -275,6 +291,10 @@ impl Server {
             },
         };
         let gateway = Arc::new(Gateway::new(db.clone(), secret, meter, money, settings).await?);
+        // Changes made elsewhere: pushed by PostgreSQL NOTIFY, and polled as a backstop.
+        let wake = Arc::new(cluster::changes::Wake::default());
+        let change_listener = (db.kind() == tokengate_core::DbKind::Postgres)
+            .then(|| cluster::changes::listen(config.database_url.clone(), wake.clone()));
         let refresher = {
             let gw = gateway.clone();
             let db = db.clone();
@@ -284,7 +304,15 @@ impl Server {
                 // Expired sessions, grants and sign-in failures: purged every 10 minutes.
                 let mut ticks: u32 = 0;
                 loop {
-                    tick.tick().await;
+                    tokio::select! {
+                        full = wake.wait() => {
+                            if let Err(e) = gw.refresh_changes(full).await {
+                                tracing::warn!(error = %e, "applying changes from the database failed");
+                            }
+                            continue;
+                        }
+                        _ = tick.tick() => {}
+                    }
                     if let Err(e) = gw.refresh().await {
                         tracing::warn!(error = %e, "refresh from database failed");
                     }
@@ -309,6 +337,7 @@ impl Server {
             config: Arc::new(config),
             oidc: Arc::default(),
             payments: billing::Payments::new(providers),
+            instance_id: Arc::from(instance.id()),
         };
         let router = router(state.clone());
         Ok(Server {
@@ -316,6 +345,8 @@ impl Server {
             router,
             meter_shutdown,
             refresher,
+            change_listener,
+            instance,
         })
     }
 
@@ -326,9 +357,16 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let limits = serve::Limits::from_config(&self.state.config);
+        if let Ok(addr) = listener.local_addr() {
+            self.instance.set_listen(&addr.to_string()).await;
+        }
         let result = serve::serve(listener, self.router, limits, shutdown).await;
         self.refresher.abort();
+        if let Some(l) = &self.change_listener {
+            l.abort();
+        }
         self.meter_shutdown.flush_and_stop().await;
+        self.instance.leave().await;
         self.state.db.close().await;
         result
     }

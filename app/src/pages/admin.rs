@@ -559,27 +559,55 @@ fn Health() -> impl IntoView {
                     match data.await {
                         Err(e) => view! { <ErrorBox message=e/> }.into_any(),
                         Ok(report) => {
+                            let instances = report.instances;
                             let targets = report.targets;
-                            if targets.is_empty() {
-                                return view! { <Empty text="No traffic yet: every target is closed (healthy)."/> }.into_any();
-                            }
+                            let target_view = if targets.is_empty() {
+                                view! { <Empty text="No traffic yet: every target is closed (healthy)."/> }.into_any()
+                            } else {
+                                view! {
+                                    <div class="table-wrap"><table id="health-table">
+                                        <thead><tr><th>"Target"</th><th>"Breaker"</th><th>"Requests"</th><th>"Errors"</th><th>"Error rate"</th><th>"p50"</th><th>"p95"</th><th>"p99"</th></tr></thead>
+                                        <tbody>{targets.into_iter().map(|t| view! { <tr>
+                                            <td>{t.target.clone()}</td>
+                                            <td><span class=format!("status {}", word(&t.state))>{word(&t.state)}</span></td>
+                                            <td>{t.requests}</td><td>{t.errors}</td>
+                                            <td>{format!("{:.1}%", t.error_rate * 100.0)}</td>
+                                            <td>{ms(t.p50_ms)}</td><td>{ms(t.p95_ms)}</td><td>{ms(t.p99_ms)}</td>
+                                        </tr> }).collect_view()}</tbody>
+                                    </table></div>
+                                }.into_any()
+                            };
                             view! {
-                                <div class="table-wrap"><table id="health-table">
-                                    <thead><tr><th>"Target"</th><th>"Breaker"</th><th>"Requests"</th><th>"Errors"</th><th>"Error rate"</th><th>"p50"</th><th>"p95"</th><th>"p99"</th></tr></thead>
-                                    <tbody>{targets.into_iter().map(|t| view! { <tr>
-                                        <td>{t.target.clone()}</td>
-                                        <td><span class=format!("status {}", word(&t.state))>{word(&t.state)}</span></td>
-                                        <td>{t.requests}</td><td>{t.errors}</td>
-                                        <td>{format!("{:.1}%", t.error_rate * 100.0)}</td>
-                                        <td>{ms(t.p50_ms)}</td><td>{ms(t.p95_ms)}</td><td>{ms(t.p99_ms)}</td>
+                                <h2>"Instances"</h2>
+                                <p class="muted">"Live instances on this database (a heartbeat within the last 5 seconds)."</p>
+                                <div class="table-wrap"><table id="instances-table">
+                                    <thead><tr><th>"Instance"</th><th>"Version"</th><th>"Listen"</th><th>"Public URL"</th><th>"Mode"</th><th>"Started"</th><th>"Last seen"</th></tr></thead>
+                                    <tbody>{instances.into_iter().map(|i| view! { <tr>
+                                        <td>{i.id.clone()}{i.current.then_some(" (this one)")}</td>
+                                        <td>{i.version.clone()}</td><td>{i.listen.clone()}</td><td>{i.public_url.clone()}</td>
+                                        <td>{instance_mode(i.cluster)}</td>
+                                        <td><Time iso=i.started_at.rfc3339()/></td>
+                                        <td>{format!("{} ms ago", i.last_seen_ms_ago)}</td>
                                     </tr> }).collect_view()}</tbody>
                                 </table></div>
+                                <h2>"Provider targets"</h2>
+                                <p class="muted">"Circuit breakers are kept per instance: these are the answering instance's."</p>
+                                {target_view}
                             }.into_any()
                         }
                     }
                 })}
             </Suspense>
         </section>
+    }
+}
+
+/// How an instance shares state: through Redis (cluster) or in its own memory.
+fn instance_mode(cluster: bool) -> &'static str {
+    if cluster {
+        "cluster (Redis)"
+    } else {
+        "single (in memory)"
     }
 }
 

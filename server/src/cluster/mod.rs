@@ -7,4 +7,6 @@
 //! Without `redis_url` nothing here is used: a single instance keeps its fast state in
 //! memory exactly as before.
 
+pub mod changes;
+pub mod instances;
 pub mod redis;

@@ -1,6 +1,7 @@
 //! The in-memory API-key table: keyed hash → key record. Authentication on `/v1` is one
-//! hash and one map lookup, no SQL. Local changes (create, revoke) apply at once; a
-//! background poll picks up changes made by other instances.
+//! hash and one map lookup, no SQL. Local changes (create, revoke) apply at once; changes
+//! made elsewhere (other instances, `tokengate-server admin …`) arrive through
+//! [`super::Gateway::refresh_changes`], keyed on database-assigned change numbers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +16,6 @@ use tokengate_core::{Db, Error, now_ms};
 pub struct KeyCache {
     by_hash: RwLock<HashMap<KeyHash, Arc<ApiKey>>>,
     hash_of: RwLock<HashMap<i64, KeyHash>>,
-    /// Newest `updated_at` seen, for incremental refresh.
-    high_water: RwLock<i64>,
 }
 
 fn parse_hash(hex_hash: &str) -> Option<KeyHash> {
@@ -30,10 +29,6 @@ impl KeyCache {
         let Some(h) = parse_hash(&key.key_hash) else {
             return;
         };
-        {
-            let mut hw = self.high_water.write();
-            *hw = (*hw).max(key.updated_at);
-        }
         let mut map = self.by_hash.write();
         let mut ids = self.hash_of.write();
         if let Some(old) = ids.remove(&key.id) {
@@ -47,11 +42,9 @@ impl KeyCache {
         }
     }
 
-    /// Loads keys changed since the last refresh (all on the first call). Re-reads a
-    /// small overlap so that writes committed out of order are not missed.
-    pub async fn refresh(&self, db: &Db) -> Result<usize, Error> {
-        let since = (*self.high_water.read() - 5_000).max(0);
-        let changed = keys::changed_since(db, since).await?;
+    /// Loads the keys whose change number is above `version` (every key for `-1`).
+    pub async fn refresh(&self, db: &Db, version: i64) -> Result<usize, Error> {
+        let changed = keys::changed_after(db, version).await?;
         let n = changed.len();
         for k in changed {
             self.apply(k);

@@ -29,6 +29,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
+use tokengate_core::changes::{self, ChangeState};
 use tokengate_core::keys::ApiKey;
 use tokengate_core::{Db, Error, accounts, catalog};
 use utoipa_axum::router::OpenApiRouter;
@@ -57,6 +58,9 @@ pub struct Gateway {
     pub meter: Meter,
     pub health: Health,
     pub limits: RateLimits,
+    /// The change numbers applied so far (keys, accounts, catalog); held while a refresh
+    /// runs, so refreshes apply in order.
+    seen: tokio::sync::Mutex<ChangeState>,
     client: reqwest::Client,
     provider_keys: HashMap<String, Secret>,
     pub max_body_bytes: usize,
@@ -102,6 +106,7 @@ impl Gateway {
             meter,
             health: Health::new(settings.breaker),
             limits: RateLimits::default(),
+            seen: tokio::sync::Mutex::new(ChangeState::NOTHING_SEEN),
             client,
             provider_keys: settings.provider_keys,
             max_body_bytes: settings.max_body_bytes,
@@ -113,15 +118,43 @@ impl Gateway {
         Ok(gw)
     }
 
-    /// Reloads keys (incrementally), balances and the routing table from the database.
+    /// The periodic refresh: the changes not yet applied (as [`Gateway::refresh_changes`]),
+    /// then every balance and limited key's spend.
     pub async fn refresh(&self) -> Result<(), Error> {
-        self.keys.refresh(&self.db).await?;
+        self.refresh_changes(false).await?;
         let epoch = self.money.epoch();
         let balances = accounts::all_balances(&self.db).await?;
         let spend = tokengate_core::keys::limited_spend(&self.db).await?;
         self.money.refresh_accounts(epoch, &balances);
         self.money.refresh_keys(epoch, &spend);
-        self.reload_routes().await
+        Ok(())
+    }
+
+    /// Applies every change the database numbered above the last one applied: changed
+    /// keys, changed accounts (status, and their balance), and the routing table when the
+    /// catalog changed. One query when nothing changed. With `full`, re-reads everything.
+    pub async fn refresh_changes(&self, full: bool) -> Result<(), Error> {
+        let mut seen = self.seen.lock().await;
+        let now = changes::current(&self.db).await?;
+        let from = if full || now.version < seen.version {
+            ChangeState::NOTHING_SEEN
+        } else {
+            *seen
+        };
+        if now == from {
+            return Ok(());
+        }
+        if now.version != from.version {
+            self.keys.refresh(&self.db, from.version).await?;
+            let epoch = self.money.epoch();
+            let changed = accounts::changed_after(&self.db, from.version).await?;
+            self.money.refresh_accounts(epoch, &changed);
+        }
+        if now.catalog_version != from.catalog_version {
+            self.reload_routes().await?;
+        }
+        *seen = now;
+        Ok(())
     }
 
     /// Reloads one account's balance and status after a change outside the request path

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use tokengate_api::admin::{
     AdminLogQuery, AdminRequestLog, AdminRequestLogPage, BreakerSettings, BreakerState,
-    HealthReport, ProviderTest, TargetHealth, UsageWriterStats,
+    HealthReport, InstanceView, ProviderTest, TargetHealth, UsageWriterStats,
 };
 use tokengate_api::{Timestamp, Usd};
 use tokengate_core::usage::{self, LogFilter, StatusFilter};
@@ -159,19 +159,37 @@ fn target_health(h: health::TargetHealth) -> TargetHealth {
     }
 }
 
-/// Provider health
+/// Health
 ///
-/// Per routing target: breaker state, requests and errors in the window, error rate,
-/// latency percentiles; and the usage writer's counters since start (rows quarantined or
+/// The live instances of this deployment (heartbeat within 5 s by the database's clock,
+/// the answering one marked `current`), and this instance's provider health (circuit
+/// breakers are per instance): per routing target, breaker state, requests and errors in
+/// the window, error rate, latency percentiles; and the usage writer's counters since start (rows quarantined or
 /// dropped because the database refused them, rows replayed from the write-ahead log,
 /// requests charged above their hold).
 #[utoipa::path(get, path = "/health", operation_id = "admin_health",
     responses((status = 200, description = "Health.", body = HealthReport), AdminErrors))]
 async fn health(_: AdminUser, State(state): State<AppState>) -> Reply<HealthReport> {
+    let (now, live) = tokengate_core::instances::live(&state.db).await?;
+    let instances = live
+        .into_iter()
+        .map(|i| InstanceView {
+            current: i.id == *state.instance_id,
+            last_seen_ms_ago: (now - i.last_seen_at).max(0),
+            id: i.id,
+            version: i.version,
+            listen: i.listen,
+            public_url: i.public_url,
+            cluster: i.cluster,
+            started_at: Timestamp(i.started_at),
+            last_seen_at: Timestamp(i.last_seen_at),
+        })
+        .collect();
     let cfg = state.gateway.health.config();
     let w = state.gateway.meter.stats();
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     Ok(Json(HealthReport {
+        instances,
         usage_writer: UsageWriterStats {
             quarantined: n(&w.quarantined),
             dropped: n(&w.dropped),
