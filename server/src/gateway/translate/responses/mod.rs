@@ -237,6 +237,7 @@ impl Tools {
 /// object (a model that ignored the schema).
 pub fn custom_input(arguments: &str) -> String {
     match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(o)) if o.is_empty() => String::new(),
         Ok(Value::Object(o)) => match o.get("input") {
             Some(Value::String(s)) => s.clone(),
             Some(other) if o.len() == 1 => other.to_string(),
@@ -597,6 +598,7 @@ mod tests {
         );
         assert_eq!(custom_input("not json"), "not json");
         assert_eq!(custom_input(r#""bare""#), "bare");
+        assert_eq!(custom_input("{}"), "");
         let c = call_item(
             &t,
             None,

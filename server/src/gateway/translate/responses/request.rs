@@ -415,6 +415,12 @@ fn tools_and_choice(req: &Obj) -> Result<(Vec<Function>, Option<Choice>), Unsupp
             ));
         }
     };
+    if choice == Some(Choice::Required) && functions.is_empty() {
+        return Err(bad(
+            "tool_choice",
+            "tool_choice requires a tool call, but this model can call none of the tools given.",
+        ));
+    }
     if let Some(Choice::Named(n)) = &choice
         && !functions.iter().any(|f| &f.name == n)
     {
@@ -465,6 +471,21 @@ fn chat_parts(parts: &[Part], param: &str) -> Result<Value, Unsupported> {
     Ok(Value::Array(converted?))
 }
 
+/// Images and files returned by tools, as the user message that follows the tool
+/// messages.
+fn flush_deferred(messages: &mut Vec<Value>, deferred: &mut Vec<Part>) -> Result<(), Unsupported> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let parts = std::mem::take(deferred);
+    let content = match chat_parts(&parts, "input")? {
+        Value::Array(a) => Value::Array(a),
+        single => json!([{"type": "text", "text": single}]),
+    };
+    messages.push(json!({"role": "user", "content": content}));
+    Ok(())
+}
+
 /// Translates a Responses request, after the stored `history` items of its
 /// `previous_response_id` chain (oldest first), to a Chat Completions body. `cap_field`
 /// is the provider's output-cap field (`max_tokens` or `max_completion_tokens`). Every
@@ -475,7 +496,14 @@ pub fn to_chat(req: &Obj, history: &[Value], cap_field: &str) -> Result<Value, U
     let entries = conversation(req, history)?;
     let mut system: Vec<String> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
+    let mut deferred: Vec<Part> = Vec::new();
     for e in entries {
+        if !matches!(
+            e,
+            Entry::Output { .. } | Entry::Reasoning { .. } | Entry::System(_)
+        ) {
+            flush_deferred(&mut messages, &mut deferred)?;
+        }
         match e {
             Entry::System(t) => {
                 if !t.is_empty() {
@@ -507,14 +535,19 @@ pub fn to_chat(req: &Obj, history: &[Value], cap_field: &str) -> Result<Value, U
                 }
             }
             Entry::Output { call_id, parts } => {
-                if parts.iter().any(|p| !matches!(p, Part::Text(_))) {
-                    return Err(bad("input", "This model takes only text as tool output."));
-                }
-                messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": joined_text(&parts)}));
+                // Chat tool messages hold text only: images and files a tool returned
+                // follow the tool messages of that turn as a user message.
+                let (text, other): (Vec<Part>, Vec<Part>) =
+                    parts.into_iter().partition(|p| matches!(p, Part::Text(_)));
+                messages.push(
+                    json!({"role": "tool", "tool_call_id": call_id, "content": joined_text(&text)}),
+                );
+                deferred.extend(other);
             }
             Entry::Reasoning { .. } => {}
         }
     }
+    flush_deferred(&mut messages, &mut deferred)?;
     if !system.is_empty() {
         messages.insert(0, json!({"role": "system", "content": system.join("\n\n")}));
     }
@@ -1131,6 +1164,41 @@ mod tests {
     }
 
     #[test]
+    fn images_from_tools_follow_the_tool_messages_for_chat() {
+        let req = obj(json!({"model": "m", "input": [
+            {"role": "user", "content": "look at both"},
+            {"type": "function_call", "call_id": "c1", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "view_image", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [
+                {"type": "input_text", "text": "first"},
+                {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]},
+            {"type": "function_call_output", "call_id": "c2", "output": [
+                {"type": "input_image", "image_url": "https://x.test/b.png"}]},
+            {"role": "user", "content": "well?"}]}));
+        let c = to_chat(&req, &[], "max_tokens").unwrap();
+        let m = c["messages"].as_array().unwrap();
+        let roles: Vec<&str> = m.iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool", "tool", "user", "user"]);
+        assert_eq!(m[2]["content"], "first");
+        assert_eq!(m[3]["content"], "");
+        assert_eq!(
+            m[4]["content"][0]["image_url"]["url"],
+            "data:image/png;base64,AAAA"
+        );
+        assert_eq!(
+            m[4]["content"][1]["image_url"]["url"],
+            "https://x.test/b.png"
+        );
+        assert_eq!(m[5]["content"], "well?");
+        // Anthropic takes them inside the tool results.
+        let a = to_anthropic(&req, &[], 10).unwrap();
+        assert_eq!(
+            a["messages"][2]["content"][0]["content"][1]["type"],
+            "image"
+        );
+    }
+
+    #[test]
     fn tool_choice_maps_to_both_formats() {
         let tools = json!([{"type": "function", "name": "f"}, {"type": "custom", "name": "g"},
             {"type": "namespace", "name": "ns", "description": "d", "tools": [{"type": "function", "name": "h"}]}]);
@@ -1191,6 +1259,15 @@ mod tests {
             c.get("tools").is_none()
                 && c.get("tool_choice").is_none()
                 && c.get("parallel_tool_calls").is_none()
+        );
+        let mut forced = hosted.clone();
+        forced.insert("tool_choice".into(), json!("required"));
+        assert_eq!(
+            to_chat(&forced, &[], "max_tokens")
+                .unwrap_err()
+                .param
+                .as_deref(),
+            Some("tool_choice")
         );
     }
 
