@@ -14,6 +14,14 @@
 //!
 //! Usage and delivered output are tracked as [`super::super::stream::Converter`] does, so
 //! the relay settles a Responses stream by the same rules.
+//!
+//! Driving it: [`ResponsesStream::start`] once (any first event starts it anyway), then
+//! [`ResponsesStream::event`] per upstream event; when [`ResponsesStream::malformed`],
+//! the upstream fails midway or goes silent, [`ResponsesStream::fail`]; when the upstream
+//! closes, [`ResponsesStream::finish`]. [`ResponsesStream::done`] turns true with the
+//! terminal event, whichever it was: [`ResponsesStream::outcome`] tells a completed or
+//! incomplete answer from a failed one (an upstream `error` event fails the response
+//! too), and [`ResponsesStream::response`] is then the object to store.
 
 use std::collections::HashMap;
 
