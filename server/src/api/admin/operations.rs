@@ -164,9 +164,9 @@ fn target_health(h: health::TargetHealth) -> TargetHealth {
 /// The live instances of this deployment (heartbeat within 5 s by the database's clock,
 /// the answering one marked `current`), and this instance's provider health (circuit
 /// breakers are per instance): per routing target, breaker state, requests and errors in
-/// the window, error rate, latency percentiles; and the usage writer's counters since start (rows quarantined or
-/// dropped because the database refused them, rows replayed from the write-ahead log,
-/// requests charged above their hold).
+/// the window, error rate, latency percentiles; and the usage writer's counters since
+/// start (rows quarantined or dropped because the database refused them, rows replayed
+/// from the write-ahead log, requests charged above their hold).
 #[utoipa::path(get, path = "/health", operation_id = "admin_health",
     responses((status = 200, description = "Health.", body = HealthReport), AdminErrors))]
 async fn health(_: AdminUser, State(state): State<AppState>) -> Reply<HealthReport> {
