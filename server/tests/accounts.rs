@@ -602,7 +602,9 @@ async fn sign_in_suite(database_url: Option<String>) {
             .is_err()
     );
 
-    // With sign-up disabled, nothing is created and no one is signed in.
+    // With sign-up disabled, nothing is created and no one is signed in. (The first
+    // server stops first: a second live instance without Redis on one database is refused.)
+    t.stop().await;
     let closed = T::start(database_url, &[("TOKENGATE_SIGNUP", "0")]).await;
     let resp = closed
         .form(
@@ -624,7 +626,6 @@ async fn sign_in_suite(database_url: Option<String>) {
         Err(tokengate_core::Error::NotFound)
     ));
     closed.stop().await;
-    t.stop().await;
 }
 
 #[tokio::test]
