@@ -483,6 +483,24 @@ async fn guard(url: Option<String>) {
         waited >= Duration::from_secs(3) && waited < Duration::from_secs(9),
         "waited {waited:?} for a heartbeat to go stale (5 s after its last beat)"
     );
+
+    // Two instances started at the same moment: exactly one of them runs.
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    let (x, y) = tokio::join!(
+        Server::start(config(&url, &one, None)),
+        Server::start(config(&url, &two, None))
+    );
+    assert_eq!(
+        u8::from(x.is_ok()) + u8::from(y.is_ok()),
+        1,
+        "{:?} / {:?}",
+        x.as_ref().err(),
+        y.as_ref().err()
+    );
+    for server in [x, y].into_iter().flatten() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        server.serve(listener, async {}).await.unwrap();
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

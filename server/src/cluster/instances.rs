@@ -60,11 +60,17 @@ impl Drop for Registration {
     }
 }
 
-/// Why the start is refused, if it is: the first live instance other than `me` that
-/// conflicts (either side without Redis).
+/// The live instances that `me` must give way to: those started before it (database
+/// clock, ties broken by id) where either side runs without Redis. An instance started
+/// after `me` is left to its own guard, which gives way to `me`: of two instances started
+/// at the same moment exactly one runs.
 fn conflicting<'a>(me: &Instance, live: &'a [Instance]) -> Vec<&'a Instance> {
     live.iter()
-        .filter(|i| i.id != me.id && (!me.cluster || !i.cluster))
+        .filter(|i| {
+            i.id != me.id
+                && (!me.cluster || !i.cluster)
+                && (i.started_at, &i.id) < (me.started_at, &me.id)
+        })
         .collect()
 }
 
@@ -131,19 +137,26 @@ pub async fn register(
 /// Refuses the start while a conflicting instance is live and its heartbeat moves; waits
 /// out one whose heartbeat stands still (crashed) until it is stale.
 async fn guard(db: &Db, me: &Instance) -> Result<(), RegisterError> {
+    let mut me = me.clone();
     let mut first_seen: HashMap<String, i64> = HashMap::new();
     let give_up = Instant::now() + Duration::from_millis(LIVE_WITHIN_MS as u64) + HEARTBEAT * 2;
     let mut announced = false;
     loop {
+        // Beat while waiting, so that an instance starting at the same moment sees this
+        // one alive.
+        instances::heartbeat(db, &me.id).await?;
         let (now, live) = instances::live(db).await?;
-        let others = conflicting(me, &live);
+        if let Some(mine) = live.iter().find(|i| i.id == me.id) {
+            me.started_at = mine.started_at;
+        }
+        let others = conflicting(&me, &live);
         let Some(first) = others.first() else {
             return Ok(());
         };
         for o in &others {
             match first_seen.get(&o.id) {
                 Some(seen) if o.last_seen_at > *seen => {
-                    return Err(refusal(me, o, now).into());
+                    return Err(refusal(&me, o, now).into());
                 }
                 Some(_) => {}
                 None => {
@@ -152,7 +165,7 @@ async fn guard(db: &Db, me: &Instance) -> Result<(), RegisterError> {
             }
         }
         if Instant::now() >= give_up {
-            return Err(refusal(me, first, now).into());
+            return Err(refusal(&me, first, now).into());
         }
         if !announced {
             announced = true;
@@ -239,7 +252,11 @@ mod tests {
 
     #[test]
     fn either_side_without_redis_conflicts() {
-        let live = [inst("me", true), inst("b", true), inst("c", false)];
+        let live = [inst("me", true), inst("b", true), inst("c", false), {
+            let mut later = inst("d", false);
+            later.started_at = 1;
+            later
+        }];
         let ids = |me: &Instance| -> Vec<String> {
             conflicting(me, &live)
                 .iter()
@@ -249,6 +266,9 @@ mod tests {
         assert_eq!(ids(&inst("me", true)), ["c"]);
         assert_eq!(ids(&inst("me", false)), ["b", "c"]);
         assert!(conflicting(&inst("me", false), &[inst("me", false)]).is_empty());
+        // Started at the same moment: the lower id goes first, the other gives way.
+        assert!(conflicting(&inst("a", false), &[inst("b", false)]).is_empty());
+        assert_eq!(conflicting(&inst("b", false), &[inst("a", false)]).len(), 1);
     }
 
     #[test]
