@@ -855,8 +855,8 @@ fn id_prefix(ty: &str) -> &'static str {
 
 /// The input items of a request as stored and listed by `input_items`: a string input is
 /// one user message with an `input_text` part; messages get `type`, content parts
-/// (`input_text` for user, system and developer, `output_text` for the assistant) and a
-/// status; every item gets an id unless it has one.
+/// (`input_text` for user, system and developer, `output_text` for the assistant); every
+/// item but a reasoning one gets a status, and every item an id, unless it has them.
 pub fn input_items(req: &Obj) -> Result<Vec<Value>, Unsupported> {
     let items: Vec<Value> = match req.get("input") {
         Some(Value::String(s)) => {
@@ -895,6 +895,10 @@ pub fn input_items(req: &Obj) -> Result<Vec<Value>, Unsupported> {
                     }
                     o.insert("content".into(), json!([p]));
                 }
+            }
+            // Listed items carry a status (the SDK's item types require it), reasoning
+            // items excepted.
+            if ty != "reasoning" {
                 o.entry("status").or_insert(json!("completed"));
             }
             if o.get("id").is_none_or(|id| !id.is_string()) {
@@ -1429,6 +1433,8 @@ mod tests {
         );
         assert_eq!(items[0]["status"], "completed");
         assert!(items[1]["id"].as_str().unwrap().starts_with("fco_"));
+        assert_eq!(items[1]["status"], "completed");
+        assert_eq!(items[2]["status"], "completed");
         assert_eq!(items[2]["id"], "ctc_keep");
         assert!(input_items(&obj(json!({"input": 5}))).is_err());
         assert!(input_items(&obj(json!({"input": [1]}))).is_err());
