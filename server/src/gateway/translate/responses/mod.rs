@@ -14,6 +14,11 @@
 //!   resolve, file ids (`file_id` on images and files), a `tool_choice` that forces a
 //!   hosted tool, `text.format` other than `text` towards Anthropic, `temperature` above 1
 //!   towards Anthropic.
+//! - Mapped: `instructions` and system/developer messages to the system prompt (one
+//!   leading system message for chat), `max_output_tokens` to the provider's output cap,
+//!   `temperature`, `top_p`, `user`, `parallel_tool_calls`, `tool_choice`, `text.format`
+//!   to chat `response_format`, `reasoning.effort` to chat `reasoning_effort`; a chat
+//!   stream always asks for usage.
 //! - Hosted tools (`web_search`, `file_search`, `code_interpreter`, `image_generation`,
 //!   `mcp`, `local_shell`, `computer_use_preview`, …) only offered in `tools` are dropped:
 //!   no upstream can run them, and the model answers without them (Codex offers
@@ -24,7 +29,8 @@
 //!   history items go back upstream as that function's calls and results.
 //! - Reasoning items: an Anthropic thinking block comes back as a `reasoning` item whose
 //!   `summary` is the thinking text and whose `encrypted_content` is the block's signature
-//!   marked `ant-sig:` (`ant-redacted:` for redacted thinking), always present. Sent back
+//!   marked `ant-sig:` (`ant-redacted:` for redacted thinking), always present (whatever
+//!   `include` asks, so stored responses can be continued). Sent back
 //!   to Anthropic, such items become thinking blocks again; reasoning items without that
 //!   mark (OpenAI's own encrypted reasoning, summaries only) are dropped, and towards a
 //!   Chat Completions upstream every reasoning item is dropped (chat servers take no
