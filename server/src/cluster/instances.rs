@@ -50,13 +50,24 @@ pub struct Registration {
     db: Db,
     id: String,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Set by [`Registration::leave`].
+    left: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // A server dropped without serving (a failed start, a test) stops beating; its row
-        // goes stale within the live window.
+        // A server dropped without serving (a start that failed after registering, a
+        // test) stops beating and tries to leave; if that cannot run, its row goes stale
+        // within the live window.
         self.heartbeat.abort();
+        if !self.left
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let (db, id) = (self.db.clone(), self.id.clone());
+            rt.spawn(async move {
+                let _ = instances::deregister(&db, &id).await;
+            });
+        }
     }
 }
 
@@ -131,6 +142,7 @@ pub async fn register(
         db: db.clone(),
         id: me.id,
         heartbeat,
+        left: false,
     })
 }
 
@@ -186,8 +198,13 @@ async fn beat(db: Db, me: Instance) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut failing = false;
+    let mut beats: u32 = 0;
     loop {
         tick.tick().await;
+        beats = beats.wrapping_add(1);
+        if beats.is_multiple_of(WATCH_EVERY) {
+            watch_conflicts(&db, &me).await;
+        }
         let result = match instances::heartbeat(&db, &me.id).await {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -211,6 +228,32 @@ async fn beat(db: Db, me: Instance) {
     }
 }
 
+/// Heartbeats between two looks for a conflicting instance while running.
+const WATCH_EVERY: u32 = 5;
+
+/// Logs an error while another live instance shares the database and either side has no
+/// Redis — possible only if one of them stalled past the live window (a paused VM, a
+/// frozen process) while the other started. The guard cannot undo that; the operator must.
+async fn watch_conflicts(db: &Db, me: &Instance) {
+    let Ok((now, live)) = instances::live(db).await else {
+        return;
+    };
+    let others: Vec<&Instance> = live
+        .iter()
+        .filter(|i| i.id != me.id && (!me.cluster || !i.cluster))
+        .collect();
+    if let Some(other) = others.first() {
+        tracing::error!(
+            other = %other.id,
+            other_listen = %other.listen,
+            last_seen_ms_ago = now - other.last_seen_at,
+            "another live instance shares this database and one of the two runs without \
+             Redis: accounts can overspend and rate limits multiply; stop one of them or set \
+             TOKENGATE_REDIS_URL on every instance"
+        );
+    }
+}
+
 impl Registration {
     /// This instance's id.
     pub fn id(&self) -> &str {
@@ -226,8 +269,9 @@ impl Registration {
 
     /// Stops the heartbeat and removes this instance from the registry (graceful
     /// shutdown): a replacement can start at once.
-    pub async fn leave(self) {
+    pub async fn leave(mut self) {
         self.heartbeat.abort();
+        self.left = true;
         if let Err(e) = instances::deregister(&self.db, &self.id).await {
             tracing::warn!(error = %e, "leaving the instance registry failed");
         }
