@@ -177,6 +177,7 @@ async fn handle(
         choices,
         body_bytes: bytes.len(),
         request_id,
+        turn: None,
     };
     pipeline::run(gw, key, started, call).await
 }

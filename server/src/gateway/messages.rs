@@ -88,6 +88,7 @@ async fn handle(
         choices: 1,
         body_bytes: bytes.len(),
         request_id,
+        turn: None,
     };
     pipeline::run(gw, key, started, call).await
 }

@@ -17,6 +17,9 @@ pub mod models;
 pub mod money;
 pub mod pipeline;
 pub mod providers;
+pub mod response_store;
+pub mod responses;
+pub mod responses_wire;
 pub mod routes;
 pub mod sse;
 pub mod translate;
@@ -300,6 +303,12 @@ pub fn route_table() -> OpenApiRouter<Arc<Gateway>> {
     OpenApiRouter::new()
         .routes(utoipa_axum::routes!(chat::chat_completions))
         .routes(utoipa_axum::routes!(messages::messages))
+        .routes(utoipa_axum::routes!(responses::create_response))
+        .routes(utoipa_axum::routes!(
+            responses::get_response,
+            responses::delete_response
+        ))
+        .routes(utoipa_axum::routes!(responses::list_input_items))
         .routes(utoipa_axum::routes!(embeddings::embeddings))
         .routes(utoipa_axum::routes!(models::list_models))
 }

@@ -96,6 +96,7 @@ fn rate_estimate(call: &Call) -> i64 {
 pub(super) fn hold_amount(call: &Call, candidates: &[Arc<Target>]) -> i64 {
     let media = match call.op {
         Op::Chat => media_parts(&call.body),
+        Op::Responses => call.turn.as_ref().map_or(0, |t| t.media_parts),
         Op::Embeddings => 0,
     };
     candidates
@@ -141,7 +142,7 @@ fn media_parts(body: &Map<String, Value>) -> i64 {
 /// [`MEDIA_PART_TOKENS`] per media part, plus the whole output allowance of every choice.
 fn worst_case(call: &Call, target: &Target, media: i64) -> i64 {
     let output = match call.op {
-        Op::Chat => call
+        Op::Chat | Op::Responses => call
             .max_out
             .unwrap_or(target.model.max_output_tokens)
             .saturating_mul(call.choices.max(1)),

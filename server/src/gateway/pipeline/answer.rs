@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokengate_core::money::Usage;
 use tokengate_core::now_ms;
 
+use super::super::response_store::Stored;
 use super::super::routes::Target;
 use super::super::translate::{self, Format};
 use super::settle::Ticket;
@@ -44,7 +45,7 @@ pub(super) fn parse_success(call: &Call, native: Format, body: &[u8]) -> Option<
         }),
         Format::Anthropic => usage.and_then(translate::anthropic_usage),
     };
-    let full = if native != call.client || usage.is_none() {
+    let full = if native != call.client || call.turn.is_some() || usage.is_none() {
         Some(serde_json::from_slice(body).ok()?)
     } else {
         None
@@ -74,7 +75,8 @@ fn answer_chars(v: &Value) -> usize {
 }
 
 /// Answers with a whole upstream answer (translated to the client's format if needed),
-/// billed on its reported usage or, if it reported none, on an estimate.
+/// billed on its reported usage or, if it reported none, on an estimate. A Responses
+/// answer to be stored comes back with its row, for the caller to store before answering.
 pub(super) fn answer(
     mut ticket: Ticket,
     call: &Call,
@@ -83,14 +85,25 @@ pub(super) fn answer(
     status: u16,
     raw: Bytes,
     (parsed, usage): Parsed,
-) -> Response {
+) -> (Response, Option<Stored>) {
     let parsed = parsed.unwrap_or(Value::Null);
     let usage = usage.unwrap_or_else(|| Usage {
         input: ticket.estimated_prompt(),
         output: (answer_chars(&parsed).div_ceil(4)) as i64,
         ..Usage::default()
     });
-    let body = if native == call.client {
+    let mut stored = None;
+    let body = if let Some(turn) = call.turn.as_ref() {
+        let v = match native {
+            Format::OpenAi => translate::responses::response::from_chat(&parsed, &usage, &turn.ctx),
+            Format::Anthropic => {
+                translate::responses::response::from_anthropic(&parsed, &usage, &turn.ctx)
+            }
+        };
+        let body = Bytes::from(v.to_string());
+        stored = turn.stored(&target.provider, None, v);
+        body
+    } else if native == call.client {
         raw
     } else {
         let v = match call.client {
@@ -113,5 +126,5 @@ pub(super) fn answer(
         HeaderValue::from_static("application/json"),
     );
     gateway_headers(&mut resp, target, attempts, &request_id);
-    resp
+    (resp, stored)
 }

@@ -124,7 +124,7 @@ pub(super) async fn attempt(
             }
         };
         let result = match call.op {
-            Op::Chat => target.adapter.chat(&body, call.stream, timeout).await,
+            Op::Chat | Op::Responses => target.adapter.chat(&body, call.stream, timeout).await,
             Op::Embeddings => target.adapter.embeddings(&body, timeout).await,
         };
         let elapsed = now.elapsed();
@@ -155,7 +155,12 @@ pub(super) async fn attempt(
                     parsed,
                 },
             ) => {
-                return Ok(answer(ticket, call, target, native, status, raw, parsed));
+                let (resp, store) = answer(ticket, call, target, native, status, raw, parsed);
+                if let Some(stored) = store {
+                    // Stored before answering, so an immediate continuation finds it.
+                    super::super::responses::save(&gw.db, &stored).await;
+                }
+                return Ok(resp);
             }
             (Verdict::Serve, Came::Stream { body, .. }) => {
                 return Ok(relay(ticket, call, target.clone(), native, body));
@@ -209,7 +214,24 @@ pub(super) fn upstream_body(
     target: &Target,
     native: Format,
 ) -> Result<Value, GatewayError> {
-    let mut body = if native == call.client {
+    let mut body = if let Some(turn) = call.turn.as_ref() {
+        let translated = match native {
+            Format::OpenAi => translate::responses::request::to_chat(
+                &call.body,
+                &turn.history,
+                target.adapter.output_cap_field(),
+            ),
+            Format::Anthropic => translate::responses::request::to_anthropic(
+                &call.body,
+                &turn.history,
+                call.max_out.unwrap_or(target.model.max_output_tokens),
+            ),
+        };
+        translated.map_err(|u| GatewayError::BadRequest {
+            message: u.message,
+            param: u.param,
+        })?
+    } else if native == call.client {
         Value::Object(call.body.clone())
     } else {
         let translated = match call.client {
@@ -225,7 +247,7 @@ pub(super) fn upstream_body(
         })?
     };
     body["model"] = Value::String(target.model.upstream_model.clone());
-    if call.op == Op::Chat && call.max_out.is_none() && native == Format::OpenAi {
+    if call.op != Op::Embeddings && call.max_out.is_none() && native == Format::OpenAi {
         // The hold assumed the model's output allowance: make the upstream keep to it.
         let field = target.adapter.output_cap_field();
         if body.get("max_tokens").is_none_or(Value::is_null)
@@ -234,7 +256,7 @@ pub(super) fn upstream_body(
             body[field] = json!(target.model.max_output_tokens);
         }
     }
-    if call.op == Op::Chat && call.stream && native == Format::OpenAi {
+    if call.op != Op::Embeddings && call.stream && native == Format::OpenAi {
         // Always ask for usage; the relay removes it again unless the client asked.
         let opts = &mut body["stream_options"];
         if !opts.is_object() {

@@ -37,6 +37,7 @@ use tokengate_core::keys::ApiKey;
 
 use super::Gateway;
 use super::error::GatewayError;
+use super::responses::Turn;
 use super::routes::Target;
 use super::translate::Format;
 
@@ -47,6 +48,9 @@ pub use admit::MEDIA_PART_TOKENS;
 pub enum Op {
     Chat,
     Embeddings,
+    /// OpenAI Responses (`/v1/responses`): sent to the provider's chat endpoint translated
+    /// (see [`Call::turn`]), answered as a Response object or Responses events.
+    Responses,
 }
 
 /// A parsed, validated `/v1` call.
@@ -68,6 +72,8 @@ pub struct Call {
     pub body_bytes: usize,
     /// Sent as `x-request-id` and stored in the request log.
     pub request_id: String,
+    /// For [`Op::Responses`]: the response being created (its id, history, storage).
+    pub turn: Option<Arc<Turn>>,
 }
 
 /// The wire format `op` is sent to a provider whose chat endpoint speaks `chat_format`
@@ -75,7 +81,7 @@ pub struct Call {
 pub(super) fn native_format(op: Op, chat_format: Format) -> Format {
     match op {
         Op::Embeddings => Format::OpenAi,
-        Op::Chat => chat_format,
+        Op::Chat | Op::Responses => chat_format,
     }
 }
 
@@ -113,7 +119,21 @@ async fn run_to_end(
     started: Instant,
     call: Call,
 ) -> Result<Response, GatewayError> {
-    let candidates = plan::plan(&gw.routes.load(), &key, &call.model)?;
+    let mut candidates = plan::plan(&gw.routes.load(), &key, &call.model)?;
+    if let Some(pin) = call.turn.as_ref().and_then(|t| t.pin.as_deref()) {
+        // A continuation goes to the provider that served the previous response, or fails.
+        candidates.retain(|t| t.provider == pin);
+        if candidates.is_empty() {
+            return Err(GatewayError::BadRequest {
+                message: format!(
+                    "The previous response was served by provider `{pin}`, which does not \
+                     serve the model `{}`; continue it with a model that provider serves.",
+                    call.model
+                ),
+                param: Some("previous_response_id".into()),
+            });
+        }
+    }
     let ticket = admit::admit(&gw, key, started, &call, &candidates)?;
     attempt::attempt(ticket, &call, &candidates).await
 }
@@ -167,6 +187,7 @@ pub(super) mod tests {
             max_out: None,
             choices: 1,
             request_id: request_id(),
+            turn: None,
         }
     }
 

@@ -15,8 +15,12 @@ use tokengate_core::now_ms;
 use tokengate_core::usage::FailureKind;
 
 use super::super::providers::{ByteStream, UpstreamError};
+use super::super::responses::Turn;
 use super::super::routes::Target;
 use super::super::sse;
+use super::super::sse::Event;
+use super::super::translate::responses::stream::ResponsesStream;
+use super::super::translate::stream::Delivered;
 use super::super::translate::{self, Format, stream::Converter};
 use super::settle::Ticket;
 use super::{Call, gateway_headers};
@@ -28,13 +32,92 @@ struct Relay {
     client: Format,
     upstream: ByteStream,
     parser: sse::Parser,
-    conv: Converter,
+    conv: Conv,
     ttfb_ms: Option<i64>,
     /// How the stream ended: `None` while running.
     outcome: Option<(u16, Option<(FailureKind, String)>)>,
 }
 
+/// The converter of a relayed stream: to a chat format, or to Responses events (with the
+/// response being created, stored when it ends).
+enum Conv {
+    Chat(Converter),
+    Responses(Box<ResponsesStream>, Arc<Turn>),
+}
+
+impl Conv {
+    fn event(&mut self, ev: Event, out: &mut Vec<u8>) {
+        match self {
+            Conv::Chat(c) => c.event(ev, out),
+            Conv::Responses(c, _) => c.event(ev, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Conv::Chat(c) => c.finish(out),
+            Conv::Responses(c, _) => c.finish(out),
+        }
+    }
+
+    /// Ends the stream for the client with an error: the chat format's error event, or
+    /// `response.failed` (`server_error`) with its whole response.
+    fn fail(&mut self, client: Format, message: &str, out: &mut Vec<u8>) {
+        match self {
+            Conv::Chat(_) => {
+                out.extend_from_slice(&translate::stream::error_event(client, message))
+            }
+            Conv::Responses(c, _) => c.fail("server_error", message, out),
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self {
+            Conv::Chat(c) => c.done(),
+            Conv::Responses(c, _) => c.done(),
+        }
+    }
+
+    fn malformed(&self) -> bool {
+        match self {
+            Conv::Chat(c) => c.malformed(),
+            Conv::Responses(c, _) => c.malformed(),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            Conv::Chat(c) => c.usage(),
+            Conv::Responses(c, _) => c.usage(),
+        }
+    }
+
+    fn delivered(&self) -> Delivered {
+        match self {
+            Conv::Chat(c) => c.delivered(),
+            Conv::Responses(c, _) => c.delivered(),
+        }
+    }
+}
+
 impl Relay {
+    /// Stores a Responses stream's final response (when the client asked to store it),
+    /// before its terminal event is sent, so an immediate continuation finds it.
+    async fn store(&mut self) {
+        let Conv::Responses(conv, turn) = &self.conv else {
+            return;
+        };
+        if !conv.done() {
+            return;
+        }
+        let Some(stored) = turn.stored(&self.target.provider, None, conv.response()) else {
+            return;
+        };
+        if let Some(t) = self.ticket.as_ref() {
+            super::super::responses::save(&t.gw.db, &stored).await;
+        }
+    }
+
     fn settle(&mut self) {
         let Some(mut ticket) = self.ticket.take() else {
             return;
@@ -101,12 +184,18 @@ pub(super) fn relay(
         client: call.client,
         upstream,
         parser: sse::Parser::default(),
-        conv: Converter::new(
-            native,
-            call.client,
-            call.client_wants_usage,
-            now_ms() / 1000,
-        ),
+        conv: match call.turn.as_ref() {
+            Some(turn) => Conv::Responses(
+                Box::new(ResponsesStream::new(native, turn.ctx.clone())),
+                turn.clone(),
+            ),
+            None => Conv::Chat(Converter::new(
+                native,
+                call.client,
+                call.client_wants_usage,
+                now_ms() / 1000,
+            )),
+        },
         ttfb_ms: None,
         outcome: None,
     };
@@ -130,11 +219,15 @@ pub(super) fn relay(
                             "upstream stream went silent".to_string(),
                         )),
                     ));
-                    let out = translate::stream::error_event(
+                    let mut out = Vec::new();
+                    relay.conv.fail(
                         relay.client,
                         "The upstream provider stopped sending; the stream was ended.",
+                        &mut out,
                     );
+                    relay.store().await;
                     relay.settle();
+                    let out = Bytes::from(out);
                     return Some((Ok(out), relay));
                 }
             };
@@ -146,10 +239,11 @@ pub(super) fn relay(
                     }
                     let ending = if relay.conv.malformed() {
                         tracing::warn!(provider = %relay.target.provider, "upstream stream sent a malformed event");
-                        out.extend_from_slice(&translate::stream::error_event(
+                        relay.conv.fail(
                             relay.client,
                             "The upstream provider sent a malformed stream.",
-                        ));
+                            &mut out,
+                        );
                         Some((
                             502,
                             Some((
@@ -175,6 +269,7 @@ pub(super) fn relay(
                     }
                     if let Some(outcome) = ending {
                         relay.outcome = Some(outcome);
+                        relay.store().await;
                         relay.settle();
                     }
                     return Some((Ok::<Bytes, std::io::Error>(Bytes::from(out)), relay));
@@ -199,7 +294,8 @@ pub(super) fn relay(
                     } else {
                         "The upstream provider stream was interrupted.".to_string()
                     };
-                    out.extend_from_slice(&translate::stream::error_event(relay.client, &message));
+                    relay.conv.fail(relay.client, &message, &mut out);
+                    relay.store().await;
                     relay.settle();
                     return Some((Ok(Bytes::from(out)), relay));
                 }
@@ -210,6 +306,7 @@ pub(super) fn relay(
                     }
                     relay.conv.finish(&mut out);
                     relay.outcome = Some((200, None));
+                    relay.store().await;
                     relay.settle();
                     return (!out.is_empty()).then(|| (Ok(Bytes::from(out)), relay));
                 }
