@@ -217,12 +217,17 @@ pub struct LogQuery {
         skip_serializing_if = "Option::is_none"
     )]
     pub before: Option<i64>,
+    /// CSV export only: start after this request (an `x-request-id` of an earlier
+    /// export's last row), to resume an interrupted download; without the header row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
 
 impl LogQuery {
     /// The fields whose invalid values are answered 422 rather than 400: all of them.
-    pub const VALUE_FIELDS: &'static [&'static str] =
-        &["from", "to", "key_id", "model", "status", "limit", "before"];
+    pub const VALUE_FIELDS: &'static [&'static str] = &[
+        "from", "to", "key_id", "model", "status", "limit", "before", "after",
+    ];
 }
 
 /// An optional integer given as a number or as text (a query string has only text); an

@@ -12,6 +12,8 @@ Examples:
   tokengate env >> .env                    # OPENAI_API_KEY=… and OPENAI_BASE_URL=…
   tokengate test                           # one tiny chat completion
   tokengate topup --amount 5 --json        # a checkout URL for a person to pay
+  tokengate logs export --from 2026-11-01 > logs.csv
+  tokengate completions bash               # shell completions (bash, zsh, fish)
 
 Agents: add --json (or set TOKENGATE_JSON=1) for one JSON document per line on stdout,
 {\"error\": \"…\"} on failure. Never pay a top-up yourself: hand the URL to the user.
@@ -126,6 +128,25 @@ Examples:
   tokengate test --model mock/smart-1
   tokengate test --json";
 
+const LOGS_EXPORT_HELP: &str = "\
+Writes your request log, newest first, to stdout (and nothing else): CSV exactly as the API's
+export sends it, or JSON Lines (one request per line). On a terminal, progress (rows, bytes)
+goes to stderr. An interrupted export resumes with --after and the last complete row's
+request_id: the rows after it, without a header, ready to append.
+
+Examples:
+  tokengate logs export --from 2026-11-01 --to 2026-11-30 > november.csv
+  tokengate logs export --from 2026-11-01 --format jsonl > november.jsonl
+  tokengate logs export --from 2026-11-01 --after req_01J… >> november.csv";
+
+const COMPLETIONS_HELP: &str = "\
+Prints a completion script for the shell on stdout.
+
+Examples:
+  tokengate completions bash > ~/.local/share/bash-completion/completions/tokengate
+  tokengate completions zsh > \"${fpath[1]}/_tokengate\"
+  tokengate completions fish > ~/.config/fish/completions/tokengate.fish";
+
 /// The `tokengate` command line.
 #[derive(Debug, Parser)]
 #[command(
@@ -192,6 +213,59 @@ pub enum Command {
     /// Send one tiny chat completion to check the key and the gateway
     #[command(after_help = TEST_HELP)]
     Test(TestArgs),
+    /// Your request log
+    #[command(subcommand, arg_required_else_help = true)]
+    Logs(LogsCommand),
+    /// Print a shell completion script (bash, zsh, fish)
+    #[command(after_help = COMPLETIONS_HELP)]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Export the request log as CSV or JSON Lines to stdout
+    #[command(after_help = LOGS_EXPORT_HELP)]
+    Export(LogsExportArgs),
+}
+
+/// The format of `logs export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The API's CSV, byte for byte
+    Csv,
+    /// One JSON object (the API's request-log row) per line
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsExportArgs {
+    /// From this time: RFC 3339, YYYY-MM-DD (UTC) or unix seconds
+    #[arg(long, value_name = "WHEN")]
+    pub from: Option<String>,
+    /// Until this time; a date includes that whole day
+    #[arg(long, value_name = "WHEN")]
+    pub to: Option<String>,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+    /// Resume: only the rows after this request id (the last row already written)
+    #[arg(long, value_name = "REQUEST_ID")]
+    pub after: Option<String>,
+    /// Only this key's requests (its id from `keys list`)
+    #[arg(long, value_name = "ID")]
+    pub key_id: Option<i64>,
+    /// Only this model or alias
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only this status: 429, a class such as 4xx, or `error`
+    #[arg(long)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -338,6 +338,17 @@ pub async fn account(
     }
 }
 
+/// A current access token for this server (refreshed first when about to expire, or when
+/// `refused` says the server just refused the stored one), for requests [`account`] cannot
+/// make, such as streamed downloads.
+pub async fn access_token(ctx: &Ctx, refused: bool) -> Result<String, CliError> {
+    let mut creds = credentials(ctx)?;
+    if refused || creds.expires_at - now_secs() <= REFRESH_MARGIN_SECS {
+        creds = refresh(ctx, &creds).await?;
+    }
+    Ok(creds.access_token)
+}
+
 /// Like [`account`], the answer read as the API type `T` (an answer of another shape is a
 /// server error).
 pub async fn account_as<T: DeserializeOwned>(

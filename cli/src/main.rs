@@ -1,6 +1,6 @@
 //! `tokengate`, the command-line client of a tokengate server: device-flow login, API keys,
-//! balance, usage, models, top-up links, `.env` lines and a test call, for people and for
-//! agents (`--json`). This file parses the command line, resolves the server URL, the API
+//! balance, usage, models, top-up links, `.env` lines, a test call, request-log export and
+//! shell completions, for people and for agents (`--json`). This file parses the command line, resolves the server URL, the API
 //! key and the local store, runs the command and turns its outcome into the exit code
 //! (0 ok; 1 user error or 4xx; 2 network error; 3 server error, 5xx or device-flow failure).
 //! It talks only to the documented HTTP API; no server crate is linked.
@@ -9,6 +9,7 @@ mod args;
 mod auth;
 mod commands;
 mod error;
+mod export;
 mod http;
 mod store;
 mod ui;
@@ -19,7 +20,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use serde_json::json;
 
-use args::{Cli, Command, KeysCommand};
+use args::{Cli, Command, KeysCommand, LogsCommand};
 use error::CliError;
 use http::Http;
 use store::Store;
@@ -52,6 +53,11 @@ fn api_url(cli: &Cli, store: &Store) -> Result<String, CliError> {
 }
 
 async fn run(cli: Cli, out: Out) -> Result<(), CliError> {
+    if let Command::Completions(a) = &cli.command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(a.shell, &mut cmd, "tokengate", &mut std::io::stdout());
+        return Ok(());
+    }
     let store = Store::from_env()?;
     let http = Http::new(api_url(&cli, &store)?)?;
     let key = cli
@@ -79,6 +85,8 @@ async fn run(cli: Cli, out: Out) -> Result<(), CliError> {
         Command::Topup(a) => commands::topup(&ctx, a).await,
         Command::Env(a) => commands::env(&ctx, a).await,
         Command::Test(a) => commands::test(&ctx, a).await,
+        Command::Logs(LogsCommand::Export(a)) => export::export(&ctx, a).await,
+        Command::Completions(_) => Ok(()),
     }
 }
 

@@ -923,3 +923,144 @@ fn refused_key_and_empty_balance_exit_1() {
     let models = cli.run(&["models", "--key", &key, "--json"]).ok().json();
     assert!(!models.as_array().unwrap().is_empty());
 }
+
+// ----- logs export and completions --------------------------------------------------------
+
+/// The API's CSV export, read with the portal session `cookie`.
+fn api_csv(server: &Server, cookie: &str, query: &str) -> Vec<u8> {
+    block_on(async {
+        let resp = http()
+            .get(format!("{}/api/v1/me/request-logs.csv?{query}", server.url))
+            .header("cookie", format!("tg_session={cookie}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap().to_vec()
+    })
+}
+
+#[test]
+fn logs_export_is_the_api_csv_byte_for_byte_and_resumes() {
+    let server = Server::start();
+    let admin = server.sign_in(&server.admin_email, &server.admin_password);
+    let cli = Cli::new(&server.url);
+    cli.login(&["login", "--json"], &[], |code| {
+        server.decide_device(&admin, code, "approve")
+    })
+    .0
+    .ok();
+    // Five requests.
+    let key = server.create_key(&admin, "export");
+    block_on(async {
+        for model in ["tokengate-fast"; 5] {
+            let _ = http()
+                .post(format!("{}/v1/chat/completions", server.url))
+                .bearer_auth(&key)
+                .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    // Wait until the five rows are flushed to the log.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let full = loop {
+        let csv = api_csv(&server, &admin, "from=2000-01-01");
+        let rows = String::from_utf8(csv.clone())
+            .unwrap()
+            .matches("\r\n")
+            .count();
+        if rows >= 6 {
+            break csv;
+        }
+        assert!(Instant::now() < deadline, "the log has {rows} lines");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    // CSV: exactly the API's bytes, nothing else on stdout, no progress off a terminal.
+    let out = Command::new(CLI)
+        .args(["logs", "export", "--from", "2000-01-01"])
+        .env("HOME", cli.home.path())
+        .env("TOKENGATE_API_URL", &server.url)
+        .env_remove("TOKENGATE_JSON")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, full, "the CLI's CSV differs from the API's");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Resume after the second row: the rows after it, without a header.
+    let text = String::from_utf8(full.clone()).unwrap();
+    let rows: Vec<&str> = text.split_inclusive("\r\n").collect();
+    let second_id = rows[2].split(',').nth(1).unwrap();
+    let tail = cli
+        .run(&[
+            "logs",
+            "export",
+            "--from",
+            "2000-01-01",
+            "--after",
+            second_id,
+        ])
+        .ok();
+    assert_eq!(tail.stdout, rows[3..].concat());
+    let unknown = cli.run(&["logs", "export", "--after", "req_nope"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+
+    // JSON Lines: one typed row per request, same order as the CSV.
+    let jsonl = cli
+        .run(&[
+            "logs",
+            "export",
+            "--from",
+            "2000-01-01",
+            "--format",
+            "jsonl",
+        ])
+        .ok();
+    let ids: Vec<String> = jsonl
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let csv_ids: Vec<String> = rows[1..]
+        .iter()
+        .map(|r| r.split(',').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(ids, csv_ids);
+    let resumed = cli
+        .run(&["logs", "export", "--format", "jsonl", "--after", second_id])
+        .ok();
+    assert_eq!(resumed.stdout.lines().count(), ids.len() - 2);
+}
+
+#[test]
+fn completions_for_three_shells() {
+    let cli = Cli::new("http://127.0.0.1:9");
+    for (shell, marker) in [
+        ("bash", "complete -F _tokengate"),
+        ("zsh", "#compdef tokengate"),
+        ("fish", "complete -c tokengate"),
+    ] {
+        let out = cli.run(&["completions", shell]).ok();
+        assert!(out.stdout.contains(marker), "{shell}: {}", out.stdout);
+        assert!(out.stdout.contains("export"), "{shell}: no logs export");
+    }
+    assert_eq!(cli.run(&["completions", "powershell-ish"]).code, 1);
+}

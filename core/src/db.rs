@@ -95,3 +95,92 @@ impl Db {
         self.pool.close().await;
     }
 }
+
+/// How far a database's schema is from the migrations this build embeds, read without
+/// changing anything (for `tokengate-server doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationStatus {
+    /// A SQLite URL whose file does not exist yet (the server creates it at start).
+    Missing,
+    /// Every embedded migration is applied.
+    Current { applied: usize },
+    /// Migrations the server will apply at its next start.
+    Pending { applied: usize, pending: usize },
+    /// A migration that failed half-way, or one this build does not know (a newer build
+    /// migrated this database).
+    Broken(String),
+}
+
+/// Connects to `url` read-only (SQLite) or with a short timeout (PostgreSQL) and compares
+/// its applied migrations with the embedded ones. An error means unreachable.
+pub async fn migration_status(url: &str) -> Result<MigrationStatus, Error> {
+    install_default_drivers();
+    let kind: DbKind = url.parse()?;
+    let url = match kind {
+        DbKind::Sqlite => {
+            let path = url
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            if !path.is_empty() && path != ":memory:" && !std::path::Path::new(path).exists() {
+                return Ok(MigrationStatus::Missing);
+            }
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=ro")
+        }
+        DbKind::Postgres => url.to_string(),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await?;
+    let table = match kind {
+        DbKind::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+        }
+        DbKind::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = '_sqlx_migrations' \
+             AND table_schema = current_schema()"
+        }
+    };
+    let has_table: i64 = sqlx::query_scalar(table).fetch_one(&pool).await?;
+    let rows: Vec<(i64, i64)> = if has_table > 0 {
+        // `success` is a boolean, which the Any driver cannot decode from SQLite.
+        sqlx::query_as(
+            "SELECT version, CAST(CASE WHEN success THEN 1 ELSE 0 END AS BIGINT) \
+             FROM _sqlx_migrations",
+        )
+        .fetch_all(&pool)
+        .await?
+    } else {
+        Vec::new()
+    };
+    pool.close().await;
+    let migrator = match kind {
+        DbKind::Sqlite => &SQLITE_MIGRATIONS,
+        DbKind::Postgres => &POSTGRES_MIGRATIONS,
+    };
+    let known: Vec<i64> = migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| m.version)
+        .collect();
+    if let Some((v, _)) = rows.iter().find(|(_, ok)| *ok == 0) {
+        return Ok(MigrationStatus::Broken(format!(
+            "migration {v} failed half-way"
+        )));
+    }
+    if let Some((v, _)) = rows.iter().find(|(v, _)| !known.contains(v)) {
+        return Ok(MigrationStatus::Broken(format!(
+            "migration {v} is not known to this build (a newer tokengate migrated it)"
+        )));
+    }
+    let applied = rows.len();
+    match known.len().saturating_sub(applied) {
+        0 => Ok(MigrationStatus::Current { applied }),
+        pending => Ok(MigrationStatus::Pending { applied, pending }),
+    }
+}

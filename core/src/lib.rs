@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod changes;
 pub mod db;
 pub mod demo;
+pub mod doctor;
 pub mod instances;
 pub mod keys;
 pub mod money;
@@ -16,7 +17,7 @@ pub mod payments;
 pub mod statements;
 pub mod usage;
 
-pub use db::{Db, DbKind};
+pub use db::{Db, DbKind, MigrationStatus, migration_status};
 
 /// Errors of the domain layer; boundaries map them to their own wire shapes.
 #[derive(Debug, thiserror::Error)]

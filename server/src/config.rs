@@ -125,6 +125,10 @@ pub struct OidcConfig {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: Option<Secret>,
+    /// Name of an environment variable holding the client secret (prefer this to
+    /// `client_secret`; `tokengate-server init` writes it to the env file).
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
     /// Link a first sign-in to an existing account with the same email when the provider
     /// verified it and the account's own address was verified (a mailed link).
     #[serde(default)]

@@ -1,5 +1,5 @@
-//! The `tokengate-server` command line: `serve` (default), `admin create`, and
-//! `mock-upstream`.
+//! The `tokengate-server` command line: `serve` (default), `init`, `doctor`, `admin create`,
+//! `admin token` and `mock-upstream`.
 
 use std::path::PathBuf;
 
@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokengate_core::{Db, accounts, password};
-use tokengate_server::Server;
 use tokengate_server::config::Config;
+use tokengate_server::{Server, doctor, envfile};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +24,10 @@ struct Cli {
     /// Optional TOML config file; TOKENGATE_* environment variables override it.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Optional env file of secrets (`NAME=value` lines, as `init` writes); variables
+    /// already in the environment win over it.
+    #[arg(long, global = true, value_name = "PATH")]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -32,6 +36,12 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Write a first tokengate.toml and env file, asking on a terminal (or from flags), each
+    /// answer checked before anything is written.
+    Init(Box<tokengate_server::init::InitArgs>),
+    /// Check the configuration as `serve` reads it: one line per check with its fix; exit
+    /// code 0 all good, 1 warnings, 2 errors.
+    Doctor,
     /// Manage administrators.
     Admin {
         #[command(subcommand)]
@@ -41,6 +51,9 @@ enum Command {
     MockUpstream {
         #[arg(long, default_value = "127.0.0.1:9100")]
         listen: String,
+        /// Require this bearer key (401 otherwise), to try provider-key checks.
+        #[arg(long, value_name = "KEY")]
+        api_key: Option<String>,
     },
 }
 
@@ -99,11 +112,37 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; draining in-flight requests");
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let config = Config::load(cli.config.as_deref(), |k| std::env::var(k).ok())
-        .map_err(|e| e.to_string())?;
+async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Init(args) = command {
+        let config_path = cli
+            .config
+            .unwrap_or_else(|| PathBuf::from("tokengate.toml"));
+        let env_path = cli
+            .env_file
+            .unwrap_or_else(|| tokengate_server::init::default_env_file(&config_path));
+        tokengate_server::init::run(*args, &config_path, &env_path).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = envfile::load_config(cli.config.as_deref(), cli.env_file.as_deref());
+    if let Command::Doctor = command {
+        let report = match loaded {
+            Ok(config) => {
+                let sources = doctor::Sources {
+                    config_file: cli.config.as_deref(),
+                    env_file: cli.env_file.as_deref(),
+                };
+                doctor::diagnose(&config, &sources).await
+            }
+            Err(e) => doctor::config_error(&e.0),
+        };
+        print!("{}", report.render());
+        return Ok(ExitCode::from(report.exit_code()));
+    }
+    let config = loaded.map_err(|e| e.to_string())?;
     init_logging(&config);
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
+        Command::Init(_) | Command::Doctor => unreachable!("handled above"),
         Command::Serve => {
             let listen = config.listen;
             let server = Server::start(config).await.map_err(|e| e.to_string())?;
@@ -116,17 +155,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!("stopped");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::MockUpstream { listen } => {
+        Command::MockUpstream { listen, api_key } => {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             tracing::info!(%listen, "mock upstream listening");
-            axum::serve(listener, tokengate_server::mock_upstream::router())
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .map_err(|e| e.to_string())
+            axum::serve(
+                listener,
+                tokengate_server::mock_upstream::router_with_key(api_key),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
             command: AdminCommand::Create { email, name },
@@ -153,7 +196,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 user.email, user.id
             );
             db.close().await;
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Admin {
             command: AdminCommand::Token { email, ttl },
@@ -184,7 +227,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ttl,
             );
             println!("{token}");
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -202,7 +245,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("tokengate-server: {e}");
             ExitCode::FAILURE

@@ -1,6 +1,7 @@
 //! `tokengate-server mock-upstream`: the mock provider as a standalone OpenAI-compatible
 //! HTTP server (`/v1/chat/completions`, `/v1/models`). It is the fast local upstream of the
-//! benchmark and a handy target for trying provider configuration.
+//! benchmark and a handy target for trying provider configuration (`--api-key` makes it
+//! require a bearer key, as a real provider does).
 
 use axum::Router;
 use axum::body::Body;
@@ -55,7 +56,35 @@ async fn models() -> axum::Json<Value> {
 
 /// The mock upstream's router.
 pub fn router() -> Router {
-    Router::new()
+    router_with_key(None)
+}
+
+/// The mock upstream's router; with `key`, every request without `Authorization: Bearer
+/// <key>` is answered 401 as OpenAI does (for trying provider-key checks).
+pub fn router_with_key(key: Option<String>) -> Router {
+    let router = Router::new()
         .route("/v1/chat/completions", post(chat))
-        .route("/v1/models", get(models))
+        .route("/v1/models", get(models));
+    match key {
+        None => router,
+        Some(key) => router.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let expected = format!("Bearer {key}");
+                async move {
+                    let given = req.headers().get(header::AUTHORIZATION);
+                    if given.is_some_and(|v| v.as_bytes() == expected.as_bytes()) {
+                        next.run(req).await
+                    } else {
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            axum::Json(json!({"error": {"message": "Incorrect API key provided.",
+                                "type": "invalid_request_error", "param": null,
+                                "code": "invalid_api_key"}})),
+                        )
+                            .into_response()
+                    }
+                }
+            },
+        )),
+    }
 }

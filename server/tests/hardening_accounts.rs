@@ -1372,6 +1372,7 @@ async fn oidc_suite(database_url: Option<String>) {
         issuer: "https://idp.example".into(),
         client_id: "tg".into(),
         client_secret: None,
+        client_secret_env: None,
         link_by_email: true,
     };
     let state = &t.r.server_state;

@@ -680,13 +680,14 @@ const EXPORT_PAGE: i64 = 1000;
 
 /// Request log as CSV
 ///
-/// The filtered log as RFC 4180 CSV, streamed (any number of rows). Text a person typed is
-/// prefixed with `'` when a spreadsheet would evaluate it.
+/// The filtered log as RFC 4180 CSV, newest first, streamed (any number of rows). Text a
+/// person typed is prefixed with `'` when a spreadsheet would evaluate it. `after` (a
+/// request id) resumes an interrupted export: the rows after it, without the header.
 #[utoipa::path(get, path = "/me/request-logs.csv", tag = "Billing", operation_id = "export_request_logs_csv",
     security(("access_token" = []), ("session_cookie" = [])),
     params(LogQuery),
     responses((status = 200, description = "The log as CSV.", content_type = "text/csv", body = String),
-        BadRequest, Unauthorized, Unprocessable))]
+        BadRequest, Unauthorized, NotFound, Unprocessable))]
 async fn export_logs(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
@@ -695,8 +696,18 @@ async fn export_logs(
     let q: LogQuery = typed_query(raw.as_deref(), LogQuery::VALUE_FIELDS)?;
     let filter = log_filter(&q)?;
     let names = key_names(&state.db, u.id).await?;
-    let mut header = String::new();
-    csv::record(&mut header, &LOG_CSV_HEADER);
+    // Resuming: the rows after (older than) that request, without the header row.
+    let (before, header) = match q.after.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        Some(after) => (
+            Some(usage::log_by_request_id(&state.db, u.id, after).await?.id),
+            None,
+        ),
+        None => {
+            let mut header = String::new();
+            csv::record(&mut header, &LOG_CSV_HEADER);
+            (None, Some(header))
+        }
+    };
     struct Cursor {
         db: Db,
         user_id: i64,
@@ -711,8 +722,8 @@ async fn export_logs(
         user_id: u.id,
         filter,
         names,
-        before: None,
-        header: Some(header),
+        before,
+        header,
         done: false,
     };
     let stream = futures::stream::unfold(start, |mut c| async move {
