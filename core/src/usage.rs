@@ -189,13 +189,18 @@ const LOG_COLUMN_COUNT: usize = 20;
 const ROWS_PER_INSERT: usize = 64;
 
 /// Writes a batch of request logs, their ledger entries (one usage entry per account per
-/// batch) and balance/key-spend updates in a single transaction.
+/// batch) and balance/key-spend updates in a single transaction. Idempotent by request
+/// id: a record whose request id already has a row is skipped and charges nothing (in
+/// cluster mode a charge can arrive both from the settling instance and from the shared
+/// outbox; migration 0007 makes request ids unique).
 pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUpdates, Error> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
     let now = now_ms();
     let mut tx = db.pool().begin().await?;
+    let mut inserted: std::collections::HashSet<String> =
+        std::collections::HashSet::with_capacity(records.len());
     for chunk in records.chunks(ROWS_PER_INSERT) {
         let mut sql = format!("INSERT INTO request_logs ({LOG_COLUMNS}) VALUES ");
         for i in 0..chunk.len() {
@@ -216,6 +221,7 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
             }
             sql.push(')');
         }
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
         let attempts = chunk
             .iter()
             .map(|r| {
@@ -225,7 +231,7 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
                     .transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query_scalar::<_, String>(&sql);
         for (r, attempts_json) in chunk.iter().zip(attempts) {
             q = q
                 .bind(&r.request_id)
@@ -249,7 +255,7 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
                 .bind(attempts_json)
                 .bind(r.created_at);
         }
-        q.execute(&mut *tx).await?;
+        inserted.extend(q.fetch_all(&mut *tx).await?);
     }
 
     // Per-account sums of what this batch charged, split by the calendar month of the
@@ -257,7 +263,11 @@ pub async fn write_batch(db: &Db, records: &[RequestRecord]) -> Result<BalanceUp
     // entries sum to exactly its requests' costs even across a month boundary.
     let mut per_user: BTreeMap<(i64, Month), (i64, i64, i64)> = BTreeMap::new(); // cost, requests, last
     let mut per_key: BTreeMap<i64, (i64, i64)> = BTreeMap::new(); // cost, last used
+    // A record appears once in `inserted` even if the batch repeats its request id.
     for r in records {
+        if !inserted.remove(&r.request_id) {
+            continue;
+        }
         let u = per_user
             .entry((r.user_id, Month::of_ms(r.created_at)))
             .or_default();

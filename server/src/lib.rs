@@ -8,14 +8,10 @@ pub mod billing;
 pub mod cluster;
 pub mod config;
 pub mod docs;
-pub mod doctor;
-pub mod envfile;
 pub mod gateway;
-pub mod init;
 pub mod mail;
 pub mod mock_upstream;
 pub mod portal;
-pub mod probe;
 pub mod rejections;
 pub mod seal;
 pub mod security;
@@ -67,6 +63,8 @@ pub struct Server {
     change_listener: Option<tokio::task::JoinHandle<()>>,
     /// This instance's row in the instance registry (heartbeat until shutdown).
     instance: cluster::instances::Registration,
+    /// Cluster mode's hold keeper and outbox consumer.
+    cluster_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Startup failure, printed by `main`.
@@ -209,14 +207,9 @@ fn demo_banner(url: &str, email: &str, pw: &str, key: &str) -> String {
          Admin password: {pw}   <- DEMO SECRET: signs in as administrator\n\
          API key:        {key}   <- DEMO SECRET: spends the demo credit\n\
          Credit:         $5.00 (demo)\n\n\
-         Next, try:\n\
-         1. A chat completion with the key:\n  \
-         curl {url}/v1/chat/completions -H \"Authorization: Bearer {key}\" \\\n    \
+         Try it:\n  curl {url}/v1/chat/completions -H \"Authorization: Bearer {key}\" \\\n    \
          -H \"Content-Type: application/json\" \\\n    \
-         -d '{{\"model\":\"tokengate-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\
-         2. The portal: open {url}/login and sign in with the email and password above\n   \
-         (usage, request logs, keys; the admin console is at {url}/admin).\n\
-         3. The CLI: cargo install --path cli --locked && tokengate login --api-url {url}\n\n\
+         -d '{{\"model\":\"tokengate-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
          These demo secrets are shown only once. Anyone who can read this console can use them:\n\
          never run demo mode on a database that real users share.\n\
          ================================================\n",
@@ -299,7 +292,25 @@ impl Server {
                 half_open_probes: b.half_open_probes,
             },
         };
-        let gateway = Arc::new(Gateway::new(db.clone(), secret, meter, money, settings).await?);
+        let mut gateway = Gateway::new(db.clone(), secret, meter, money, settings).await?;
+        let mut cluster_tasks = Vec::new();
+        if let Some(url) = &config.redis_url {
+            let redis = cluster::redis::RedisConn::connect(url.expose(), &config.redis_prefix)
+                .await
+                .map_err(|e| config::ConfigError(e.to_string()))?;
+            let bp = cluster::backplane::RedisBackplane::connect(
+                redis,
+                db.clone(),
+                config.request_timeout_ms,
+            )
+            .await
+            .map_err(|e| {
+                config::ConfigError(format!("Redis backplane: {}", cluster::redis::redact(&e)))
+            })?;
+            cluster_tasks = bp.spawn_tasks();
+            gateway.backplane = cluster::backplane::Backplane::Redis(bp);
+        }
+        let gateway = Arc::new(gateway);
         // Changes made elsewhere: pushed by PostgreSQL NOTIFY, and polled as a backstop.
         let wake = Arc::new(cluster::changes::Wake::default());
         let change_listener = (db.kind() == tokengate_core::DbKind::Postgres)
@@ -324,6 +335,11 @@ impl Server {
                     }
                     if let Err(e) = gw.refresh().await {
                         tracing::warn!(error = %e, "refresh from database failed");
+                    }
+                    if let cluster::backplane::Backplane::Redis(r) = &gw.backplane
+                        && let Err(e) = r.offer_changed_balances().await
+                    {
+                        tracing::warn!(error = %e, "offering balances to Redis failed");
                     }
                     ticks = (ticks + 1) % 300;
                     if ticks == 0
@@ -356,6 +372,7 @@ impl Server {
             refresher,
             change_listener,
             instance,
+            cluster_tasks,
         })
     }
 
@@ -371,6 +388,9 @@ impl Server {
         }
         let result = serve::serve(listener, self.router, limits, shutdown).await;
         self.refresher.abort();
+        for t in &self.cluster_tasks {
+            t.abort();
+        }
         if let Some(l) = &self.change_listener {
             l.abort();
         }
@@ -536,18 +556,5 @@ mod tests {
             "{b}"
         );
         assert!(b.contains("Admin email:    admin@tokengate.local"), "{b}");
-        // The three next steps: a call with the key, the portal, the CLI.
-        assert!(
-            b.contains("1. A chat completion") && b.contains("Bearer sk-tg-abc"),
-            "{b}"
-        );
-        assert!(
-            b.contains("2. The portal: open http://127.0.0.1:3000/login"),
-            "{b}"
-        );
-        assert!(
-            b.contains("tokengate login --api-url http://127.0.0.1:3000"),
-            "{b}"
-        );
     }
 }

@@ -64,6 +64,9 @@ pub struct Gateway {
     /// The change numbers applied so far (keys, accounts, catalog); held while a refresh
     /// runs, so refreshes apply in order.
     seen: tokio::sync::Mutex<ChangeState>,
+    /// Where holds, rate windows and settled charges are shared: memory (one instance) or
+    /// Redis (cluster mode, set by `Server::start`).
+    pub backplane: crate::cluster::backplane::Backplane,
     client: reqwest::Client,
     provider_keys: HashMap<String, Secret>,
     pub max_body_bytes: usize,
@@ -110,6 +113,7 @@ impl Gateway {
             health: Health::new(settings.breaker),
             limits: RateLimits::default(),
             seen: tokio::sync::Mutex::new(ChangeState::NOTHING_SEEN),
+            backplane: crate::cluster::backplane::Backplane::Memory,
             client,
             provider_keys: settings.provider_keys,
             max_body_bytes: settings.max_body_bytes,
@@ -168,6 +172,11 @@ impl Gateway {
         let u = accounts::get_user(&self.db, user_id).await?;
         self.money
             .refresh_accounts(epoch, &[(u.id, u.status, u.balance_nano)]);
+        if let crate::cluster::backplane::Backplane::Redis(r) = &self.backplane
+            && let Err(e) = r.offer_account(user_id).await
+        {
+            tracing::warn!(error = %e, "offering balances to Redis failed");
+        }
         Ok(())
     }
 

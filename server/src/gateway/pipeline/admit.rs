@@ -17,50 +17,52 @@ use super::super::money::Refusal;
 use super::super::routes::Target;
 use super::settle::Ticket;
 use super::{Call, Op};
+use crate::cluster::backplane::{AdmitError, Ask};
 
 /// Prompt tokens assumed for each image, audio or file part on top of its bytes: a part
 /// given by URL or file id has few bytes but costs the model real tokens.
 pub const MEDIA_PART_TOKENS: i64 = 4096;
 
-/// Takes the rate ticket and the hold for `call` on `candidates`, or refuses it.
-pub(super) fn admit(
+/// Takes the rate ticket and the hold for `call` on `candidates`, or refuses it, through
+/// the gateway's backplane (memory, or Redis in cluster mode).
+pub(super) async fn admit(
     gw: &Arc<Gateway>,
     key: Arc<ApiKey>,
     started: Instant,
     call: &Call,
     candidates: &[Arc<Target>],
 ) -> Result<Ticket, GatewayError> {
-    let rate = gw
-        .limits
-        .admit(
-            key.id,
-            key.rpm,
-            key.tpm,
-            rate_estimate(call),
-            Instant::now(),
-        )
-        .map_err(|r| GatewayError::RateLimited {
-            message: format!(
-                "Rate limit reached for this API key ({} per minute). Retry after {} s.",
-                r.which.counted(),
-                r.secs
-            ),
-            retry_after_secs: r.secs,
+    let ask = Ask {
+        request_id: &call.request_id,
+        user_id: key.user_id,
+        key_id: key.id,
+        rpm: key.rpm,
+        tpm: key.tpm,
+        key_limit: key.spend_limit_nano,
+        est_tokens: rate_estimate(call),
+        amount: hold_amount(call, candidates),
+    };
+    let admitted = gw
+        .backplane
+        .admit(&gw.money, &gw.limits, ask)
+        .await
+        .map_err(|e| match e {
+            AdmitError::Rate(r) => GatewayError::RateLimited {
+                message: format!(
+                    "Rate limit reached for this API key ({} per minute). Retry after {} s.",
+                    r.which.counted(),
+                    r.secs
+                ),
+                retry_after_secs: r.secs,
+            },
+            AdmitError::Money(r) => refused(r),
+            AdmitError::Unavailable => backplane_unavailable(),
         })?;
-    let hold = gw
-        .money
-        .hold(
-            key.user_id,
-            key.id,
-            key.spend_limit_nano,
-            hold_amount(call, candidates),
-        )
-        .map_err(refused)?;
     Ok(Ticket {
         gw: gw.clone(),
         key,
-        hold: Some(hold),
-        rate: Some(rate),
+        admitted: Some(admitted),
+        settled: None,
         endpoint: call.endpoint,
         model: call.model.clone(),
         request_id: call.request_id.clone(),
@@ -70,6 +72,16 @@ pub(super) fn admit(
         attempts: Vec::new(),
         body_bytes: call.body_bytes,
     })
+}
+
+/// The answer while the cluster backplane (Redis) cannot be reached: new requests are
+/// refused rather than risk overspending (documented in docs/deploy.md).
+fn backplane_unavailable() -> GatewayError {
+    GatewayError::Route {
+        status: 503,
+        message: "The gateway's shared state is unavailable; retry shortly.".into(),
+        code: "backplane_unavailable",
+    }
 }
 
 /// The answer to a call the money side refused to hold.

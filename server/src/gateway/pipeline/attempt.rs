@@ -155,11 +155,13 @@ pub(super) async fn attempt(
                     parsed,
                 },
             ) => {
+                let settled = ticket.settled();
                 let (resp, store) = answer(ticket, call, target, native, status, raw, parsed);
                 if let Some(stored) = store {
                     // Stored before answering, so an immediate continuation finds it.
                     super::super::responses::save(&gw.db, &stored).await;
                 }
+                settled.await;
                 return Ok(resp);
             }
             (Verdict::Serve, Came::Stream { body, .. }) => {

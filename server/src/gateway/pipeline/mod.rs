@@ -134,7 +134,7 @@ async fn run_to_end(
             });
         }
     }
-    let ticket = admit::admit(&gw, key, started, &call, &candidates)?;
+    let ticket = admit::admit(&gw, key, started, &call, &candidates).await?;
     attempt::attempt(ticket, &call, &candidates).await
 }
 

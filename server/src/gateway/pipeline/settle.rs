@@ -12,16 +12,17 @@ use tokengate_core::money::Usage;
 use tokengate_core::usage::{FailureKind, RequestRecord, UpstreamAttempt};
 
 use super::super::Gateway;
-use super::super::limits::RateTicket;
-use super::super::money::Hold;
 use super::super::routes::Target;
+use crate::cluster::backplane::{Admitted, SETTLE_WAIT};
 
 /// A request that has been admitted: everything needed to log and charge it.
 pub(super) struct Ticket {
     pub(super) gw: Arc<Gateway>,
     pub(super) key: Arc<ApiKey>,
-    pub(super) hold: Option<Hold>,
-    pub(super) rate: Option<RateTicket>,
+    /// The hold and rate reservation; taken by the one settlement.
+    pub(super) admitted: Option<Admitted>,
+    /// Told when the settlement reached the backplane (see [`Ticket::settled`]).
+    pub(super) settled: Option<tokio::sync::oneshot::Sender<()>>,
     pub(super) endpoint: &'static str,
     pub(super) model: String,
     pub(super) request_id: String,
@@ -47,8 +48,12 @@ impl Ticket {
         // actual cost fits in it. If an upstream still bills more (a price or usage the
         // hold could not foresee), the request is charged what it cost and the balance
         // may go below zero by that overrun, which is logged and counted.
-        if let Some(hold) = self.hold.take() {
-            if cost > hold.amount {
+        let Some(admitted) = self.admitted.take() else {
+            return;
+        };
+        {
+            let held = admitted.amount();
+            if cost > held {
                 self.gw
                     .meter
                     .stats()
@@ -57,17 +62,11 @@ impl Ticket {
                 tracing::warn!(
                     request_id = %self.request_id,
                     cost,
-                    hold = hold.amount,
-                    overrun = cost - hold.amount,
+                    hold = held,
+                    overrun = cost - held,
                     "cost above the request's hold; charged in full"
                 );
             }
-            self.gw.money.settle(hold, cost);
-        }
-        if let Some(rate) = self.rate.take() {
-            self.gw
-                .limits
-                .settle(rate, usage.total_input() + usage.output, Instant::now());
         }
         // A single successful attempt is the row itself; the attempt list is kept when it
         // says more (fallbacks, skips, failures).
@@ -76,7 +75,7 @@ impl Ticket {
             Some((t, m)) => (Some(t), Some(m)),
             None => (None, None),
         };
-        self.gw.meter.record(RequestRecord {
+        let record = RequestRecord {
             request_id: self.request_id.clone(),
             user_id: self.key.user_id,
             key_id: self.key.id,
@@ -98,7 +97,31 @@ impl Ticket {
             attempts_json: (keep_attempts && !self.attempts.is_empty())
                 .then(|| std::mem::take(&mut self.attempts)),
             created_at: self.created_at,
-        });
+        };
+        // The backplane releases the hold and the rate reservation (in cluster mode it
+        // also queues the charge in the shared outbox); the usage log writes the row here
+        // too, idempotently by request id.
+        self.gw.backplane.settle(
+            &self.gw.money,
+            &self.gw.limits,
+            admitted,
+            cost,
+            usage.total_input() + usage.output,
+            &record,
+            self.settled.take(),
+        );
+        self.gw.meter.record(record);
+    }
+
+    /// A waiter for this ticket's settlement to reach the backplane, to take before
+    /// settling: a whole answer is sent only once its charge is shared (cluster mode), so
+    /// an instance killed right after answering cannot lose it.
+    pub(super) fn settled(&mut self) -> impl std::future::Future<Output = ()> + use<> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.settled = Some(tx);
+        async move {
+            let _ = tokio::time::timeout(SETTLE_WAIT, rx).await;
+        }
     }
 
     /// Settles a request that ended in `err` before anything was served: nothing is
@@ -136,7 +159,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         // A ticket dropped without `settle` (a client that vanished while we waited for
         // the upstream) still releases its hold and is logged, uncharged.
-        if self.hold.is_some() {
+        if self.admitted.is_some() {
             self.settle_failed(
                 None,
                 499,
