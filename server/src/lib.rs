@@ -8,10 +8,14 @@ pub mod billing;
 pub mod cluster;
 pub mod config;
 pub mod docs;
+pub mod doctor;
+pub mod envfile;
 pub mod gateway;
+pub mod init;
 pub mod mail;
 pub mod mock_upstream;
 pub mod portal;
+pub mod probe;
 pub mod rejections;
 pub mod seal;
 pub mod security;
@@ -207,9 +211,14 @@ fn demo_banner(url: &str, email: &str, pw: &str, key: &str) -> String {
          Admin password: {pw}   <- DEMO SECRET: signs in as administrator\n\
          API key:        {key}   <- DEMO SECRET: spends the demo credit\n\
          Credit:         $5.00 (demo)\n\n\
-         Try it:\n  curl {url}/v1/chat/completions -H \"Authorization: Bearer {key}\" \\\n    \
+         Next, try:\n\
+         1. A chat completion with the key:\n  \
+         curl {url}/v1/chat/completions -H \"Authorization: Bearer {key}\" \\\n    \
          -H \"Content-Type: application/json\" \\\n    \
-         -d '{{\"model\":\"tokengate-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\n\
+         -d '{{\"model\":\"tokengate-fast\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'\n\
+         2. The portal: open {url}/login and sign in with the email and password above\n   \
+         (usage, request logs, keys; the admin console is at {url}/admin).\n\
+         3. The CLI: cargo install --path cli --locked && tokengate login --api-url {url}\n\n\
          These demo secrets are shown only once. Anyone who can read this console can use them:\n\
          never run demo mode on a database that real users share.\n\
          ================================================\n",
@@ -305,7 +314,10 @@ impl Server {
             )
             .await
             .map_err(|e| {
-                config::ConfigError(format!("Redis backplane: {}", cluster::redis::redact(&e)))
+                config::ConfigError(format!(
+                    "Redis backplane: {}",
+                    cluster::redis::redact(&e)
+                ))
             })?;
             cluster_tasks = bp.spawn_tasks();
             gateway.backplane = cluster::backplane::Backplane::Redis(bp);
@@ -556,5 +568,18 @@ mod tests {
             "{b}"
         );
         assert!(b.contains("Admin email:    admin@tokengate.local"), "{b}");
+        // The three next steps: a call with the key, the portal, the CLI.
+        assert!(
+            b.contains("1. A chat completion") && b.contains("Bearer sk-tg-abc"),
+            "{b}"
+        );
+        assert!(
+            b.contains("2. The portal: open http://127.0.0.1:3000/login"),
+            "{b}"
+        );
+        assert!(
+            b.contains("tokengate login --api-url http://127.0.0.1:3000"),
+            "{b}"
+        );
     }
 }
