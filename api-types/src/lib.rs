@@ -11,6 +11,7 @@ pub mod admin;
 pub mod attempt;
 pub mod billing;
 pub mod device;
+pub mod error;
 pub mod kinds;
 pub mod money;
 pub mod time;

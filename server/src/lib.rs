@@ -11,6 +11,7 @@ pub mod docs;
 pub mod doctor;
 pub mod envfile;
 pub mod gateway;
+pub mod http;
 pub mod init;
 pub mod mail;
 pub mod mock_upstream;

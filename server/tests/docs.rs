@@ -115,6 +115,8 @@ const COMPOSITIONS: &[(&str, &str)] = &[
     ("lib.rs", ".fallback_service(signed_in)"),
     ("api/mod.rs", ".merge(account::route_table())"),
     ("api/mod.rs", ".merge(billing::route_table())"),
+    // The device flow, declared by `auth` (which does not depend on `api`).
+    ("api/mod.rs", ".merge(crate::auth::route_table())"),
     ("api/mod.rs", ".nest(\"/admin\", admin::route_table())"),
     ("api/mod.rs", "Router::from(route_table())"),
     ("gateway/mod.rs", "Router::from(route_table())"),

@@ -20,11 +20,11 @@ use tokengate_core::{auth as store, now_ms, usage};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::auth::device;
-use crate::docs::schemas::{ApiErrorBody, BadRequest, NotFound, Unauthorized, Unprocessable};
+use crate::http::error::{ApiErrorBody, BadRequest, NotFound, Unauthorized, Unprocessable};
+use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 
 /// The account routes; each handler's `#[utoipa::path]` names its method and path.
 pub fn route_table() -> OpenApiRouter<AppState> {

@@ -34,13 +34,13 @@ use tokengate_core::{Db, keys, now_ms};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 use crate::AppState;
 use crate::auth::CurrentUser;
 use crate::billing::{self, CheckoutRequest, ProviderError, csv};
-use crate::docs::schemas::{
+use crate::http::error::{
     ApiErrorBody, BadRequest, NotFound, PaymentsUnavailable, Unauthorized, Unprocessable,
 };
+use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 
 /// The billing routes; each handler's `#[utoipa::path]` names its method and path.
 pub fn route_table() -> OpenApiRouter<AppState> {

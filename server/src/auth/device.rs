@@ -25,11 +25,22 @@ use tokengate_core::auth::{
     self as store, DeviceGrant, NewGrant, Poll, RefreshGrant, RefreshRefusal,
 };
 use tokengate_core::{keys, now_ms};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::login::client_ip;
 use super::token;
 use crate::AppState;
-use crate::docs::schemas::ApiErrorBody;
+use crate::http::error::ApiErrorBody;
+
+/// The device-flow routes of `/api/v1` (discovery, device authorization, token), each
+/// registered from its handler's `#[utoipa::path]`.
+pub fn route_table() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(discovery))
+        .routes(routes!(device_authorization))
+        .routes(routes!(token_endpoint))
+}
 
 /// The client id command-line clients use (from discovery).
 pub const CLI_CLIENT_ID: &str = "tokengate-cli";
@@ -166,7 +177,7 @@ pub(crate) fn hashed(state: &AppState, secret: &str) -> String {
 pub async fn discovery(State(state): State<AppState>) -> Response {
     let c = &state.config;
     if !c.cli_login {
-        return crate::api::ApiError::Unavailable(
+        return crate::http::ApiError::Unavailable(
             "Command-line login is disabled on this server.".into(),
         )
         .into_response();

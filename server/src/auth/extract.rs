@@ -16,7 +16,7 @@ use tower_sessions::Session;
 use super::scope::{self, Need};
 use super::{session, token};
 use crate::AppState;
-use crate::api::ApiError;
+use crate::http::ApiError;
 
 /// The signed-in, active user making the request.
 pub struct CurrentUser(pub User);

@@ -15,7 +15,7 @@ use super::Gateway;
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
-use crate::docs::schemas::{ChatCompletion, ChatCompletionRequest, GatewayErrors};
+use super::wire::{ChatCompletion, ChatCompletionRequest, GatewayErrors};
 
 /// `name` as a positive integer, if present.
 pub fn positive_int(obj: &Map<String, Value>, name: &str) -> Result<Option<i64>, GatewayError> {

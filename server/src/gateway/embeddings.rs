@@ -15,7 +15,7 @@ use super::Gateway;
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
-use crate::docs::schemas::{EmbeddingsRequest, EmbeddingsResponse, GatewayErrors};
+use super::wire::{EmbeddingsRequest, EmbeddingsResponse, GatewayErrors};
 
 /// Create embeddings (OpenAI embeddings)
 ///

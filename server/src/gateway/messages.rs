@@ -17,7 +17,7 @@ use super::chat::{positive_int, require_messages, stream_flag};
 use super::error::GatewayError;
 use super::pipeline::{self, Call, Op};
 use super::translate::Format;
-use crate::docs::schemas::{MessagesErrors, MessagesRequest, MessagesResponse};
+use super::wire::{MessagesErrors, MessagesRequest, MessagesResponse};
 
 /// Create a message (Anthropic Messages)
 ///

@@ -23,6 +23,7 @@ pub mod responses_wire;
 pub mod routes;
 pub mod sse;
 pub mod translate;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use tokengate_core::money::format_price_per_1k;
 
 use super::Gateway;
 use super::error::GatewayError;
-use crate::docs::schemas::{InvalidApiKey, ModelList};
+use super::wire::{InvalidApiKey, ModelList};
 
 /// List models
 ///

@@ -22,9 +22,9 @@ use utoipa_axum::routes;
 
 use super::{Reply, named, not_found};
 use crate::AppState;
-use crate::api::{ApiError, ApiJson, ApiPath, typed_object};
 use crate::auth::AdminUser;
-use crate::docs::schemas::{AdminErrors, BadRequest, Conflict, NotFound, Unprocessable};
+use crate::http::error::{AdminErrors, BadRequest, Conflict, NotFound, Unprocessable};
+use crate::http::{ApiError, ApiJson, ApiPath, typed_object};
 
 /// Adds the catalog routes to `table`.
 pub(super) fn routes(table: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {

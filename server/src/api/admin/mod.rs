@@ -15,8 +15,8 @@ use axum::Json;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::ApiError;
 use crate::AppState;
+use crate::http::ApiError;
 
 /// The admin routes; each handler's `#[utoipa::path]` names its method and path (a
 /// catch-all such as `{*name}` is written `{name}` in the OpenAPI document).

@@ -19,10 +19,10 @@ use utoipa_axum::routes;
 use super::catalog::catalog_of;
 use super::{Reply, not_found};
 use crate::AppState;
-use crate::api::{ApiError, ApiPath, ApiQuery};
 use crate::auth::AdminUser;
-use crate::docs::schemas::{AdminErrors, BadRequest, Conflict, NotFound, Unprocessable};
 use crate::gateway::health;
+use crate::http::error::{AdminErrors, BadRequest, Conflict, NotFound, Unprocessable};
+use crate::http::{ApiError, ApiPath, ApiQuery};
 
 /// Adds the operations routes to `table`.
 pub(super) fn routes(table: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {

@@ -20,9 +20,9 @@ use utoipa_axum::routes;
 
 use super::{Reply, named};
 use crate::AppState;
-use crate::api::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 use crate::auth::AdminUser;
-use crate::docs::schemas::{AdminErrors, BadRequest, Conflict, NotFound, Unprocessable};
+use crate::http::error::{AdminErrors, BadRequest, Conflict, NotFound, Unprocessable};
+use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery, typed_object};
 
 /// Adds the user routes to `table`.
 pub(super) fn routes(table: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
