@@ -3,8 +3,9 @@
 //! or written to the database by another process — within one second, pushed by NOTIFY
 //! (the delays are measured and printed); a second instance without Redis is refused at
 //! start while the first one's heartbeat moves, and starts once it is stale or gone; the
-//! admin health report lists the live instances. Skipped (with the reason printed) without
-//! TOKENGATE_TEST_PG.
+//! admin health report lists the live instances. The PostgreSQL cases are skipped (with the
+//! reason printed) without TOKENGATE_TEST_PG; one SQLite case checks the guard on a shared
+//! database file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -565,4 +566,22 @@ async fn health(url: Option<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_lists_the_live_instances() {
     on_postgres(health).await;
+}
+
+/// SQLite serves one instance: a second one on the same database file is refused too
+/// (cluster mode, which needs PostgreSQL, is no way around it there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_one_sqlite_file_is_refused() {
+    let a = start(None, &[]).await;
+    let url = a.server_state.config.database_url.clone();
+    let dir = std::env::temp_dir().join(format!("tg-guard-lite-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = start_and_stop(config(&url, &dir, None)).await.unwrap_err();
+    assert!(matches!(err, StartError::Instance(_)), "{err}");
+    assert!(err.to_string().contains("TOKENGATE_REDIS_URL"), "{err}");
+    // Stopped (its data directory kept), the file serves the next instance.
+    let keep = a.stop().await;
+    start_and_stop(config(&url, &dir, None)).await.unwrap();
+    drop(keep);
+    let _ = std::fs::remove_dir_all(&dir);
 }
