@@ -32,7 +32,7 @@ use super::response_store::{self, Stored};
 use super::responses_wire::{ResponseDeleted, ResponseItemList, ResponseObject, ResponsesRequest};
 use super::translate::Format;
 use super::translate::responses::{ResponseCtx, new_response_id, request};
-use crate::docs::schemas::GatewayErrors;
+use super::wire::GatewayErrors;
 
 /// The response a Responses call creates, as the pipeline needs it.
 #[derive(Debug)]
@@ -287,7 +287,7 @@ async fn owned(gw: &Gateway, headers: &HeaderMap, id: &str) -> Result<Stored, Ga
     responses(
         (status = 200, description = "The stored Response", body = ResponseObject),
         (status = 404, description = "No stored response of this account has that id",
-            body = crate::docs::schemas::OpenAiError),
+            body = super::wire::OpenAiError),
     ),
 )]
 pub async fn get_response(
@@ -314,7 +314,7 @@ pub async fn get_response(
     responses(
         (status = 200, description = "Deleted", body = ResponseDeleted),
         (status = 404, description = "No stored response of this account has that id",
-            body = crate::docs::schemas::OpenAiError),
+            body = super::wire::OpenAiError),
     ),
 )]
 pub async fn delete_response(
@@ -362,9 +362,9 @@ pub struct ItemsQuery {
     params(("response_id" = String, Path, description = "The response's id (`resp_…`)"), ItemsQuery),
     responses(
         (status = 200, description = "A page of input items", body = ResponseItemList),
-        (status = 400, description = "A bad `limit` or `order`", body = crate::docs::schemas::OpenAiError),
+        (status = 400, description = "A bad `limit` or `order`", body = super::wire::OpenAiError),
         (status = 404, description = "No stored response of this account has that id",
-            body = crate::docs::schemas::OpenAiError),
+            body = super::wire::OpenAiError),
     ),
 )]
 pub async fn list_input_items(
