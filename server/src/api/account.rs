@@ -3,7 +3,6 @@
 //! update, rotate, revoke), usage summary, sign-out everywhere, and the device-approval
 //! lookup. Every query is scoped to the caller: another user's key is a 404, never a 403.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Map, Value};
@@ -91,10 +90,10 @@ fn key_view(state: &AppState, k: &ApiKey) -> ApiKeyView {
 async fn me(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Me>, ApiError> {
+) -> Result<ApiJson<Me>, ApiError> {
     let pending = state.gateway.money.account_funds(u.id).pending;
     let verified = store::email_verified(&state.db, u.id).await?;
-    Ok(Json(Me {
+    Ok(ApiJson(Me {
         id: u.id,
         display_name: u.display_name,
         email: u.email,
@@ -118,7 +117,7 @@ async fn patch_me(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiJson(p): ApiJson<ProfilePatch>,
-) -> Result<Json<Me>, ApiError> {
+) -> Result<ApiJson<Me>, ApiError> {
     if let Some(name) = p.display_name {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -141,9 +140,9 @@ async fn patch_me(
 async fn list_sessions(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Vec<SessionInfo>>, ApiError> {
+) -> Result<ApiJson<Vec<SessionInfo>>, ApiError> {
     let list = store::user_sessions(&state.db, u.id).await?;
-    Ok(Json(
+    Ok(ApiJson(
         list.iter()
             .map(|(_, created, expires)| SessionInfo {
                 created_at: Timestamp(*created),
@@ -159,9 +158,9 @@ async fn list_sessions(
 #[utoipa::path(get, path = "/balance", tag = "Account", operation_id = "get_balance",
     security(("access_token" = []), ("session_cookie" = [])),
     responses((status = 200, description = "The balance.", body = Balance), Unauthorized))]
-async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> Json<Balance> {
+async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> ApiJson<Balance> {
     let pending = state.gateway.money.account_funds(u.id).pending;
-    Json(Balance {
+    ApiJson(Balance {
         balance_usd: Usd(u.balance_nano - pending),
         currency: "USD".into(),
     })
@@ -177,9 +176,9 @@ async fn balance(CurrentUser(u): CurrentUser, State(state): State<AppState>) -> 
 async fn list_keys(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Vec<ApiKeyView>>, ApiError> {
+) -> Result<ApiJson<Vec<ApiKeyView>>, ApiError> {
     let list = keys::list_for_user(&state.db, u.id).await?;
-    Ok(Json(list.iter().map(|k| key_view(&state, k)).collect()))
+    Ok(ApiJson(list.iter().map(|k| key_view(&state, k)).collect()))
 }
 
 /// Get an API key
@@ -191,11 +190,11 @@ async fn get_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<ApiKeyView>, ApiError> {
+) -> Result<ApiJson<ApiKeyView>, ApiError> {
     let k = keys::get_for_user(&state.db, u.id, id)
         .await
         .map_err(key_not_found)?;
-    Ok(Json(key_view(&state, &k)))
+    Ok(ApiJson(key_view(&state, &k)))
 }
 
 fn key_not_found(e: tokengate_core::Error) -> ApiError {
@@ -218,7 +217,7 @@ async fn create_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Map<String, Value>>,
-) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {
     let b: CreateKeyRequest = typed_object(body, CreateKeyRequest::VALUE_FIELDS)?;
     let group_id = match &b.group {
         None => None,
@@ -246,7 +245,7 @@ async fn create_key(
     tracing::info!(user = u.id, key = key.id, "API key created");
     Ok((
         StatusCode::CREATED,
-        Json(CreatedKey::new(key_view(&state, &key), raw)),
+        ApiJson(CreatedKey::new(key_view(&state, &key), raw)),
     ))
 }
 
@@ -265,7 +264,7 @@ async fn patch_key(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<Map<String, Value>>,
-) -> Result<Json<ApiKeyView>, ApiError> {
+) -> Result<ApiJson<ApiKeyView>, ApiError> {
     let b: UpdateKeyRequest = typed_object(body, UpdateKeyRequest::VALUE_FIELDS)?;
     let patch = KeyPatch {
         name: b.name,
@@ -283,7 +282,7 @@ async fn patch_key(
         .await
         .map_err(key_not_found)?;
     state.gateway.key_changed(key.clone());
-    Ok(Json(key_view(&state, &key)))
+    Ok(ApiJson(key_view(&state, &key)))
 }
 
 /// Rotate an API key
@@ -298,13 +297,13 @@ async fn rotate_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<CreatedKey>, ApiError> {
+) -> Result<ApiJson<CreatedKey>, ApiError> {
     let (key, raw) = keys::rotate(&state.db, state.gateway.secret(), u.id, id)
         .await
         .map_err(key_not_found)?;
     state.gateway.key_changed(key.clone());
     tracing::info!(user = u.id, key = key.id, "API key rotated");
-    Ok(Json(CreatedKey::new(key_view(&state, &key), raw)))
+    Ok(ApiJson(CreatedKey::new(key_view(&state, &key), raw)))
 }
 
 /// Revoke an API key
@@ -318,13 +317,13 @@ async fn revoke_key(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,
-) -> Result<Json<RevokedKey>, ApiError> {
+) -> Result<ApiJson<RevokedKey>, ApiError> {
     let key = keys::revoke(&state.db, u.id, id)
         .await
         .map_err(key_not_found)?;
     state.gateway.key_changed(key.clone());
     tracing::info!(user = u.id, key = key.id, "API key revoked");
-    Ok(Json(RevokedKey {
+    Ok(ApiJson(RevokedKey {
         id: key.id,
         status: KeyStatus::Revoked,
     }))
@@ -353,11 +352,11 @@ async fn usage_summary(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<UsageQuery>,
-) -> Result<Json<UsageSummary>, ApiError> {
+) -> Result<ApiJson<UsageSummary>, ApiError> {
     let days = usage_days(&q)?;
     let since = now_ms() - days * 86_400_000;
     let t = usage::totals_since(&state.db, u.id, since).await?;
-    Ok(Json(UsageSummary {
+    Ok(ApiJson(UsageSummary {
         range_days: days,
         total_requests: t.total_requests,
         total_tokens_in: t.total_tokens_in,
@@ -378,7 +377,7 @@ async fn usage_daily(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<UsageQuery>,
-) -> Result<Json<UsageDaily>, ApiError> {
+) -> Result<ApiJson<UsageDaily>, ApiError> {
     let days = usage_days(&q)?;
     let now = now_ms();
     let since = now - days * 86_400_000;
@@ -428,7 +427,7 @@ async fn usage_daily(
             cost_nano: b.cost_nano,
         })
         .collect();
-    Ok(Json(UsageDaily {
+    Ok(ApiJson(UsageDaily {
         range_days: days,
         total_requests: t.total_requests,
         total_tokens_in: t.total_tokens_in,
@@ -451,9 +450,9 @@ async fn usage_daily(
 async fn logout_everywhere(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<SignedOut>, ApiError> {
+) -> Result<ApiJson<SignedOut>, ApiError> {
     store::sign_out_everywhere(&state.db, u.id).await?;
-    Ok(Json(SignedOut { signed_out: true }))
+    Ok(ApiJson(SignedOut { signed_out: true }))
 }
 
 /// Look up a device request
@@ -470,7 +469,7 @@ async fn device_request(
     CurrentUser(user): CurrentUser,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<DeviceRequestQuery>,
-) -> Result<Json<DeviceRequestView>, ApiError> {
+) -> Result<ApiJson<DeviceRequestView>, ApiError> {
     let g = match device::lookup(&state.db, user.id, &q.user_code).await? {
         device::Lookup::Found(g) => g,
         device::Lookup::Unknown => {
@@ -484,7 +483,7 @@ async fn device_request(
             ));
         }
     };
-    Ok(Json(DeviceRequestView {
+    Ok(ApiJson(DeviceRequestView {
         user_code: g.user_code,
         client_id: g.client_id,
         scope: g.scope,

@@ -10,9 +10,8 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use serde::de::DeserializeOwned;
@@ -74,7 +73,7 @@ async fn topup(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Map<String, Value>>,
-) -> Result<Json<Checkout>, ApiError> {
+) -> Result<ApiJson<Checkout>, ApiError> {
     let amount = topup_amount(body)?;
     let max = state.config.topup_max_nano;
     if amount < NANOS_PER_USD {
@@ -131,7 +130,7 @@ async fn topup(
         },
     )
     .await?;
-    Ok(Json(Checkout {
+    Ok(ApiJson(Checkout {
         checkout_url: checkout.url,
         session_id: checkout.session_id,
         amount_usd: Usd(amount),
@@ -190,9 +189,9 @@ fn payment_view(p: &Payment) -> PaymentView {
 async fn list_payments(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
-) -> Result<Json<Vec<PaymentView>>, ApiError> {
+) -> Result<ApiJson<Vec<PaymentView>>, ApiError> {
     let list = payments::list_for_user(&state.db, u.id).await?;
-    Ok(Json(list.iter().map(payment_view).collect()))
+    Ok(ApiJson(list.iter().map(payment_view).collect()))
 }
 
 fn pdf_response(bytes: Vec<u8>, filename: &str) -> Response {
@@ -317,9 +316,9 @@ async fn statement_json(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<MonthQuery>,
-) -> Result<Json<StatementView>, ApiError> {
+) -> Result<ApiJson<StatementView>, ApiError> {
     let s = load_statement(&state.db, u.id, &q).await?;
-    Ok(Json(statement_view(&s)))
+    Ok(ApiJson(statement_view(&s)))
 }
 
 /// The statement as CSV: an opening row, one row per credit and per model's usage, and a
@@ -594,7 +593,7 @@ async fn list_logs(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<RequestLogPage>, ApiError> {
+) -> Result<ApiJson<RequestLogPage>, ApiError> {
     let q: LogQuery = typed_query(raw.as_deref(), LogQuery::VALUE_FIELDS)?;
     let filter = log_filter(&q)?;
     let limit = match q.limit {
@@ -611,7 +610,7 @@ async fn list_logs(
     let next_before = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
         .flatten();
-    Ok(Json(RequestLogPage {
+    Ok(ApiJson(RequestLogPage {
         data: rows.iter().map(|r| log_view(r, &names)).collect(),
         next_before,
     }))
@@ -628,10 +627,10 @@ async fn get_log(
     CurrentUser(u): CurrentUser,
     State(state): State<AppState>,
     ApiPath(request_id): ApiPath<String>,
-) -> Result<Json<RequestLog>, ApiError> {
+) -> Result<ApiJson<RequestLog>, ApiError> {
     let row = usage::log_by_request_id(&state.db, u.id, &request_id).await?;
     let names = key_names(&state.db, u.id).await?;
-    Ok(Json(log_view(&row, &names)))
+    Ok(ApiJson(log_view(&row, &names)))
 }
 
 const LOG_CSV_HEADER: [&str; 14] = [
@@ -798,10 +797,10 @@ const KNOWN_PROVIDERS: [&str; 1] = ["stripe"];
     ))]
 pub async fn webhook(
     State(state): State<AppState>,
-    Path(provider_name): Path<String>,
+    ApiPath(provider_name): ApiPath<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<WebhookAck>, ApiError> {
+) -> Result<ApiJson<WebhookAck>, ApiError> {
     let Some(provider) = state.payments.get(&provider_name) else {
         if KNOWN_PROVIDERS.contains(&provider_name.as_str()) {
             return Err(ApiError::PaymentsUnavailable(format!(
@@ -877,7 +876,7 @@ pub async fn webhook(
             }
         }
     };
-    Ok(Json(WebhookAck {
+    Ok(ApiJson(WebhookAck {
         received: true,
         event: event.id,
         result,

@@ -1,7 +1,10 @@
 //! The management REST API under `/api/v1`: the account, billing and admin handlers and
 //! the route table, which also mounts the device-flow routes `crate::auth` declares. The
 //! error type and the extractors every rejection goes through are in `crate::http`.
-//! Handlers are thin over `tokengate-core` functions.
+//! Handlers are thin over `tokengate-core` functions. axum's `Json`, `Query` and `Path`
+//! (plain-text rejections) are refused here by clippy (`clippy.toml`): use `ApiJson`,
+//! `ApiQuery` and `ApiPath`.
+#![deny(clippy::disallowed_types)]
 
 pub mod account;
 pub mod admin;

@@ -14,6 +14,13 @@ use super::ApiError;
 /// cannot store one.
 pub struct ApiJson<T>(pub T);
 
+impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
+    /// Answers `T` as JSON (`application/json`), as `axum::Json` does.
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
 /// Whether a JSON text holds an escaped NUL (`\u0000`) in a string or key.
 fn has_escaped_nul(json: &[u8]) -> bool {
     let mut backslashes = 0usize;

@@ -64,7 +64,7 @@ async fn applied(state: &AppState) -> Result<(), ApiError> {
 
 async fn list<E: Entity>(state: &AppState) -> Reply<Vec<E::View>> {
     let c = catalog_of(state).await?;
-    Ok(axum::Json(E::all(&c).iter().map(|e| e.view(&c)).collect()))
+    Ok(ApiJson(E::all(&c).iter().map(|e| e.view(&c)).collect()))
 }
 
 async fn find<E: Entity>(state: &AppState, name: &str) -> Reply<E::View> {
@@ -72,7 +72,7 @@ async fn find<E: Entity>(state: &AppState, name: &str) -> Reply<E::View> {
     E::all(&c)
         .iter()
         .find(|e| e.name() == name)
-        .map(|e| axum::Json(e.view(&c)))
+        .map(|e| ApiJson(e.view(&c)))
         .ok_or_else(|| not_found(E::WHAT, name))
 }
 
@@ -95,7 +95,7 @@ async fn deleted<E: Entity>(
 ) -> Reply<Deleted> {
     removed.map_err(|e| named(e, E::WHAT, &name))?;
     applied(state).await?;
-    Ok(axum::Json(Deleted {
+    Ok(ApiJson(Deleted {
         name,
         deleted: true,
     }))
@@ -512,7 +512,7 @@ async fn dry_run(
             targets: rows,
         });
     }
-    Ok(axum::Json(DryRun {
+    Ok(ApiJson(DryRun {
         alias: name,
         serving_priority,
         tiers,

@@ -11,12 +11,11 @@ mod catalog;
 mod operations;
 mod users;
 
-use axum::Json;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
-use crate::http::ApiError;
+use crate::http::{ApiError, ApiJson};
 
 /// The admin routes; each handler's `#[utoipa::path]` names its method and path (a
 /// catch-all such as `{*name}` is written `{name}` in the OpenAPI document).
@@ -58,7 +57,7 @@ fn secured(mut table: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
 }
 
 /// An admin answer: a `tokengate_api::admin` body, or an error in the API's shape.
-type Reply<T> = Result<Json<T>, ApiError>;
+type Reply<T> = Result<ApiJson<T>, ApiError>;
 
 /// A 404 naming what was looked for.
 fn not_found(what: &str, name: &str) -> ApiError {

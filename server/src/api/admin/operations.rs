@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::extract::State;
 use tokengate_api::admin::{
     AdminLogQuery, AdminRequestLog, AdminRequestLogPage, BreakerSettings, BreakerState,
@@ -22,7 +21,7 @@ use crate::AppState;
 use crate::auth::AdminUser;
 use crate::gateway::health;
 use crate::http::error::{AdminErrors, BadRequest, Conflict, NotFound, Unprocessable};
-use crate::http::{ApiError, ApiPath, ApiQuery};
+use crate::http::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// Adds the operations routes to `table`.
 pub(super) fn routes(table: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -50,7 +49,7 @@ async fn test_provider(
         .find(|p| p.name == name)
         .ok_or_else(|| not_found("provider", &name))?;
     if !p.enabled {
-        return Ok(Json(ProviderTest {
+        return Ok(ApiJson(ProviderTest {
             provider: name,
             ok: false,
             status: None,
@@ -77,7 +76,7 @@ async fn test_provider(
         Ok(s) => (false, Some(s), format!("The provider answered HTTP {s}.")),
         Err(e) => (false, None, e.to_string()),
     };
-    Ok(Json(ProviderTest {
+    Ok(ApiJson(ProviderTest {
         provider: name,
         ok,
         status,
@@ -136,7 +135,7 @@ async fn request_logs(
             }
         })
         .collect();
-    Ok(Json(AdminRequestLogPage { data, next_before }))
+    Ok(ApiJson(AdminRequestLogPage { data, next_before }))
 }
 
 fn target_health(h: health::TargetHealth) -> TargetHealth {
@@ -188,7 +187,7 @@ async fn health(_: AdminUser, State(state): State<AppState>) -> Reply<HealthRepo
     let cfg = state.gateway.health.config();
     let w = state.gateway.meter.stats();
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    Ok(Json(HealthReport {
+    Ok(ApiJson(HealthReport {
         instances,
         usage_writer: UsageWriterStats {
             quarantined: n(&w.quarantined),

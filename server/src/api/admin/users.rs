@@ -3,7 +3,6 @@
 //! view of money in flight), suspension and reactivation, and the ledger check
 //! (balance = Σ entries).
 
-use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value};
 use tokengate_api::admin::{
@@ -85,7 +84,7 @@ async fn search_users(
         q.limit.unwrap_or(50),
     )
     .await?;
-    Ok(Json(users.iter().map(user_view).collect()))
+    Ok(ApiJson(users.iter().map(user_view).collect()))
 }
 
 /// A user's ledger
@@ -102,7 +101,7 @@ async fn user_ledger(
 ) -> Reply<UserLedger> {
     let user = user_of(&state, id).await?;
     let entries = accounts::ledger_entries(&state.db, id, q.before, q.limit.unwrap_or(100)).await?;
-    Ok(Json(UserLedger {
+    Ok(ApiJson(UserLedger {
         user: user_view(&user),
         entries: entries.iter().map(entry_view).collect(),
     }))
@@ -171,7 +170,7 @@ async fn credit(
         other => named(other, "user", &id.to_string()),
     })?;
     tracing::info!(admin = admin.id, user = id, kind = entry.kind.as_str(), amount = %Usd(amount), "balance adjusted");
-    Ok(Json(CreditResult {
+    Ok(ApiJson(CreditResult {
         user_id: id,
         kind: entry.kind,
         amount_usd: Usd(entry.amount_nano),
@@ -211,7 +210,7 @@ async fn verify_ledger(
             difference_nano: m.balance_nano - m.ledger_sum_nano,
         })
         .collect();
-    Ok(Json(LedgerVerify {
+    Ok(ApiJson(LedgerVerify {
         checked,
         ok: mismatches.is_empty(),
         mismatches,
@@ -243,7 +242,7 @@ async fn set_status(
         status = status.as_str(),
         "user status changed"
     );
-    Ok(Json(UserStatusChange {
+    Ok(ApiJson(UserStatusChange {
         id: user.id,
         email: user.email,
         status: user.status,
