@@ -4,7 +4,8 @@
 //! (not world-readable), the public URL (https unless local), demo mode (off), every provider
 //! (reachable, key accepted, each configured model offered), prices of every routable model,
 //! Stripe (both secrets, their format, webhook events arriving), every OpenID provider's
-//! discovery, and Redis in cluster mode. Exit code 0 all good, 1 warnings, 2 errors.
+//! discovery, and in cluster mode Redis and the other live instances (the instance
+//! registry). Exit code 0 all good, 1 warnings, 2 errors.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -161,7 +162,7 @@ pub async fn diagnose(config: &Config, sources: &Sources<'_>) -> Report {
     providers_and_models(config, db.as_ref(), &mut checks).await;
     stripe(config, db.as_ref(), &mut checks).await;
     oidc(config, &mut checks).await;
-    cluster(config, &mut checks).await;
+    cluster(config, db.as_ref(), &mut checks).await;
     if let Some(db) = db {
         db.close().await;
     }
@@ -593,7 +594,7 @@ async fn oidc(config: &Config, checks: &mut Vec<Check>) {
     }
 }
 
-async fn cluster(config: &Config, checks: &mut Vec<Check>) {
+async fn cluster(config: &Config, db: Option<&Db>, checks: &mut Vec<Check>) {
     let Some(url) = &config.redis_url else {
         return;
     };
@@ -603,6 +604,46 @@ async fn cluster(config: &Config, checks: &mut Vec<Check>) {
             "redis",
             e,
             "check TOKENGATE_REDIS_URL and that Redis is running",
+        )),
+    }
+    let Some(db) = db else { return };
+    match tokengate_core::instances::live(db).await {
+        Ok((now, live)) if live.is_empty() => checks.push(Check::ok(
+            "instances",
+            format!("none live right now (database time {now})"),
+        )),
+        Ok((now, live)) => {
+            let list: Vec<String> = live
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {} v{}{} (seen {} ms ago)",
+                        i.id,
+                        i.listen,
+                        i.version,
+                        if i.cluster { "" } else { ", without Redis" },
+                        (now - i.last_seen_at).max(0)
+                    )
+                })
+                .collect();
+            if live.iter().any(|i| !i.cluster) {
+                checks.push(Check::fail(
+                    "instances",
+                    format!("{} live: {}", live.len(), list.join("; ")),
+                    "give every instance the same TOKENGATE_REDIS_URL (an instance without Redis \
+                     cannot share the database)",
+                ));
+            } else {
+                checks.push(Check::ok(
+                    "instances",
+                    format!("{} live: {}", live.len(), list.join("; ")),
+                ));
+            }
+        }
+        Err(e) => checks.push(Check::fail(
+            "instances",
+            one_line(&e.to_string()),
+            "check the database",
         )),
     }
 }
