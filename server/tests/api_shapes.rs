@@ -588,3 +588,291 @@ fn documented_bodies_are_the_schemas_of_the_api_types() {
         (&json!("user_code"), &json!(true))
     );
 }
+
+/// Every JSON 2xx answer of every `/api/v1` operation in the document (account, billing,
+/// admin, device flow) is the schema of the `tokengate_api` type its handler returns:
+/// the table below names that type per operation id, the test checks it covers every
+/// operation the document lists (a new route must be added here) and that each
+/// documented component is exactly what the type derives.
+#[test]
+fn every_api_v1_answer_is_the_schema_of_its_handlers_type() {
+    let doc: Value = serde_json::from_str(&tokengate_server::docs::openapi_json()).unwrap();
+    let table: Vec<(&str, bool, (String, Value))> = vec![
+        (
+            "admin_list_aliases",
+            true,
+            derived::<tokengate_api::admin::AliasView>(),
+        ),
+        (
+            "admin_get_alias",
+            false,
+            derived::<tokengate_api::admin::AliasView>(),
+        ),
+        (
+            "admin_put_alias",
+            false,
+            derived::<tokengate_api::admin::AliasView>(),
+        ),
+        (
+            "admin_delete_alias",
+            false,
+            derived::<tokengate_api::admin::Deleted>(),
+        ),
+        (
+            "admin_alias_dry_run",
+            false,
+            derived::<tokengate_api::admin::DryRun>(),
+        ),
+        (
+            "admin_health",
+            false,
+            derived::<tokengate_api::admin::HealthReport>(),
+        ),
+        (
+            "admin_list_key_groups",
+            true,
+            derived::<tokengate_api::admin::KeyGroupView>(),
+        ),
+        (
+            "admin_get_key_group",
+            false,
+            derived::<tokengate_api::admin::KeyGroupView>(),
+        ),
+        (
+            "admin_put_key_group",
+            false,
+            derived::<tokengate_api::admin::KeyGroupView>(),
+        ),
+        (
+            "admin_delete_key_group",
+            false,
+            derived::<tokengate_api::admin::Deleted>(),
+        ),
+        (
+            "admin_verify_ledger",
+            false,
+            derived::<tokengate_api::admin::LedgerVerify>(),
+        ),
+        (
+            "admin_list_models",
+            true,
+            derived::<tokengate_api::admin::AdminModelView>(),
+        ),
+        (
+            "admin_get_model",
+            false,
+            derived::<tokengate_api::admin::AdminModelView>(),
+        ),
+        (
+            "admin_put_model",
+            false,
+            derived::<tokengate_api::admin::AdminModelView>(),
+        ),
+        (
+            "admin_delete_model",
+            false,
+            derived::<tokengate_api::admin::Deleted>(),
+        ),
+        (
+            "admin_list_providers",
+            true,
+            derived::<tokengate_api::admin::ProviderView>(),
+        ),
+        (
+            "admin_get_provider",
+            false,
+            derived::<tokengate_api::admin::ProviderView>(),
+        ),
+        (
+            "admin_put_provider",
+            false,
+            derived::<tokengate_api::admin::ProviderView>(),
+        ),
+        (
+            "admin_delete_provider",
+            false,
+            derived::<tokengate_api::admin::Deleted>(),
+        ),
+        (
+            "admin_test_provider",
+            false,
+            derived::<tokengate_api::admin::ProviderTest>(),
+        ),
+        (
+            "admin_request_logs",
+            false,
+            derived::<tokengate_api::admin::AdminRequestLogPage>(),
+        ),
+        (
+            "admin_search_users",
+            true,
+            derived::<tokengate_api::admin::AdminUserView>(),
+        ),
+        (
+            "admin_credit_user",
+            false,
+            derived::<tokengate_api::admin::CreditResult>(),
+        ),
+        (
+            "admin_user_ledger",
+            false,
+            derived::<tokengate_api::admin::UserLedger>(),
+        ),
+        (
+            "admin_reactivate_user",
+            false,
+            derived::<tokengate_api::admin::UserStatusChange>(),
+        ),
+        (
+            "admin_suspend_user",
+            false,
+            derived::<tokengate_api::admin::UserStatusChange>(),
+        ),
+        (
+            "device_authorization",
+            false,
+            derived::<tokengate_api::device::DeviceAuthorization>(),
+        ),
+        (
+            "get_device_request",
+            false,
+            derived::<tokengate_api::account::DeviceRequestView>(),
+        ),
+        (
+            "discovery",
+            false,
+            derived::<tokengate_api::device::Discovery>(),
+        ),
+        (
+            "token",
+            false,
+            derived::<tokengate_api::device::TokenResponse>(),
+        ),
+        (
+            "get_balance",
+            false,
+            derived::<tokengate_api::account::Balance>(),
+        ),
+        ("get_me", false, derived::<tokengate_api::account::Me>()),
+        ("update_me", false, derived::<tokengate_api::account::Me>()),
+        (
+            "list_payments",
+            true,
+            derived::<tokengate_api::billing::PaymentView>(),
+        ),
+        (
+            "get_statement",
+            false,
+            derived::<tokengate_api::billing::StatementView>(),
+        ),
+        (
+            "list_keys",
+            true,
+            derived::<tokengate_api::account::ApiKeyView>(),
+        ),
+        (
+            "create_key",
+            false,
+            derived::<tokengate_api::account::CreatedKey>(),
+        ),
+        (
+            "get_key",
+            false,
+            derived::<tokengate_api::account::ApiKeyView>(),
+        ),
+        (
+            "revoke_key",
+            false,
+            derived::<tokengate_api::account::RevokedKey>(),
+        ),
+        (
+            "update_key",
+            false,
+            derived::<tokengate_api::account::ApiKeyView>(),
+        ),
+        (
+            "rotate_key",
+            false,
+            derived::<tokengate_api::account::CreatedKey>(),
+        ),
+        (
+            "logout_everywhere",
+            false,
+            derived::<tokengate_api::account::SignedOut>(),
+        ),
+        (
+            "list_request_logs",
+            false,
+            derived::<tokengate_api::billing::RequestLogPage>(),
+        ),
+        (
+            "get_request_log",
+            false,
+            derived::<tokengate_api::billing::RequestLog>(),
+        ),
+        (
+            "list_sessions",
+            true,
+            derived::<tokengate_api::account::SessionInfo>(),
+        ),
+        (
+            "get_usage",
+            false,
+            derived::<tokengate_api::account::UsageSummary>(),
+        ),
+        (
+            "get_usage_daily",
+            false,
+            derived::<tokengate_api::account::UsageDaily>(),
+        ),
+        (
+            "create_topup",
+            false,
+            derived::<tokengate_api::billing::Checkout>(),
+        ),
+    ];
+    let mut documented_ops = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/v1") {
+            continue;
+        }
+        for (method, op) in item.as_object().unwrap() {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            let id = op["operationId"].as_str().unwrap();
+            for (status, resp) in responses {
+                let Some(body) = resp["content"]["application/json"]["schema"].as_object() else {
+                    continue;
+                };
+                if !status.starts_with('2') {
+                    continue;
+                }
+                let body = Value::Object(body.clone());
+                let (name, array, schema) = documented(&doc, &body);
+                let Some((_, want_array, (want_name, want_schema))) =
+                    table.iter().find(|(op_id, _, _)| *op_id == id)
+                else {
+                    panic!("{method} {path} ({id}) answers {name} but is not in the table");
+                };
+                assert_eq!(
+                    (name, array),
+                    (want_name.as_str(), *want_array),
+                    "{method} {path} ({id}) {status}"
+                );
+                assert_eq!(
+                    schema, want_schema,
+                    "{method} {path} ({id}): component {name}"
+                );
+                documented_ops.push(id.to_string());
+            }
+        }
+    }
+    for (id, _, _) in &table {
+        assert!(
+            documented_ops.iter().any(|d| d == id),
+            "{id} is in the table but answers no JSON 2xx body in the document"
+        );
+    }
+    assert_eq!(documented_ops.len(), table.len(), "{documented_ops:?}");
+}
