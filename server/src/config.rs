@@ -226,6 +226,7 @@ struct FileConfig {
     smtp: Option<SmtpFileConfig>,
     topup_max_usd: Option<String>,
     stream_idle_secs: Option<u64>,
+    responses_retention_days: Option<u64>,
     header_read_timeout_secs: Option<u64>,
     body_read_timeout_secs: Option<u64>,
     max_connections: Option<u64>,
@@ -325,6 +326,8 @@ pub struct Config {
     pub topup_max_nano: i64,
     /// A stream whose upstream sends nothing for this long is ended and settled.
     pub stream_idle_secs: u64,
+    /// Stored `/v1/responses` answers older than this many days are purged (0 keeps them).
+    pub responses_retention_days: u64,
     /// A connection that has not sent a complete request head this long after it opened
     /// (or after its previous response) is closed (slowloris).
     pub header_read_timeout_secs: u64,
@@ -574,6 +577,11 @@ impl Config {
         if stream_idle_secs == 0 {
             return Err(ConfigError("stream_idle_secs must be positive".into()));
         }
+        let responses_retention_days = parse_num(
+            "TOKENGATE_RESPONSES_RETENTION_DAYS",
+            parsed.responses_retention_days,
+            30,
+        )?;
         let header_read_timeout_secs = parse_num(
             "TOKENGATE_HEADER_READ_TIMEOUT_SECS",
             parsed.header_read_timeout_secs,
@@ -631,6 +639,7 @@ impl Config {
             smtp,
             topup_max_nano,
             stream_idle_secs,
+            responses_retention_days,
             header_read_timeout_secs,
             body_read_timeout_secs,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),

@@ -64,6 +64,8 @@ pub struct Server {
     pub router: Router,
     meter_shutdown: MeterShutdown,
     refresher: tokio::task::JoinHandle<()>,
+    /// Purges stored `/v1/responses` answers past `responses_retention_days`.
+    responses_purge: tokio::task::JoinHandle<()>,
     /// LISTENs for changes made elsewhere (PostgreSQL only).
     change_listener: Option<tokio::task::JoinHandle<()>>,
     /// This instance's row in the instance registry (heartbeat until shutdown).
@@ -378,11 +380,16 @@ impl Server {
             instance_id: Arc::from(instance.id()),
         };
         let router = router(state.clone());
+        let responses_purge = tokio::spawn(gateway::response_store::purge_task(
+            db.clone(),
+            state.config.responses_retention_days,
+        ));
         Ok(Server {
             state,
             router,
             meter_shutdown,
             refresher,
+            responses_purge,
             change_listener,
             instance,
             cluster_tasks,
@@ -401,6 +408,7 @@ impl Server {
         }
         let result = serve::serve(listener, self.router, limits, shutdown).await;
         self.refresher.abort();
+        self.responses_purge.abort();
         for t in &self.cluster_tasks {
             t.abort();
         }

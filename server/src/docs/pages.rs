@@ -33,6 +33,11 @@ pub const PAGES: &[Page] = &[
         source: include_str!("../../../docs/sdks.md"),
     },
     Page {
+        slug: "responses",
+        summary: "OpenAI Responses API (/v1/responses) for the OpenAI SDK, Codex CLI and the Agents SDK: translation, previous_response_id, what is stored and for how long.",
+        source: include_str!("../../../docs/responses.md"),
+    },
+    Page {
         slug: "streaming",
         summary: "Server-sent events in OpenAI and Anthropic formats, usage in streams, and what happens when a stream is cut off.",
         source: include_str!("../../../docs/streaming.md"),

@@ -279,11 +279,11 @@ async fn owned(gw: &Gateway, headers: &HeaderMap, id: &str) -> Result<Stored, Ga
 /// answered. Not billed.
 #[utoipa::path(
     get,
-    path = "/responses/{response_id}",
+    path = "/responses/{id}",
     tag = "Gateway",
     operation_id = "get_response",
     security(("api_key" = [])),
-    params(("response_id" = String, Path, description = "The response's id (`resp_…`)")),
+    params(("id" = String, Path, description = "The response's id (`resp_…`)")),
     responses(
         (status = 200, description = "The stored Response", body = ResponseObject),
         (status = 404, description = "No stored response of this account has that id",
@@ -306,11 +306,11 @@ pub async fn get_response(
 /// Deletes a stored response of the key's account; continuing from it is then a 404.
 #[utoipa::path(
     delete,
-    path = "/responses/{response_id}",
+    path = "/responses/{id}",
     tag = "Gateway",
     operation_id = "delete_response",
     security(("api_key" = [])),
-    params(("response_id" = String, Path, description = "The response's id (`resp_…`)")),
+    params(("id" = String, Path, description = "The response's id (`resp_…`)")),
     responses(
         (status = 200, description = "Deleted", body = ResponseDeleted),
         (status = 404, description = "No stored response of this account has that id",
@@ -355,11 +355,11 @@ pub struct ItemsQuery {
 /// continues), paged with `after` / `limit` in `order`.
 #[utoipa::path(
     get,
-    path = "/responses/{response_id}/input_items",
+    path = "/responses/{id}/input_items",
     tag = "Gateway",
     operation_id = "list_response_input_items",
     security(("api_key" = [])),
-    params(("response_id" = String, Path, description = "The response's id (`resp_…`)"), ItemsQuery),
+    params(("id" = String, Path, description = "The response's id (`resp_…`)"), ItemsQuery),
     responses(
         (status = 200, description = "A page of input items", body = ResponseItemList),
         (status = 400, description = "A bad `limit` or `order`", body = super::wire::OpenAiError),
