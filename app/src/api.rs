@@ -21,10 +21,11 @@ pub async fn call(method: &str, path: &str, body: Option<Value>) -> Result<Value
     if (200..300).contains(&reply.status) {
         Ok(json)
     } else {
-        Err(json["error"]["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("The request failed (HTTP {}).", reply.status)))
+        Err(
+            serde_json::from_value::<tokengate_api::error::ApiErrorBody>(json)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| format!("The request failed (HTTP {}).", reply.status)),
+        )
     }
 }
 

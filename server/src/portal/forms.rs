@@ -30,10 +30,9 @@ fn back_with_error(path: &str, message: &str) -> Response {
 }
 
 fn api_error_message(body: &str) -> String {
-    serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "The request failed.".into())
+    serde_json::from_str::<tokengate_api::error::ApiErrorBody>(body)
+        .map(|e| e.error.message)
+        .unwrap_or_else(|_| "The request failed.".into())
 }
 
 #[derive(Deserialize)]
@@ -145,9 +144,9 @@ pub async fn topup(
     let body = json!({"amount_usd": f.amount_usd.trim()}).to_string();
     let reply = super::call_api(&state, u.id, "POST", "/api/v1/topup", Some(body)).await;
     let url = (reply.status == 200)
-        .then(|| serde_json::from_str::<Value>(&reply.body).ok())
+        .then(|| serde_json::from_str::<tokengate_api::billing::Checkout>(&reply.body).ok())
         .flatten()
-        .and_then(|v| v["checkout_url"].as_str().map(str::to_string));
+        .map(|c| c.checkout_url);
     match url {
         Some(url) => Redirect::to(&url).into_response(),
         None => back_with_error("/me/billing", &api_error_message(&reply.body)),
