@@ -165,21 +165,20 @@ impl Backplane {
         }
     }
 
-    /// Releases the reservations at `cost` and `tokens`. In cluster mode the Redis step
+    /// Releases the reservations at the record's cost and `tokens`. In cluster mode the Redis step
     /// runs in a task that retries until Redis answers; `done` is told when it has.
     pub fn settle(
         &self,
         money: &Money,
         limits: &RateLimits,
         admitted: Admitted,
-        cost: i64,
         tokens: i64,
         record: &RequestRecord,
         done: Option<tokio::sync::oneshot::Sender<()>>,
     ) {
         match admitted {
             Admitted::Memory { hold, rate } => {
-                money.settle(hold, cost);
+                money.settle(hold, record.cost_nano);
                 limits.settle(rate, tokens, Instant::now());
                 if let Some(d) = done {
                     let _ = d.send(());

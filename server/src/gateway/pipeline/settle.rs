@@ -105,7 +105,6 @@ impl Ticket {
             &self.gw.money,
             &self.gw.limits,
             admitted,
-            cost,
             usage.total_input() + usage.output,
             &record,
             self.settled.take(),
