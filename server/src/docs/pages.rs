@@ -77,6 +77,11 @@ pub const PAGES: &[Page] = &[
         summary: "Running tokengate: configuration, PostgreSQL, reverse proxy, backups and scaling out.",
         source: include_str!("../../../docs/self-hosting.md"),
     },
+    Page {
+        slug: "deploy",
+        summary: "Cluster mode: N instances behind a load balancer on PostgreSQL + Redis, what is shared where, the start guard, change propagation and failure modes.",
+        source: include_str!("../../../docs/deploy.md"),
+    },
 ];
 
 /// A page ready to serve.

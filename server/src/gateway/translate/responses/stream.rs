@@ -405,7 +405,7 @@ impl ResponsesStream {
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
         if let Some(r) = chat_reasoning(delta) {
-            self.route(
+            self.place(
                 Key::Reasoning,
                 || Kind::Reasoning {
                     text: String::new(),
@@ -421,7 +421,7 @@ impl ResponsesStream {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
         {
-            self.route(
+            self.place(
                 Key::Text,
                 || Kind::Message {
                     text: String::new(),
@@ -459,7 +459,7 @@ impl ResponsesStream {
             let key = Key::Call(index, gen_);
             let custom = self.tools.is_custom(name);
             let call_id = id.map_or_else(|| new_item_id("call"), str::to_string);
-            self.route(
+            self.place(
                 key,
                 || Kind::Call {
                     call_id,
@@ -537,7 +537,7 @@ impl ResponsesStream {
                 let b = v.get("content_block").unwrap_or(&Value::Null);
                 let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("");
                 match b.get("type").and_then(Value::as_str) {
-                    Some("text") => self.route(
+                    Some("text") => self.place(
                         key,
                         || Kind::Message {
                             text: String::new(),
@@ -551,7 +551,7 @@ impl ResponsesStream {
                             .and_then(Value::as_str)
                             .filter(|x| !x.is_empty())
                             .map(|x| format!("{SIGNATURE_MARK}{x}"));
-                        self.route(
+                        self.place(
                             key,
                             || Kind::Reasoning {
                                 text: String::new(),
@@ -564,7 +564,7 @@ impl ResponsesStream {
                     }
                     Some("redacted_thinking") => {
                         let data = format!("{REDACTED_MARK}{}", s("data"));
-                        self.route(
+                        self.place(
                             key,
                             || Kind::Reasoning {
                                 text: String::new(),
@@ -579,7 +579,7 @@ impl ResponsesStream {
                         let name = s("name").to_string();
                         let custom = self.tools.is_custom(&name);
                         let call_id = s("id").to_string();
-                        self.route(
+                        self.place(
                             key,
                             || Kind::Call {
                                 call_id,
@@ -613,7 +613,7 @@ impl ResponsesStream {
                     .chain(self.pending.iter())
                     .any(|i| i.key == key)
                 {
-                    self.route(
+                    self.place(
                         key,
                         || Kind::Message {
                             text: String::new(),
@@ -654,7 +654,7 @@ impl ResponsesStream {
 
     /// Adds `piece` to the item with `key` (made with `kind` when new), streaming it if
     /// that item is live, then lets held-back items through when they can go.
-    fn route(&mut self, key: Key, kind: impl FnOnce() -> Kind, piece: Piece, out: &mut Vec<u8>) {
+    fn place(&mut self, key: Key, kind: impl FnOnce() -> Kind, piece: Piece, out: &mut Vec<u8>) {
         if let Some(mut item) = self.live.take_if(|i| i.key == key) {
             self.stream_piece(&mut item, piece, out);
             self.live = Some(item);
