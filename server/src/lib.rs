@@ -317,10 +317,7 @@ impl Server {
             )
             .await
             .map_err(|e| {
-                config::ConfigError(format!(
-                    "Redis backplane: {}",
-                    cluster::redis::redact(&e)
-                ))
+                config::ConfigError(format!("Redis backplane: {}", cluster::redis::redact(&e)))
             })?;
             cluster_tasks = bp.spawn_tasks();
             gateway.backplane = cluster::backplane::Backplane::Redis(bp);
@@ -409,11 +406,11 @@ impl Server {
         let result = serve::serve(listener, self.router, limits, shutdown).await;
         self.refresher.abort();
         self.responses_purge.abort();
-        for t in &self.cluster_tasks {
-            t.abort();
-        }
         if let Some(l) = &self.change_listener {
             l.abort();
+        }
+        for t in &self.cluster_tasks {
+            t.abort();
         }
         self.meter_shutdown.flush_and_stop().await;
         self.instance.leave().await;

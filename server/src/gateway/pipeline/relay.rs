@@ -19,6 +19,7 @@ use super::super::responses::Turn;
 use super::super::routes::Target;
 use super::super::sse;
 use super::super::sse::Event;
+use super::super::translate::responses::End;
 use super::super::translate::responses::stream::ResponsesStream;
 use super::super::translate::stream::Delivered;
 use super::super::translate::{self, Format, stream::Converter};
@@ -85,6 +86,15 @@ impl Conv {
         }
     }
 
+    /// The upstream's own failure that ended a Responses stream (an `error` event): the
+    /// stream is settled as failed, not as a completed 200.
+    fn upstream_failure(&self) -> Option<String> {
+        match self {
+            Conv::Chat(_) => None,
+            Conv::Responses(c, _) => failure_of(c),
+        }
+    }
+
     fn usage(&self) -> Option<Usage> {
         match self {
             Conv::Chat(c) => c.usage(),
@@ -97,6 +107,14 @@ impl Conv {
             Conv::Chat(c) => c.delivered(),
             Conv::Responses(c, _) => c.delivered(),
         }
+    }
+}
+
+/// The failure a Responses stream ended with, as the request log records it.
+fn failure_of(c: &ResponsesStream) -> Option<String> {
+    match c.outcome() {
+        Some(End::Failed(code, message)) => Some(format!("{code}: {message}")),
+        _ => None,
     }
 }
 
@@ -251,6 +269,8 @@ pub(super) fn relay(
                                 "malformed stream event".to_string(),
                             )),
                         ))
+                    } else if let Some(message) = relay.conv.upstream_failure() {
+                        Some((502, Some((FailureKind::UpstreamError, message))))
                     } else if relay.conv.done() {
                         // Complete as far as the client is concerned: settle now rather
                         // than wait for the upstream to close (the client may not).
@@ -305,7 +325,10 @@ pub(super) fn relay(
                         relay.conv.event(ev, &mut out);
                     }
                     relay.conv.finish(&mut out);
-                    relay.outcome = Some((200, None));
+                    relay.outcome = Some(match relay.conv.upstream_failure() {
+                        Some(message) => (502, Some((FailureKind::UpstreamError, message))),
+                        None => (200, None),
+                    });
                     relay.store().await;
                     relay.settle();
                     return (!out.is_empty()).then(|| (Ok(Bytes::from(out)), relay));
@@ -323,4 +346,45 @@ pub(super) fn relay(
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     gateway_headers(&mut resp, &target, attempts, &request_id);
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::translate::responses::ResponseCtx;
+
+    fn stream_of(events: &[&str]) -> ResponsesStream {
+        let ctx = ResponseCtx {
+            id: "resp_test".into(),
+            created_at: 0,
+            request: serde_json::Map::new(),
+        };
+        let mut s = ResponsesStream::new(Format::OpenAi, ctx);
+        let mut parser = sse::Parser::default();
+        let mut out = Vec::new();
+        for e in events {
+            for ev in parser.push(e.as_bytes()) {
+                s.event(ev, &mut out);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn an_upstream_error_event_settles_a_responses_stream_as_failed() {
+        let failed = stream_of(&[
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            "data: {\"error\":{\"message\":\"overloaded\"}}\n\n",
+        ]);
+        assert!(failed.done());
+        let why = failure_of(&failed).expect("a failed stream");
+        assert!(why.contains("overloaded"), "{why}");
+
+        let mut ok = stream_of(&[
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\n",
+        ]);
+        ok.finish(&mut Vec::new());
+        assert!(ok.done());
+        assert_eq!(failure_of(&ok), None);
+    }
 }
