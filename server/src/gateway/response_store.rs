@@ -94,8 +94,21 @@ pub async fn insert(db: &Db, s: &Stored) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `id` can be a response id this gateway issued (`resp_` and letters or digits,
+/// short): anything else is not looked up, so a NUL or megabytes of client text never
+/// reach the database.
+pub fn plausible_id(id: &str) -> bool {
+    id.len() <= 64
+        && id
+            .strip_prefix("resp_")
+            .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// The response `id` of account `user_id`, if it is stored (another account's is not).
 pub async fn get(db: &Db, user_id: i64, id: &str) -> Result<Option<Stored>, Error> {
+    if !plausible_id(id) {
+        return Ok(None);
+    }
     let row: Option<Row> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM responses WHERE id = $1 AND user_id = $2"
     ))
@@ -108,6 +121,9 @@ pub async fn get(db: &Db, user_id: i64, id: &str) -> Result<Option<Stored>, Erro
 
 /// Deletes the response `id` of account `user_id`; whether there was one.
 pub async fn delete(db: &Db, user_id: i64, id: &str) -> Result<bool, Error> {
+    if !plausible_id(id) {
+        return Ok(false);
+    }
     let done = sqlx::query("DELETE FROM responses WHERE id = $1 AND user_id = $2")
         .bind(id)
         .bind(user_id)

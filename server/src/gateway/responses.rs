@@ -98,9 +98,14 @@ pub async fn save(db: &Db, stored: &Stored) {
 }
 
 fn not_found(id: &str) -> GatewayError {
+    let message = if response_store::plausible_id(id) {
+        format!("Response with id '{id}' not found.")
+    } else {
+        "No response has that id.".to_string()
+    };
     GatewayError::Route {
         status: 404,
-        message: format!("Response with id '{id}' not found."),
+        message,
         code: "not_found",
     }
 }
@@ -185,6 +190,40 @@ fn bad(message: impl Into<String>, param: &str) -> GatewayError {
     }
 }
 
+/// Bookkeeping fields are echoed in the response and stored with it but are not part of
+/// the prompt, so they are not paid for: held to OpenAI's limits (metadata: 16 pairs, keys
+/// up to 64 characters, string values up to 512) and identifiers to 512 characters.
+fn check_echoed(obj: &Map<String, Value>) -> Result<(), GatewayError> {
+    match obj.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m))
+            if m.len() <= 16
+                && m.iter().all(|(k, v)| {
+                    k.chars().count() <= 64 && v.as_str().is_some_and(|v| v.chars().count() <= 512)
+                }) => {}
+        Some(_) => {
+            return Err(bad(
+                "'metadata' must be an object of at most 16 string values, keys up to 64 \
+                 characters and values up to 512.",
+                "metadata",
+            ));
+        }
+    }
+    for name in ["user", "prompt_cache_key", "safety_identifier"] {
+        match obj.get(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(v)) if v.chars().count() <= 512 => {}
+            Some(_) => {
+                return Err(bad(
+                    format!("'{name}' must be a string of at most 512 characters."),
+                    name,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn handle(
     gw: Arc<Gateway>,
     headers: HeaderMap,
@@ -200,6 +239,7 @@ async fn handle(
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("'store' must be a boolean.", "store")),
     };
+    check_echoed(&obj)?;
     if obj.get("input").is_none_or(Value::is_null) {
         return Err(bad("Missing required parameter: 'input'.", "input"));
     }
@@ -426,6 +466,47 @@ mod tests {
             after: after.map(str::to_string),
             limit,
             order: order.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn only_plausible_ids_are_looked_up() {
+        use super::super::response_store::plausible_id;
+        assert!(plausible_id(
+            &super::super::translate::responses::new_response_id()
+        ));
+        for bad in [
+            "",
+            "resp_",
+            "resp_\0",
+            "msg_abc",
+            "resp_a b",
+            &"resp_".repeat(20),
+        ] {
+            assert!(!plausible_id(bad), "{bad:?}");
+        }
+        let GatewayError::Route { message, .. } = not_found(&format!("resp_\0{}", "x".repeat(999)))
+        else {
+            panic!("not a 404");
+        };
+        assert_eq!(
+            message, "No response has that id.",
+            "a malformed id is not echoed"
+        );
+    }
+
+    #[test]
+    fn echoed_bookkeeping_fields_are_bounded() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        assert!(check_echoed(&obj(json!({"metadata": {"a": "b"}, "user": "u"}))).is_ok());
+        for body in [
+            json!({"metadata": {"a": 1}}),
+            json!({"metadata": {"a": "x".repeat(513)}}),
+            json!({"metadata": (0..17).map(|i| (i.to_string(), json!("v"))).collect::<Map<_, _>>()}),
+            json!({"user": "x".repeat(513)}),
+            json!({"prompt_cache_key": 5}),
+        ] {
+            assert!(check_echoed(&obj(body.clone())).is_err(), "{body}");
         }
     }
 
