@@ -63,6 +63,9 @@ Markers survive translation because text does. Several markers may be combined:
   ``finish_reason: tool_calls``); Anthropic a text block "Let me check the weather."
   then a ``tool_use`` block (id ``toolu_fake01``, ``input_json_delta`` fragments,
   ``stop_reason: tool_use``).
+* ``[fault:tool:NAME]`` — the same, calling tool NAME instead with arguments
+  ``{"input": CUSTOM_TOOL_INPUT}`` (the one-string function a Responses ``custom`` tool
+  such as ``apply_patch`` is translated to); ``[fault:tool:get_weather]`` is ``[fault:tool]``.
 * ``[fault:cached:N]`` — report N cached (cache-read) prompt tokens: OpenAI
   ``prompt_tokens_details.cached_tokens = N`` (within ``prompt_tokens``); Anthropic
   ``cache_read_input_tokens = N`` with ``input_tokens`` the uncached rest.
@@ -114,7 +117,20 @@ OPENAI_COMPLETION_ID = "chatcmpl-fake123"
 ANTHROPIC_MESSAGE_ID = "msg_fake123"
 EMBEDDING_DIMS = 8
 
+CUSTOM_TOOL_INPUT = "*** Begin Patch\n*** Add File: hello.txt\n+hello\n*** End Patch\n"
+
 assert "".join(TOOL_ARG_FRAGMENTS) == json.dumps(TOOL_ARGS)
+
+
+def tool_call_of(faults: dict) -> tuple[str, dict, list[str]]:
+    """(name, arguments, streamed argument fragments) of the ``[fault:tool(:NAME)]`` call."""
+    name = faults.get("tool") or TOOL_NAME
+    if name == TOOL_NAME:
+        return TOOL_NAME, TOOL_ARGS, TOOL_ARG_FRAGMENTS
+    args = {"input": CUSTOM_TOOL_INPUT}
+    text = json.dumps(args)
+    step = max(1, len(text) // 4)
+    return name, args, [text[i : i + step] for i in range(0, len(text), step)]
 assert "".join(FAKE_PIECES) == FAKE_CONTENT
 
 MARKER_RE = re.compile(r"\[fault:([a-z_]+)(?::([^\]\s]*))?\]")
@@ -779,6 +795,7 @@ def _make_handler(up: FakeUpstream):
             if faults.get("cached", "").isdigit():
                 cached = min(int(faults["cached"]), prompt_tokens)
             tool = "tool" in faults
+            tool_name, tool_args, tool_frags = tool_call_of(faults)
             max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
             stop = body.get("stop")
             stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str)]
@@ -818,7 +835,7 @@ def _make_handler(up: FakeUpstream):
                             {
                                 "id": OPENAI_TOOL_CALL_ID,
                                 "type": "function",
-                                "function": {"name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGS)},
+                                "function": {"name": tool_name, "arguments": json.dumps(tool_args)},
                             }
                         ],
                     }
@@ -872,7 +889,7 @@ def _make_handler(up: FakeUpstream):
                                         "index": 0,
                                         "id": OPENAI_TOOL_CALL_ID,
                                         "type": "function",
-                                        "function": {"name": TOOL_NAME, "arguments": ""},
+                                        "function": {"name": tool_name, "arguments": ""},
                                     }
                                 ],
                             }
@@ -880,7 +897,7 @@ def _make_handler(up: FakeUpstream):
                         False,
                     )
                 )
-                for frag in TOOL_ARG_FRAGMENTS:
+                for frag in tool_frags:
                     events.append((chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]}), True))
             else:
                 events.append((chunk({"role": "assistant", "content": "", "refusal": None}), False))
@@ -955,6 +972,7 @@ def _make_handler(up: FakeUpstream):
             )
             input_tokens = total_in - cache_read - cache_write
             tool = "tool" in faults
+            tool_name, tool_args, tool_frags = tool_call_of(faults)
             stops = [s for s in (body.get("stop_sequences") or []) if isinstance(s, str)]
             if tool:
                 pieces, output_tokens, why = [], TOOL_COMPLETION_TOKENS, None
@@ -986,7 +1004,7 @@ def _make_handler(up: FakeUpstream):
                 if tool:
                     content = [
                         {"type": "text", "text": ANTHROPIC_TOOL_PREAMBLE},
-                        {"type": "tool_use", "id": ANTHROPIC_TOOL_USE_ID, "name": TOOL_NAME, "input": TOOL_ARGS},
+                        {"type": "tool_use", "id": ANTHROPIC_TOOL_USE_ID, "name": tool_name, "input": tool_args},
                     ]
                 else:
                     content = [{"type": "text", "text": "".join(pieces)}]
@@ -1047,9 +1065,9 @@ def _make_handler(up: FakeUpstream):
                 )
                 blocks.append(
                     (
-                        {"type": "tool_use", "id": ANTHROPIC_TOOL_USE_ID, "name": TOOL_NAME, "input": {}},
+                        {"type": "tool_use", "id": ANTHROPIC_TOOL_USE_ID, "name": tool_name, "input": {}},
                         [{"type": "input_json_delta", "partial_json": ""}]
-                        + [{"type": "input_json_delta", "partial_json": f} for f in TOOL_ARG_FRAGMENTS],
+                        + [{"type": "input_json_delta", "partial_json": f} for f in tool_frags],
                     )
                 )
             else:

@@ -394,3 +394,27 @@ def test_anthropic_cut_and_malformed_stream(fa, upstream):
     assert events[0][0] == "message_start"
     with pytest.raises(ValueError):
         json.loads(events[1][1])
+
+
+def test_named_tool_marker(fo, fa):
+    """``[fault:tool:NAME]`` calls NAME with ``{"input": CUSTOM_TOOL_INPUT}``, whole and streamed."""
+    from fake_upstream import CUSTOM_TOOL_INPUT
+
+    want = {"input": CUSTOM_TOOL_INPUT}
+    fn = {"type": "function", "function": {"name": "apply_patch", "parameters": {"type": "object", "properties": {"input": {"type": "string"}}}}}
+    msgs = [{"role": "user", "content": "Patch it [fault:tool:apply_patch]"}]
+    tc = fo.chat.completions.create(model="gpt-test", messages=msgs, tools=[fn]).choices[0].message.tool_calls[0]
+    assert tc.function.name == "apply_patch" and json.loads(tc.function.arguments) == want
+    args, frags = "", 0
+    for c in fo.chat.completions.create(model="gpt-test", messages=msgs, tools=[fn], stream=True):
+        for t in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+            if t.function and t.function.arguments:
+                args += t.function.arguments
+                frags += 1
+    assert json.loads(args) == want and frags > 1
+
+    tool = {"name": "apply_patch", "input_schema": {"type": "object", "properties": {"input": {"type": "string"}}}}
+    m = fa.messages.create(model="claude-test", max_tokens=100, tools=[tool], messages=msgs)
+    assert (m.content[1].name, m.content[1].input) == ("apply_patch", want)
+    with fa.messages.stream(model="claude-test", max_tokens=100, tools=[tool], messages=msgs) as s:
+        assert s.get_final_message().content[1].input == want
