@@ -375,3 +375,45 @@ def test_agents_sdk_function_tool(multi_gateway, upstream, model):
         tin = upstream_prompt_tokens(model, rec)
         assert row["tokens_in"] == tin, dict(row)
         assert row["cost_nano"] == cost_nano(model, tin, row["tokens_out"]), dict(row)
+
+
+@pytest.mark.parametrize("tool", ["function", "custom"])
+def test_streamed_tool_call(oai, upstream, multi_gateway, model, tool):
+    """Streamed tool calls: argument (or custom input) deltas, then the done event, the
+    item in the final response, billed at the upstream's tool-call usage."""
+    since = max_rowid(multi_gateway)
+    if tool == "function":
+        events = list(oai.responses.create(model=model, input=WEATHER_Q, tools=[WEATHER_TOOL], stream=True))
+        delta_t, done_t, item_t = (
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "function_call",
+        )
+        want = json.dumps(TOOL_ARGS)
+    else:
+        events = list(
+            oai.responses.create(
+                model=model, input="Add a hello file please [fault:tool:apply_patch]", tools=[PATCH_TOOL], stream=True
+            )
+        )
+        delta_t, done_t, item_t = (
+            "response.custom_tool_call_input.delta",
+            "response.custom_tool_call_input.done",
+            "custom_tool_call",
+        )
+        want = CUSTOM_TOOL_INPUT
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"], types
+    assert sum(t in TERMINAL for t in types) == 1 and types[-1] == "response.completed", types
+    assert delta_t in types and done_t in types, types
+    streamed = "".join(e.delta for e in events if e.type == delta_t)
+    done = [e for e in events if e.type == done_t][0]
+    got = done.arguments if tool == "function" else done.input
+    if tool == "function":
+        assert json.loads(streamed) == TOOL_ARGS and json.loads(got) == TOOL_ARGS
+    else:
+        assert streamed == want and got == want
+    final = events[-1].response
+    items = items_of(final, item_t)
+    assert len(items) == 1, final.output
+    assert_reconciled(multi_gateway, upstream, model, final.usage, TOOL_COMPLETION_TOKENS, since=since)
