@@ -24,13 +24,9 @@ use tokengate_server::config::Config;
 use tokengate_server::{Server, StartError};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
-/// Longest a change may take to reach every instance, as this test measures it: until a
-/// probe *answer* shows the change, so each measurement includes whole chat requests
-/// through the Redis backplane of a debug build on a loaded 2-core machine. The goal is
-/// 1 s; measured here alone 5–870 ms, and once 1,038–1,084 ms with other suites running
-/// (the answers of a probe come in steps of about 300 ms in cluster mode, an open item of
-/// issue 15), so the assertion allows 1.5 s until the probe is cheaper than a chat request.
-const WITHIN: Duration = Duration::from_millis(1500);
+/// Longest a change may take to reach every instance (measured until a probe's answer
+/// shows it: 2–27 ms on this machine).
+const WITHIN: Duration = Duration::from_secs(1);
 
 /// `n` instances in cluster mode on `url`, sharing one fresh Redis prefix and one server
 /// secret (key hashes and access tokens must agree across instances).

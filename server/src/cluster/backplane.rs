@@ -627,7 +627,7 @@ impl RedisBackplane {
             .block(200);
         let reply: Option<StreamReadReply> = self
             .redis
-            .conn()
+            .blocking_conn()
             .xread_options(&[self.redis.outbox_key()], &[">"], &opts)
             .await
             .map_err(|e| redact(&e))?;

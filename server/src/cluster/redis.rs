@@ -3,7 +3,9 @@
 //! several deployments, or several tests, can share one Redis.
 //!
 //! The connection is a `redis::aio::ConnectionManager`: one multiplexed connection shared
-//! by all tasks, reconnected automatically after Redis restarts or the network fails. A
+//! by all tasks for the short commands of admission and settlement, plus a second one for
+//! the outbox consumer's blocking reads (a blocking command on the shared connection would
+//! stall every admission queued behind it); both are reconnected automatically after Redis restarts or the network fails. A
 //! command issued while Redis is away fails fast (response and connection timeouts below)
 //! instead of hanging a request.
 
@@ -20,6 +22,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 #[derive(Clone)]
 pub struct RedisConn {
     conn: ConnectionManager,
+    /// Only for blocking reads (`XREADGROUP … BLOCK`).
+    blocking: ConnectionManager,
     prefix: String,
 }
 
@@ -47,11 +51,15 @@ impl RedisConn {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone())
+            .await
+            .map_err(|e| ConnectError(redact(&e)))?;
+        let blocking = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| ConnectError(redact(&e)))?;
         Ok(RedisConn {
             conn,
+            blocking,
             prefix: prefix.to_string(),
         })
     }
@@ -59,6 +67,11 @@ impl RedisConn {
     /// A handle to issue commands with (clones share one connection).
     pub fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// The connection for blocking reads, so they never delay the shared one.
+    pub fn blocking_conn(&self) -> ConnectionManager {
+        self.blocking.clone()
     }
 
     pub fn prefix(&self) -> &str {
