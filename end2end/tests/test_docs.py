@@ -173,6 +173,15 @@ def test_live_answers_match_the_documented_schemas(docs_gw, doc, admin_token):
     c.check("post", "/v1/messages", 400, headers=key, json={"model": "tokengate-fast", "messages": [{"role": "user", "content": "x"}]})
     c.check("post", "/v1/embeddings", 200, strict=False, headers=key, json={"model": "mock/fast-1", "input": ["a b", "c"]})
     c.check("post", "/v1/embeddings", 401, json={"model": "mock/fast-1", "input": "a"})
+    r = c.check("post", "/v1/responses", 200, strict=False, headers=key,
+                json={"model": "tokengate-fast", "input": "Hello docs"})
+    rid = r.json()["id"]
+    c.check("post", "/v1/responses", 401, json={"model": "tokengate-fast", "input": "x"})
+    c.check("get", "/v1/responses/{id}", 200, strict=False, url=f"/v1/responses/{rid}", headers=key)
+    c.check("get", "/v1/responses/{id}/input_items", 200, strict=False,
+            url=f"/v1/responses/{rid}/input_items", headers=key)
+    c.check("delete", "/v1/responses/{id}", 200, strict=False, url=f"/v1/responses/{rid}", headers=key)
+    c.check("get", "/v1/responses/{id}", 404, url=f"/v1/responses/{rid}", headers=key)
 
     # Device flow.
     c.check("get", "/api/v1/auth/discovery", 200)
