@@ -113,7 +113,7 @@ fn anthropic_tools(tools: &[Value]) -> Result<Vec<Value>, Unsupported> {
         .collect()
 }
 
-fn anthropic_tool_choice(choice: &Value, parallel: Option<bool>) -> Option<Value> {
+pub(super) fn anthropic_tool_choice(choice: &Value, parallel: Option<bool>) -> Option<Value> {
     let mut c = match choice {
         Value::String(s) if s == "none" => json!({"type": "none"}),
         Value::String(s) if s == "required" => json!({"type": "any"}),

@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use super::super::Unsupported;
+use super::super::request::anthropic_tool_choice;
 use super::{Obj, REDACTED_MARK, SIGNATURE_MARK, new_item_id};
 
 /// One content part of a message or tool output.
@@ -356,6 +357,19 @@ enum Choice {
     Named(String),
 }
 
+impl Choice {
+    /// The Chat Completions `tool_choice` (Anthropic's is derived from it by
+    /// [`anthropic_tool_choice`], as for chat clients).
+    fn chat(&self) -> Value {
+        match self {
+            Choice::Auto => json!("auto"),
+            Choice::None => json!("none"),
+            Choice::Required => json!("required"),
+            Choice::Named(n) => json!({"type": "function", "function": {"name": n}}),
+        }
+    }
+}
+
 /// The client's functions (after `allowed_tools` narrowing) and the tool choice.
 fn tools_and_choice(req: &Obj) -> Result<(Vec<Function>, Option<Choice>), Unsupported> {
     let mut functions = Vec::new();
@@ -569,13 +583,8 @@ pub fn to_chat(req: &Obj, history: &[Value], cap_field: &str) -> Result<Value, U
             })
             .collect();
         out["tools"] = Value::Array(tools);
-        if let Some(c) = choice {
-            out["tool_choice"] = match c {
-                Choice::Auto => json!("auto"),
-                Choice::None => json!("none"),
-                Choice::Required => json!("required"),
-                Choice::Named(n) => json!({"type": "function", "function": {"name": n}}),
-            };
+        if let Some(c) = &choice {
+            out["tool_choice"] = c.chat();
         }
         if let Some(p) = req.get("parallel_tool_calls").and_then(Value::as_bool) {
             out["parallel_tool_calls"] = json!(p);
@@ -816,16 +825,10 @@ pub fn to_anthropic(
         );
         let parallel = req.get("parallel_tool_calls").and_then(Value::as_bool);
         if choice.is_some() || parallel == Some(false) {
-            let mut c = match choice.unwrap_or(Choice::Auto) {
-                Choice::Auto => json!({"type": "auto"}),
-                Choice::None => json!({"type": "none"}),
-                Choice::Required => json!({"type": "any"}),
-                Choice::Named(n) => json!({"type": "tool", "name": n}),
-            };
-            if parallel == Some(false) && c["type"] != "none" {
-                c["disable_parallel_tool_use"] = json!(true);
+            let chat = choice.as_ref().map_or(Value::Null, Choice::chat);
+            if let Some(c) = anthropic_tool_choice(&chat, parallel) {
+                out["tool_choice"] = c;
             }
-            out["tool_choice"] = c;
         }
     }
     if let Some(user) = req.get("user").and_then(Value::as_str) {
