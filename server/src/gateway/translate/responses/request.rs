@@ -51,13 +51,6 @@ enum Entry {
     },
 }
 
-fn bad(param: &str, message: impl Into<String>) -> Unsupported {
-    Unsupported {
-        message: message.into(),
-        param: Some(param.to_string()),
-    }
-}
-
 fn str_of<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
@@ -67,7 +60,7 @@ fn parts(content: &Value, param: &str) -> Result<Vec<Part>, Unsupported> {
         Value::Null => Ok(Vec::new()),
         Value::String(s) => Ok(vec![Part::Text(s.clone())]),
         Value::Array(items) => items.iter().map(|p| part(p, param)).collect(),
-        _ => Err(bad(
+        _ => Err(Unsupported::new(
             param,
             "Content must be a string or an array of content parts.",
         )),
@@ -85,7 +78,7 @@ fn part(p: &Value, param: &str) -> Result<Part, Unsupported> {
                 url: url.to_string(),
                 detail: p.get("detail").filter(|d| !d.is_null()).cloned(),
             }),
-            None => Err(bad(
+            None => Err(Unsupported::new(
                 param,
                 "Images must be given by image_url (a URL or a data URL); file ids are not supported.",
             )),
@@ -94,7 +87,7 @@ fn part(p: &Value, param: &str) -> Result<Part, Unsupported> {
             let data = str_of(p, "file_data").map(str::to_string);
             let url = str_of(p, "file_url").map(str::to_string);
             if data.is_none() && url.is_none() {
-                return Err(bad(
+                return Err(Unsupported::new(
                     param,
                     "Files must be given by file_data or file_url; file ids are not supported.",
                 ));
@@ -105,11 +98,11 @@ fn part(p: &Value, param: &str) -> Result<Part, Unsupported> {
                 filename: str_of(p, "filename").map(str::to_string),
             })
         }
-        Some(other) => Err(bad(
+        Some(other) => Err(Unsupported::new(
             param,
             format!("Content parts of type '{other}' cannot be sent to this model."),
         )),
-        None => Err(bad(param, "A content part has no type.")),
+        None => Err(Unsupported::new(param, "A content part has no type.")),
     }
 }
 
@@ -137,7 +130,10 @@ fn output_parts(output: &Value) -> Result<Vec<Part>, Unsupported> {
 /// One input item as conversation entries (none for what is dropped).
 fn item_entries(item: &Value, out: &mut Vec<Entry>) -> Result<(), Unsupported> {
     if !item.is_object() {
-        return Err(bad("input", "Every input item must be an object."));
+        return Err(Unsupported::new(
+            "input",
+            "Every input item must be an object.",
+        ));
     }
     let ty = str_of(item, "type").or_else(|| item.get("role").map(|_| "message"));
     let call_id = || str_of(item, "call_id").unwrap_or("").to_string();
@@ -149,7 +145,10 @@ fn item_entries(item: &Value, out: &mut Vec<Entry>) -> Result<(), Unsupported> {
                 Some("user") => out.push(Entry::User(content)),
                 Some("assistant") => {
                     if content.iter().any(|p| !matches!(p, Part::Text(_))) {
-                        return Err(bad("input", "Assistant messages can only hold text."));
+                        return Err(Unsupported::new(
+                            "input",
+                            "Assistant messages can only hold text.",
+                        ));
                     }
                     out.push(Entry::Assistant(
                         content
@@ -162,9 +161,12 @@ fn item_entries(item: &Value, out: &mut Vec<Entry>) -> Result<(), Unsupported> {
                     ));
                 }
                 Some(other) => {
-                    return Err(bad("input", format!("Unknown message role '{other}'.")));
+                    return Err(Unsupported::new(
+                        "input",
+                        format!("Unknown message role '{other}'."),
+                    ));
                 }
-                None => return Err(bad("input", "A message item needs a role.")),
+                None => return Err(Unsupported::new("input", "A message item needs a role.")),
             }
         }
         Some("function_call") => out.push(Entry::Call {
@@ -193,18 +195,18 @@ fn item_entries(item: &Value, out: &mut Vec<Entry>) -> Result<(), Unsupported> {
             encrypted: str_of(item, "encrypted_content").map(str::to_string),
         }),
         Some("item_reference") => {
-            return Err(bad(
+            return Err(Unsupported::new(
                 "input",
                 "Item references are not supported; send the items themselves or use previous_response_id.",
             ));
         }
         Some(other) => {
-            return Err(bad(
+            return Err(Unsupported::new(
                 "input",
                 format!("Input items of type '{other}' cannot be sent to this model."),
             ));
         }
-        None => return Err(bad("input", "An input item has no type.")),
+        None => return Err(Unsupported::new("input", "An input item has no type.")),
     }
     Ok(())
 }
@@ -223,13 +225,18 @@ fn conversation(req: &Obj, history: &[Value]) -> Result<Vec<Entry>, Unsupported>
                 match e {
                     Entry::System(t) => out.push(Entry::System(t)),
                     Entry::User(p) => out.push(Entry::System(joined_text(&p))),
-                    _ => return Err(bad("instructions", "Instructions can only hold messages.")),
+                    _ => {
+                        return Err(Unsupported::new(
+                            "instructions",
+                            "Instructions can only hold messages.",
+                        ));
+                    }
                 }
             }
         }
         Some(Value::String(_) | Value::Null) | None => {}
         Some(_) => {
-            return Err(bad(
+            return Err(Unsupported::new(
                 "instructions",
                 "Instructions must be a string or a list of messages.",
             ));
@@ -246,7 +253,12 @@ fn conversation(req: &Obj, history: &[Value]) -> Result<Vec<Entry>, Unsupported>
             }
         }
         None | Some(Value::Null) => {}
-        Some(_) => return Err(bad("input", "Input must be a string or a list of items.")),
+        Some(_) => {
+            return Err(Unsupported::new(
+                "input",
+                "Input must be a string or a list of items.",
+            ));
+        }
     }
     Ok(out)
 }
@@ -254,11 +266,14 @@ fn conversation(req: &Obj, history: &[Value]) -> Result<Vec<Entry>, Unsupported>
 /// Fields no upstream can honour, whatever its format.
 fn reject_common(req: &Obj) -> Result<(), Unsupported> {
     if req.get("background").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("background", "Background responses are not supported."));
+        return Err(Unsupported::new(
+            "background",
+            "Background responses are not supported.",
+        ));
     }
     for k in ["conversation", "prompt"] {
         if req.get(k).is_some_and(|v| !v.is_null()) {
-            return Err(bad(
+            return Err(Unsupported::new(
                 k,
                 format!("The '{k}' parameter is not supported; send the input items instead."),
             ));
@@ -269,7 +284,7 @@ fn reject_common(req: &Obj) -> Result<(), Unsupported> {
         .and_then(Value::as_i64)
         .is_some_and(|n| n > 0)
     {
-        return Err(bad(
+        return Err(Unsupported::new(
             "top_logprobs",
             "This model does not return log probabilities.",
         ));
@@ -309,9 +324,9 @@ fn custom_schema(tool: &Value) -> Value {
 
 fn collect_functions(tool: &Value, out: &mut Vec<Function>) -> Result<(), Unsupported> {
     let name = || {
-        str_of(tool, "name")
-            .map(str::to_string)
-            .ok_or_else(|| bad("tools", "Every function and custom tool needs a name."))
+        str_of(tool, "name").map(str::to_string).ok_or_else(|| {
+            Unsupported::new("tools", "Every function and custom tool needs a name.")
+        })
     };
     let description = str_of(tool, "description").map(str::to_string);
     match str_of(tool, "type") {
@@ -343,7 +358,7 @@ fn collect_functions(tool: &Value, out: &mut Vec<Function>) -> Result<(), Unsupp
         }
         // Hosted tools: no upstream runs them; offered, not required (see the module rule).
         Some(_) => {}
-        None => return Err(bad("tools", "A tool has no type.")),
+        None => return Err(Unsupported::new("tools", "A tool has no type.")),
     }
     Ok(())
 }
@@ -388,7 +403,7 @@ fn tools_and_choice(req: &Obj) -> Result<(Vec<Function>, Option<Choice>), Unsupp
             "none" => Some(Choice::None),
             "required" => Some(Choice::Required),
             other => {
-                return Err(bad(
+                return Err(Unsupported::new(
                     "tool_choice",
                     format!("Unknown tool_choice '{other}'."),
                 ));
@@ -397,7 +412,9 @@ fn tools_and_choice(req: &Obj) -> Result<(Vec<Function>, Option<Choice>), Unsupp
         Some(c @ Value::Object(_)) => match str_of(c, "type") {
             Some("function" | "custom") => Some(Choice::Named(
                 str_of(c, "name")
-                    .ok_or_else(|| bad("tool_choice", "A named tool_choice needs a name."))?
+                    .ok_or_else(|| {
+                        Unsupported::new("tool_choice", "A named tool_choice needs a name.")
+                    })?
                     .to_string(),
             )),
             Some("allowed_tools") => {
@@ -415,22 +432,22 @@ fn tools_and_choice(req: &Obj) -> Result<(Vec<Function>, Option<Choice>), Unsupp
                 }
             }
             Some(other) => {
-                return Err(bad(
+                return Err(Unsupported::new(
                     "tool_choice",
                     format!("This model cannot be made to use the hosted tool '{other}'."),
                 ));
             }
-            None => return Err(bad("tool_choice", "tool_choice needs a type.")),
+            None => return Err(Unsupported::new("tool_choice", "tool_choice needs a type.")),
         },
         Some(_) => {
-            return Err(bad(
+            return Err(Unsupported::new(
                 "tool_choice",
                 "tool_choice must be a string or an object.",
             ));
         }
     };
     if choice == Some(Choice::Required) && functions.is_empty() {
-        return Err(bad(
+        return Err(Unsupported::new(
             "tool_choice",
             "tool_choice requires a tool call, but this model can call none of the tools given.",
         ));
@@ -438,7 +455,7 @@ fn tools_and_choice(req: &Obj) -> Result<(Vec<Function>, Option<Choice>), Unsupp
     if let Some(Choice::Named(n)) = &choice
         && !functions.iter().any(|f| &f.name == n)
     {
-        return Err(bad(
+        return Err(Unsupported::new(
             "tool_choice",
             format!("tool_choice names '{n}', which is not among the tools."),
         ));
@@ -476,7 +493,7 @@ fn chat_parts(parts: &[Part], param: &str) -> Result<Value, Unsupported> {
                 }
                 Ok(json!({"type": "file", "file": file}))
             }
-            Part::File { .. } => Err(bad(
+            Part::File { .. } => Err(Unsupported::new(
                 param,
                 "This model takes files only as file_data, not by file_url.",
             )),
@@ -616,7 +633,12 @@ pub fn to_chat(req: &Obj, history: &[Value], cap_field: &str) -> Result<Value, U
                 }
                 out["response_format"] = json!({"type": "json_schema", "json_schema": schema});
             }
-            Some(other) => return Err(bad("text", format!("Unknown text format '{other}'."))),
+            Some(other) => {
+                return Err(Unsupported::new(
+                    "text",
+                    format!("Unknown text format '{other}'."),
+                ));
+            }
         }
     }
     if let Some(effort) = req
@@ -650,8 +672,8 @@ fn anthropic_part(p: &Part) -> Result<Value, Unsupported> {
     Ok(match p {
         Part::Text(t) => json!({"type": "text", "text": t}),
         Part::Image { url, .. } if url.starts_with("data:") => {
-            let (media_type, data) =
-                data_url(url).ok_or_else(|| bad("input", "Images in data URLs must be base64."))?;
+            let (media_type, data) = data_url(url)
+                .ok_or_else(|| Unsupported::new("input", "Images in data URLs must be base64."))?;
             json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
         }
         Part::Image { url, .. } => json!({"type": "image", "source": {"type": "url", "url": url}}),
@@ -671,7 +693,12 @@ fn anthropic_part(p: &Part) -> Result<Value, Unsupported> {
         Part::File { url: Some(u), .. } => {
             json!({"type": "document", "source": {"type": "url", "url": u}})
         }
-        Part::File { .. } => return Err(bad("input", "A file needs file_data or file_url.")),
+        Part::File { .. } => {
+            return Err(Unsupported::new(
+                "input",
+                "A file needs file_data or file_url.",
+            ));
+        }
     })
 }
 
@@ -716,7 +743,7 @@ pub fn to_anthropic(
         .and_then(|f| str_of(f, "type"))
         .filter(|t| *t != "text")
     {
-        return Err(bad(
+        return Err(Unsupported::new(
             "text",
             format!(
                 "This model does not support the '{t}' text format; describe the format in the prompt instead."
@@ -758,7 +785,7 @@ pub fn to_anthropic(
                     json!({})
                 } else {
                     serde_json::from_str(&arguments).map_err(|_| {
-                        bad("input", "Function call arguments must be a JSON object.")
+                        Unsupported::new("input", "Function call arguments must be a JSON object.")
                     })?
                 };
                 push_turn(
@@ -799,7 +826,7 @@ pub fn to_anthropic(
     }
     if let Some(t) = req.get("temperature").and_then(Value::as_f64) {
         if t > 1.0 {
-            return Err(bad(
+            return Err(Unsupported::new(
                 "temperature",
                 "This model accepts a temperature between 0 and 1.",
             ));
@@ -869,13 +896,21 @@ pub fn input_items(req: &Obj) -> Result<Vec<Value>, Unsupported> {
         }
         Some(Value::Array(items)) => items.clone(),
         None | Some(Value::Null) => Vec::new(),
-        Some(_) => return Err(bad("input", "Input must be a string or a list of items.")),
+        Some(_) => {
+            return Err(Unsupported::new(
+                "input",
+                "Input must be a string or a list of items.",
+            ));
+        }
     };
     items
         .into_iter()
         .map(|mut item| {
             let Some(o) = item.as_object_mut() else {
-                return Err(bad("input", "Every input item must be an object."));
+                return Err(Unsupported::new(
+                    "input",
+                    "Every input item must be an object.",
+                ));
             };
             if !o.contains_key("type") && o.contains_key("role") {
                 o.insert("type".into(), json!("message"));
